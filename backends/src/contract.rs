@@ -1,0 +1,286 @@
+//! The backend contract: what the event loop asks, what a backend reports.
+//!
+//! The contract is completion-shaped. The loop *asks* (listen, start receiving, send, close,
+//! wait) and the backend *reports* what happened through a [`Sink`]. A readiness backend
+//! (epoll, kqueue) performs the system calls itself when the descriptor becomes ready and
+//! reports the outcome, so the loop above never sees the difference between the two models.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::socket::{Addr, Listener, Socket};
+
+/// Identifies one connection on one loop.
+///
+/// The loop chooses the value (a slab index in the low half and a generation in the high half)
+/// and the backend only echoes it back. Backends may use [`ConnId::index`] to index their own
+/// per-connection tables: no two live connections of one loop share an index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnId(pub u64);
+
+impl ConnId {
+    /// Builds an id from a slab index and a generation.
+    pub fn new(index: usize, generation: u32) -> Self {
+        ConnId((u64::from(generation) << 32) | (index as u64 & 0xffff_ffff))
+    }
+
+    /// The slab index: unique among the live connections of a loop.
+    pub fn index(self) -> usize {
+        (self.0 & 0xffff_ffff) as usize
+    }
+
+    /// The generation: distinguishes connections that reused the same index.
+    pub fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+}
+
+/// Identifies one listener on one loop (small and dense; chosen by the loop).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ListenerId(pub usize);
+
+/// What a backend wants the loop to do after it delivered received bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep receiving.
+    Continue,
+    /// Stop receiving on this connection as soon as possible (backpressure). Bytes the backend
+    /// has already taken from the kernel may still be delivered; nothing new is read until
+    /// [`Backend::resume`].
+    Pause,
+}
+
+/// The backends this crate can provide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// io_uring (Linux 6.0+): completion-based, provided-buffer ring, multishot operations.
+    Uring,
+    /// epoll (Linux), edge-triggered.
+    Epoll,
+    /// kqueue (macOS and the BSDs).
+    Kqueue,
+    /// The portable fallback on `std::net` threads (Windows, and anywhere else).
+    StdNet,
+}
+
+impl BackendKind {
+    /// The lower-case name used in options, logs and `GNET_BACKEND`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Uring => "uring",
+            BackendKind::Epoll => "epoll",
+            BackendKind::Kqueue => "kqueue",
+            BackendKind::StdNet => "stdnet",
+        }
+    }
+
+    /// Parses a name as accepted by `GNET_BACKEND` (`uring`, `io_uring`, `epoll`, `kqueue`,
+    /// `stdnet`, `std`).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "uring" | "io_uring" | "iouring" => Some(BackendKind::Uring),
+            "epoll" => Some(BackendKind::Epoll),
+            "kqueue" => Some(BackendKind::Kqueue),
+            "stdnet" | "std" | "std-net" => Some(BackendKind::StdNet),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Settings a backend reads when it is opened. One value is shared by every loop.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Size of one receive buffer: the per-loop read buffer on readiness backends, the size of
+    /// each provided buffer on io_uring, the read size of each reader thread on stdnet. It is
+    /// also the largest slice one [`Sink::received`] call delivers.
+    pub read_buffer_size: usize,
+    /// Number of buffers in the io_uring provided-buffer ring (a power of two).
+    pub ring_buffers: u16,
+    /// Submission queue entries of the io_uring ring (a power of two).
+    pub ring_entries: u32,
+    /// Fairness: the most bytes a readiness backend reads from one connection per wake-up
+    /// before it moves on to other connections (it comes back to the connection later).
+    pub read_chunk: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            read_buffer_size: 64 * 1024,
+            ring_buffers: 256,
+            ring_entries: 1024,
+            read_chunk: 1024 * 1024,
+        }
+    }
+}
+
+/// Why a backend could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// The mechanism is missing or forbidden here (`ENOSYS`, `EPERM`, `EINVAL`, a missing
+    /// opcode, a platform without it). `Auto` falls back to the next backend and logs the
+    /// message; an explicit request reports it as an error.
+    Unavailable(String),
+    /// The mechanism exists but setting it up failed for a reason the operator must fix
+    /// (for example `ENOMEM` from `RLIMIT_MEMLOCK`). Never hidden behind a fallback.
+    Failed(io::Error),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Unavailable(why) => write!(f, "unavailable: {why}"),
+            OpenError::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+/// Wakes a loop blocked in [`Backend::poll`] from any thread.
+pub trait Wake: Send + Sync + 'static {
+    /// Makes the current or the next [`Backend::poll`] of the loop return promptly (it then
+    /// reports [`Sink::woken`]). Wake-ups may be coalesced: many calls before the loop runs
+    /// may produce one `woken`.
+    ///
+    /// # Errors
+    /// Only an unexpected failure of the underlying mechanism (for example a closed eventfd).
+    fn wake(&self) -> io::Result<()>;
+}
+
+/// Receives what a backend reports during [`Backend::poll`].
+///
+/// The sink must not call back into the backend (it is mutably borrowed while it reports);
+/// the loop records what it wants to do and asks the backend after `poll` returns.
+pub trait Sink {
+    /// A listener accepted a connection. The loop now owns `socket` (already non-blocking and
+    /// close-on-exec where the platform has these) and decides which loop serves it.
+    fn accepted(&mut self, listener: ListenerId, socket: Socket, peer: Addr);
+
+    /// Accepting on a listener failed with an error that is not a transient one (`EMFILE`,
+    /// `ENFILE`, `ENOBUFS`, ...). The backend keeps the listener armed; the loop logs.
+    fn accept_error(&mut self, listener: ListenerId, error: io::Error);
+
+    /// Bytes arrived on a connection. `data` is borrowed from the backend (the per-loop read
+    /// buffer, a provided buffer of the ring, a reader thread's buffer) and returns to it when
+    /// this call ends: the loop copies only what it keeps. Never empty.
+    fn received(&mut self, conn: ConnId, data: &[u8]) -> Flow;
+
+    /// The peer closed its sending side (a read returned 0). No more `received` for `conn`.
+    /// Sending still works until the loop calls [`Backend::close`].
+    fn eof(&mut self, conn: ConnId);
+
+    /// Everything handed to the last [`Backend::send`] for `conn` reached the kernel; `n` is
+    /// its total length. The backend dropped its references to those `Bytes`.
+    fn sent(&mut self, conn: ConnId, n: usize);
+
+    /// An I/O error on `conn` (reset, broken pipe, ...). The backend stopped receiving and
+    /// sending on it; the loop must call [`Backend::close`] next.
+    fn failed(&mut self, conn: ConnId, error: io::Error);
+
+    /// The close the loop asked for is complete: every operation on `conn` is finished or
+    /// cancelled and reaped, every buffer returned, and the backend forgot `conn`. The loop
+    /// may now drop the socket (which closes the descriptor) and reuse the index.
+    fn closed(&mut self, conn: ConnId);
+
+    /// [`Wake::wake`] was called. Coalesced.
+    fn woken(&mut self);
+}
+
+/// An I/O backend: one instance per event loop, used only from that loop's thread.
+///
+/// # Contract
+///
+/// **Ownership of descriptors.** The loop owns every [`Socket`] and [`Listener`]; the backend
+/// borrows them from [`Backend::add_conn`] / [`Backend::add_listener`] until it reports
+/// [`Sink::closed`] (or until [`Backend::remove_listener`] returns). The backend never closes a
+/// descriptor it was lent; the loop closes it by dropping the socket after `closed`. Sockets the
+/// backend accepts are handed to the loop in [`Sink::accepted`] and are the loop's from then on.
+/// A connection the backend accepted after its listener was removed is dropped (closed) by the
+/// backend itself.
+///
+/// **Receiving.** After `add_conn` the backend receives continuously and reports each chunk with
+/// [`Sink::received`], in the order the bytes arrived, then at most one of [`Sink::eof`] or
+/// [`Sink::failed`]. The borrowed slice is valid only during the call. An idle connection holds
+/// no receive buffer. An empty provided-buffer ring is backpressure, never an error: receiving
+/// resumes when buffers come back. [`Flow::Pause`] and [`Backend::resume`] pause and resume
+/// receiving for one connection.
+///
+/// **Sending.** At most one send is in flight per connection: the loop calls
+/// [`Backend::send`] again only after [`Sink::sent`] for the previous one. The backend keeps the
+/// `Bytes` alive (they are frozen: nothing can move or change them) until the whole batch is in
+/// the kernel, resubmits partial sends itself, and reports `sent` once with the total. Bytes
+/// from one connection are sent in the order they were handed in. An error ends with
+/// [`Sink::failed`] instead.
+///
+/// **Closing.** [`Backend::close`] stops receiving, cancels whatever is in flight (an
+/// in-flight send is abandoned), reaps every completion, returns every buffer and then reports
+/// [`Sink::closed`] — possibly during a later `poll`, never during `close` itself. After
+/// `closed` no event for that `ConnId` is reported again. The loop calls `close` exactly once
+/// per connection, also after `eof` and `failed`. An orderly close (flush first, then close) is
+/// the loop's business: it waits for `sent` before it calls `close`, and shuts the write side
+/// down itself.
+///
+/// **Waiting.** [`Backend::poll`] reports what is ready and returns; it blocks up to `timeout`
+/// (`None` = until something happens) only when it has nothing to report. Events produced by
+/// calls made outside `poll` (a synchronous write that completed at once, a close) are kept and
+/// reported by the next `poll`, which then does not block.
+///
+/// **Shutdown.** Dropping the backend releases its kernel objects. The loop first closes every
+/// connection and waits for their `closed`, so no buffer the kernel still writes into is freed.
+pub trait Backend: Sized + 'static {
+    /// Which backend this is.
+    const KIND: BackendKind;
+
+    /// Sets the backend up for one loop.
+    ///
+    /// # Errors
+    /// [`OpenError::Unavailable`] when the mechanism is missing or forbidden on this machine
+    /// (the engine may fall back), [`OpenError::Failed`] for errors an operator must fix.
+    fn open(config: &Config) -> Result<Self, OpenError>;
+
+    /// A handle that wakes this loop from any thread.
+    fn waker(&self) -> Arc<dyn Wake>;
+
+    /// Starts accepting on `listener` (already bound, listening and non-blocking).
+    ///
+    /// # Errors
+    /// Registration failures from the kernel.
+    fn add_listener(&mut self, id: ListenerId, listener: &Listener) -> io::Result<()>;
+
+    /// Stops accepting on a listener. No `accepted` for `id` is reported after this returns;
+    /// the loop may drop the listener right away.
+    fn remove_listener(&mut self, id: ListenerId);
+
+    /// Starts receiving on a connection (already non-blocking).
+    ///
+    /// # Errors
+    /// Registration failures from the kernel; the loop then drops the socket and forgets `id`
+    /// (there is nothing to `close`).
+    fn add_conn(&mut self, id: ConnId, socket: &Socket) -> io::Result<()>;
+
+    /// Sends `bufs` in order on `conn`; reports [`Sink::sent`] or [`Sink::failed`]. `bufs` is
+    /// not empty and its total length is not zero.
+    fn send(&mut self, conn: ConnId, bufs: Vec<Bytes>);
+
+    /// Resumes receiving after [`Flow::Pause`].
+    fn resume(&mut self, conn: ConnId);
+
+    /// Stops all I/O on `conn` and reports [`Sink::closed`] when nothing is left in flight.
+    fn close(&mut self, conn: ConnId);
+
+    /// Reports ready events to `sink`, blocking up to `timeout` when there is nothing to report.
+    ///
+    /// # Errors
+    /// A failure of the polling mechanism itself (not of a connection), which ends the loop.
+    fn poll<S: Sink>(&mut self, timeout: Option<Duration>, sink: &mut S) -> io::Result<()>;
+}

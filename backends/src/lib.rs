@@ -1,0 +1,60 @@
+//! The backend contract of [gnet](https://docs.rs/gnet) and its implementations.
+//!
+//! One trait, [`Backend`], written down in its documentation, and one implementation per
+//! kernel interface: `uring` (io_uring, Linux), `epoll` (Linux), `kqueue` (macOS, BSD; not yet
+//! written) and `stdnet` (portable `std::net` threads). Cargo features choose what is compiled
+//! in; [`compiled`] lists what is available in this build.
+//!
+//! All of gnet's `unsafe` code lives in this crate. Every block carries a `// SAFETY:` comment.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod contract;
+mod socket;
+
+pub use contract::{
+    Backend, BackendKind, Config, ConnId, Flow, ListenerId, OpenError, Sink, Wake,
+};
+pub use socket::{Addr, Listener, Socket};
+
+cfg_if::cfg_if! {
+    if #[cfg(all(target_os = "linux", any(feature = "epoll", feature = "uring")))] {
+        mod sys;
+    }
+}
+
+cfg_if::cfg_if! {
+    if #[cfg(all(target_os = "linux", feature = "epoll"))] {
+        pub mod epoll;
+    }
+}
+
+cfg_if::cfg_if! {
+    if #[cfg(all(target_os = "linux", feature = "uring"))] {
+        pub mod uring;
+    }
+}
+
+cfg_if::cfg_if! {
+    if #[cfg(feature = "stdnet")] {
+        pub mod stdnet;
+    }
+}
+
+#[cfg(not(any(
+    all(target_os = "linux", any(feature = "epoll", feature = "uring")),
+    feature = "stdnet"
+)))]
+compile_error!("gnet-backends: no backend compiled in for this target; enable `stdnet` at least");
+
+/// The backends compiled into this build for this target, best first.
+pub fn compiled() -> Vec<BackendKind> {
+    let mut v = Vec::new();
+    #[cfg(all(target_os = "linux", feature = "uring"))]
+    v.push(BackendKind::Uring);
+    #[cfg(all(target_os = "linux", feature = "epoll"))]
+    v.push(BackendKind::Epoll);
+    #[cfg(feature = "stdnet")]
+    v.push(BackendKind::StdNet);
+    v
+}

@@ -1,0 +1,201 @@
+//! The sockets the loop owns and lends to its backend.
+
+use std::fmt;
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+#[cfg(unix)]
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+
+/// A connected stream socket, owned by the loop. Dropping it closes the descriptor.
+#[derive(Debug)]
+pub enum Socket {
+    /// A TCP connection.
+    Tcp(TcpStream),
+    /// A Unix-domain stream connection.
+    #[cfg(unix)]
+    Unix(UnixStream),
+}
+
+/// A listening stream socket, owned by the loop.
+#[derive(Debug)]
+pub enum Listener {
+    /// A TCP listener.
+    Tcp(TcpListener),
+    /// A Unix-domain stream listener.
+    #[cfg(unix)]
+    Unix(UnixListener),
+}
+
+/// A socket address: an IP address and port, or a Unix-domain path (`None` when unnamed, as
+/// the client side of a Unix connection usually is).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Addr {
+    /// IPv4 or IPv6 address and port.
+    Inet(SocketAddr),
+    /// A Unix-domain socket path; `None` for an unnamed socket.
+    Unix(Option<PathBuf>),
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Addr::Inet(a) => write!(f, "{a}"),
+            Addr::Unix(Some(p)) => write!(f, "{}", p.display()),
+            Addr::Unix(None) => f.write_str("(unnamed)"),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn unix_addr(a: std::os::unix::net::SocketAddr) -> Addr {
+    Addr::Unix(a.as_pathname().map(|p| p.to_path_buf()))
+}
+
+impl Socket {
+    /// The local address.
+    ///
+    /// # Errors
+    /// Whatever `getsockname` reports.
+    pub fn local_addr(&self) -> io::Result<Addr> {
+        match self {
+            Socket::Tcp(s) => s.local_addr().map(Addr::Inet),
+            #[cfg(unix)]
+            Socket::Unix(s) => s.local_addr().map(unix_addr),
+        }
+    }
+
+    /// The peer's address.
+    ///
+    /// # Errors
+    /// Whatever `getpeername` reports.
+    pub fn peer_addr(&self) -> io::Result<Addr> {
+        match self {
+            Socket::Tcp(s) => s.peer_addr().map(Addr::Inet),
+            #[cfg(unix)]
+            Socket::Unix(s) => s.peer_addr().map(unix_addr),
+        }
+    }
+
+    /// Shuts down one or both directions.
+    ///
+    /// # Errors
+    /// Whatever `shutdown` reports (`NotConnected` once the peer is gone).
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.shutdown(how),
+            #[cfg(unix)]
+            Socket::Unix(s) => s.shutdown(how),
+        }
+    }
+
+    /// Whether this is a TCP socket.
+    pub fn is_tcp(&self) -> bool {
+        matches!(self, Socket::Tcp(_))
+    }
+
+    /// Switches non-blocking mode.
+    ///
+    /// # Errors
+    /// Whatever `ioctl(FIONBIO)` reports.
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.set_nonblocking(on),
+            #[cfg(unix)]
+            Socket::Unix(s) => s.set_nonblocking(on),
+        }
+    }
+
+    /// A second handle to the same socket (a `dup` with close-on-exec).
+    ///
+    /// # Errors
+    /// Whatever `dup` reports (`EMFILE`, ...).
+    pub fn try_clone(&self) -> io::Result<Socket> {
+        match self {
+            Socket::Tcp(s) => s.try_clone().map(Socket::Tcp),
+            #[cfg(unix)]
+            Socket::Unix(s) => s.try_clone().map(Socket::Unix),
+        }
+    }
+}
+
+impl Listener {
+    /// The bound address.
+    ///
+    /// # Errors
+    /// Whatever `getsockname` reports.
+    pub fn local_addr(&self) -> io::Result<Addr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().map(Addr::Inet),
+            #[cfg(unix)]
+            Listener::Unix(l) => l.local_addr().map(unix_addr),
+        }
+    }
+
+    /// A second handle to the same listener (a `dup` with close-on-exec).
+    ///
+    /// # Errors
+    /// Whatever `dup` reports.
+    pub fn try_clone(&self) -> io::Result<Listener> {
+        match self {
+            Listener::Tcp(l) => l.try_clone().map(Listener::Tcp),
+            #[cfg(unix)]
+            Listener::Unix(l) => l.try_clone().map(Listener::Unix),
+        }
+    }
+
+    /// Accepts one connection with the portable `std` call (blocking or not, as the listener
+    /// is set), returning it with its peer address.
+    ///
+    /// # Errors
+    /// Whatever `accept` reports; `WouldBlock` on a non-blocking listener with nothing pending.
+    pub fn accept_std(&self) -> io::Result<(Socket, Addr)> {
+        match self {
+            Listener::Tcp(l) => l.accept().map(|(s, a)| (Socket::Tcp(s), Addr::Inet(a))),
+            #[cfg(unix)]
+            Listener::Unix(l) => l.accept().map(|(s, a)| (Socket::Unix(s), unix_addr(a))),
+        }
+    }
+}
+
+#[cfg(unix)]
+mod unix_fd {
+    use super::{Listener, Socket};
+    use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+
+    impl AsRawFd for Socket {
+        fn as_raw_fd(&self) -> RawFd {
+            match self {
+                Socket::Tcp(s) => s.as_raw_fd(),
+                Socket::Unix(s) => s.as_raw_fd(),
+            }
+        }
+    }
+
+    impl AsFd for Socket {
+        fn as_fd(&self) -> BorrowedFd<'_> {
+            match self {
+                Socket::Tcp(s) => s.as_fd(),
+                Socket::Unix(s) => s.as_fd(),
+            }
+        }
+    }
+
+    impl AsRawFd for Listener {
+        fn as_raw_fd(&self) -> RawFd {
+            match self {
+                Listener::Tcp(l) => l.as_raw_fd(),
+                Listener::Unix(l) => l.as_raw_fd(),
+            }
+        }
+    }
+
+    impl AsFd for Listener {
+        fn as_fd(&self) -> BorrowedFd<'_> {
+            match self {
+                Listener::Tcp(l) => l.as_fd(),
+                Listener::Unix(l) => l.as_fd(),
+            }
+        }
+    }
+}

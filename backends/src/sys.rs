@@ -1,0 +1,1 @@
+//! Shared Linux system-call helpers (accept4, socket options) for epoll and uring.
