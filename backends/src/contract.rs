@@ -146,6 +146,19 @@ impl std::fmt::Display for OpenError {
 
 impl std::error::Error for OpenError {}
 
+/// Counters a backend exposes; fields a backend does not track stay zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Receive buffers the backend owns in all (the provided-buffer ring's size on io_uring).
+    pub buffers_total: usize,
+    /// Receive buffers currently available to the kernel or free.
+    pub buffers_free: usize,
+    /// Kernel operations submitted and not yet completed (io_uring).
+    pub ops_in_flight: usize,
+    /// Connections the backend currently tracks (added and not yet reported closed).
+    pub conns: usize,
+}
+
 /// Wakes a loop blocked in [`Backend::poll`] from any thread.
 pub trait Wake: Send + Sync + 'static {
     /// Makes the current or the next [`Backend::poll`] of the loop return promptly (it then
@@ -277,6 +290,11 @@ pub trait Backend: Sized + 'static {
 
     /// Stops all I/O on `conn` and reports [`Sink::closed`] when nothing is left in flight.
     fn close(&mut self, conn: ConnId);
+
+    /// Counters for tests and operators (buffer ring occupancy, operations in flight). Cheap.
+    fn stats(&self) -> Stats {
+        Stats::default()
+    }
 
     /// Reports ready events to `sink`, blocking up to `timeout` when there is nothing to report.
     ///

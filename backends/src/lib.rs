@@ -13,7 +13,7 @@ mod contract;
 mod socket;
 
 pub use contract::{
-    Backend, BackendKind, Config, ConnId, Flow, ListenerId, OpenError, Sink, Wake,
+    Backend, BackendKind, Config, ConnId, Flow, ListenerId, OpenError, Sink, Stats, Wake,
 };
 pub use socket::{Addr, Listener, Socket};
 
