@@ -9,8 +9,11 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod affinity;
 mod contract;
 mod socket;
+
+pub use affinity::pin_current_thread;
 
 pub use contract::{
     Backend, BackendKind, Config, ConnId, Flow, ListenerId, OpenError, Sink, Stats, Wake,

@@ -1,0 +1,104 @@
+//! An echo server: every byte received is sent back.
+//!
+//! ```text
+//! cargo run --release --example echo -- --addr tcp://127.0.0.1:9000 --loops 1
+//! ```
+//!
+//! Options: `--addr URL` (repeatable), `--loops N`, `--backend auto|uring|epoll|stdnet`,
+//! `--reuseport`, `--pin`, `--lb rr|least|hash`. The first line printed names the backend in
+//! use and the bound address(es).
+
+use std::io::Write;
+
+use gnet::{Action, BackendChoice, BackendKind, Conn, EventHandler, LoadBalancing, Options};
+
+struct Echo;
+
+impl EventHandler for Echo {
+    type Context = ();
+
+    fn on_traffic(&self, c: &mut Conn<'_, ()>) -> Action {
+        let data = c.next_all();
+        c.write(data);
+        Action::None
+    }
+}
+
+fn usage(msg: &str) -> ! {
+    eprintln!("echo: {msg}");
+    eprintln!(
+        "usage: echo [--addr tcp://127.0.0.1:9000]... [--loops N] \
+         [--backend auto|uring|epoll|stdnet] [--reuseport] [--pin] [--lb rr|least|hash]"
+    );
+    std::process::exit(2)
+}
+
+fn main() {
+    let mut addrs: Vec<String> = Vec::new();
+    let mut opts = Options::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || args.next().unwrap_or_else(|| usage(&format!("{a} needs a value")));
+        match a.as_str() {
+            "--addr" => addrs.push(val()),
+            "--loops" => {
+                let n = val().parse().unwrap_or_else(|_| usage("--loops takes a number"));
+                opts = opts.loops(n);
+            }
+            "--backend" => {
+                let v = val();
+                opts = if v == "auto" {
+                    opts.backend(BackendChoice::Auto)
+                } else {
+                    let k = BackendKind::parse(&v).unwrap_or_else(|| usage("unknown backend"));
+                    opts.backend(BackendChoice::Only(k))
+                };
+            }
+            "--reuseport" => opts = opts.reuse_port(true),
+            "--pin" => opts = opts.pin_cores(true),
+            "--lb" => {
+                let lb = match val().as_str() {
+                    "rr" => LoadBalancing::RoundRobin,
+                    "least" => LoadBalancing::LeastConnections,
+                    "hash" => LoadBalancing::SourceAddrHash,
+                    _ => usage("--lb takes rr, least or hash"),
+                };
+                opts = opts.load_balancing(lb);
+            }
+            "-h" | "--help" => usage("help"),
+            other => usage(&format!("unknown argument {other}")),
+        }
+    }
+    if addrs.is_empty() {
+        addrs.push("tcp://127.0.0.1:9000".into());
+    }
+    let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    let running = match gnet::start(Echo, &refs, opts) {
+        Ok(Some(r)) => r,
+        Ok(None) => return,
+        Err(e) => {
+            eprintln!("echo: {e}");
+            std::process::exit(1);
+        }
+    };
+    let engine = running.engine();
+    let bound: Vec<String> = engine.addrs().iter().map(|a| a.to_string()).collect();
+    let mut out = std::io::stdout().lock();
+    let _ = write!(
+        out,
+        "gnet echo: backend={} addr={} loops={}",
+        engine.backend(),
+        bound.join(","),
+        engine.num_loops()
+    );
+    if let Some(why) = engine.fallback_reason() {
+        let _ = write!(out, " fallback=\"{why}\"");
+    }
+    let _ = writeln!(out);
+    let _ = out.flush();
+    drop(out);
+    if let Err(e) = running.wait() {
+        eprintln!("echo: {e}");
+        std::process::exit(1);
+    }
+}

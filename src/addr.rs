@@ -1,0 +1,183 @@
+//! Parsing of `scheme://address` strings.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+
+/// A parsed listen address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// A TCP address (`tcp`, `tcp4`, `tcp6`), resolved.
+    Tcp(SocketAddr),
+    /// A Unix-domain socket path (`unix`).
+    Unix(PathBuf),
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => write!(f, "tcp://{a}"),
+            ListenAddr::Unix(p) => write!(f, "unix://{}", p.display()),
+        }
+    }
+}
+
+fn invalid(addr: &str, reason: &str) -> Error {
+    Error::InvalidAddress {
+        addr: addr.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+impl ListenAddr {
+    /// Parses `tcp://host:port`, `tcp4://…`, `tcp6://…` or `unix:///path` (also
+    /// `unix://relative/path`).
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedProtocol`] for an unknown scheme (and for `udp`, not served yet);
+    /// [`Error::InvalidAddress`] for a missing scheme, host or port, a path on a tcp address,
+    /// a control character, or a name that does not resolve.
+    ///
+    /// # Examples
+    /// ```
+    /// use gnet::ListenAddr;
+    /// let a = ListenAddr::parse("tcp://127.0.0.1:9000").unwrap();
+    /// assert_eq!(a.to_string(), "tcp://127.0.0.1:9000");
+    /// assert!(ListenAddr::parse("tulip://x:1").is_err());
+    /// ```
+    pub fn parse(s: &str) -> Result<ListenAddr> {
+        if s.chars().any(|c| c.is_control()) {
+            return Err(invalid(s, "contains a control character"));
+        }
+        let Some((scheme, rest)) = s.split_once("://") else {
+            return Err(invalid(
+                s,
+                "missing scheme: write tcp://host:port or unix:///path",
+            ));
+        };
+        let scheme_lc = scheme.to_ascii_lowercase();
+        match scheme_lc.as_str() {
+            "tcp" | "tcp4" | "tcp6" => parse_tcp(s, &scheme_lc, rest),
+            "unix" => {
+                if rest.is_empty() {
+                    return Err(invalid(s, "missing socket path"));
+                }
+                Ok(ListenAddr::Unix(PathBuf::from(rest)))
+            }
+            "udp" | "udp4" | "udp6" => Err(Error::UnsupportedProtocol {
+                addr: s.to_string(),
+                scheme: format!("{scheme} (UDP is not served yet)"),
+            }),
+            _ => Err(Error::UnsupportedProtocol {
+                addr: s.to_string(),
+                scheme: scheme.to_string(),
+            }),
+        }
+    }
+}
+
+fn parse_tcp(s: &str, scheme: &str, rest: &str) -> Result<ListenAddr> {
+    if rest.is_empty() {
+        return Err(invalid(s, "missing host and port"));
+    }
+    if rest.contains('/') || rest.contains('?') || rest.contains('#') {
+        return Err(invalid(s, "a tcp address takes host:port, not a path"));
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && !p.contains(']') => (h, p),
+        _ => return Err(invalid(s, "missing port")),
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| invalid(s, "the port is not a number from 0 to 65535"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = if host.is_empty() {
+        if scheme == "tcp6" {
+            "::"
+        } else {
+            "0.0.0.0"
+        }
+    } else {
+        host
+    };
+    let want_v4 = scheme == "tcp4";
+    let want_v6 = scheme == "tcp6";
+    let candidates = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| invalid(s, &format!("cannot resolve host {host:?}: {e}")))?;
+    let mut fallback = None;
+    for a in candidates {
+        if (want_v4 && a.is_ipv4()) || (want_v6 && a.is_ipv6()) {
+            return Ok(ListenAddr::Tcp(a));
+        }
+        if !want_v4 && !want_v6 && fallback.is_none() {
+            fallback = Some(a);
+        }
+    }
+    fallback.map(ListenAddr::Tcp).ok_or_else(|| {
+        invalid(
+            s,
+            &format!("host {host:?} has no address of the family {scheme} asks for"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_good_addresses() {
+        assert_eq!(
+            ListenAddr::parse("tcp://127.0.0.1:80").unwrap(),
+            ListenAddr::Tcp("127.0.0.1:80".parse().unwrap())
+        );
+        assert_eq!(
+            ListenAddr::parse("tcp6://[::1]:0").unwrap(),
+            ListenAddr::Tcp("[::1]:0".parse().unwrap())
+        );
+        assert_eq!(
+            ListenAddr::parse("tcp4://localhost:9").unwrap(),
+            ListenAddr::Tcp("127.0.0.1:9".parse().unwrap())
+        );
+        assert_eq!(
+            ListenAddr::parse("unix:///tmp/a.sock").unwrap(),
+            ListenAddr::Unix("/tmp/a.sock".into())
+        );
+        assert_eq!(
+            ListenAddr::parse("tcp://:7").unwrap(),
+            ListenAddr::Tcp("0.0.0.0:7".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn rejects_bad_addresses_with_the_right_error() {
+        for bad in [
+            "howdy",
+            "tcp://",
+            "tcp://host:port/path",
+            "tcp://127.0.0.1:1/x",
+            "unix://",
+            "tcp://127.0.0.1",
+            "tcp://127.0.0.1:99999",
+            "tcp://:foo",
+            "tcp://127.0.0.1:1\u{7}",
+        ] {
+            let e = ListenAddr::parse(bad).unwrap_err();
+            assert!(
+                matches!(e, Error::InvalidAddress { .. }),
+                "{bad}: {e:?}"
+            );
+            assert!(e.to_string().contains("invalid network address"));
+        }
+        for bad in ["tulip://127.0.0.1:1", "udp://127.0.0.1:1", "http://x:1"] {
+            let e = ListenAddr::parse(bad).unwrap_err();
+            assert!(
+                matches!(e, Error::UnsupportedProtocol { .. }),
+                "{bad}: {e:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! `Conn`: a connection as a callback sees it.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use gnet_backends::{Addr, ConnId, Socket};
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::handle::{ConnHandle, LoopShared, WriteCallback};
+use crate::handler::CloseCause;
+use crate::outbound::Outbound;
+use std::sync::Arc;
+
+/// Where a connection is in its life.
+#[derive(Debug)]
+pub(crate) enum Phase {
+    Open,
+    /// Closing was decided; queued output is being flushed first.
+    Draining { cause: CloseCause },
+    /// The backend was asked to close; waiting for its `closed`.
+    Closing { cause: CloseCause },
+}
+
+/// Everything the loop keeps for one connection.
+pub(crate) struct ConnState<C> {
+    pub(crate) socket: Socket,
+    pub(crate) id: ConnId,
+    pub(crate) peer: Addr,
+    pub(crate) ctx: Option<C>,
+    pub(crate) inbound: BytesMut,
+    pub(crate) out: Outbound,
+    pub(crate) sending: usize,
+    pub(crate) written_total: u64,
+    pub(crate) sent_total: u64,
+    pub(crate) waiters: VecDeque<(u64, usize, WriteCallback)>,
+    pub(crate) phase: Phase,
+    pub(crate) paused: bool,
+    pub(crate) eof: bool,
+    pub(crate) close_requested: bool,
+    pub(crate) dirty: bool,
+}
+
+impl<C> ConnState<C> {
+    pub(crate) fn new(socket: Socket, id: ConnId, peer: Addr) -> Self {
+        ConnState {
+            socket,
+            id,
+            peer,
+            ctx: None,
+            inbound: BytesMut::new(),
+            out: Outbound::default(),
+            sending: 0,
+            written_total: 0,
+            sent_total: 0,
+            waiters: VecDeque::new(),
+            phase: Phase::Open,
+            paused: false,
+            eof: false,
+            close_requested: false,
+            dirty: false,
+        }
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        matches!(self.phase, Phase::Open)
+    }
+
+    /// Whether handler writes are still accepted (not once the backend was told to close).
+    pub(crate) fn accepts_writes(&self) -> bool {
+        !matches!(self.phase, Phase::Closing { .. })
+    }
+
+    pub(crate) fn queue(&mut self, data: &[u8]) {
+        if self.accepts_writes() {
+            self.out.write(data);
+            self.written_total += data.len() as u64;
+            self.dirty = true;
+        }
+    }
+
+    pub(crate) fn queue_bytes(&mut self, data: Bytes) {
+        if self.accepts_writes() {
+            self.written_total += data.len() as u64;
+            self.out.write_bytes(data);
+            self.dirty = true;
+        }
+    }
+
+    /// Bytes queued or in flight.
+    pub(crate) fn pending(&self) -> usize {
+        self.out.len() + self.sending
+    }
+}
+
+/// A connection inside a callback: its received bytes, its outbound queue, its context.
+///
+/// Received bytes are borrowed for the duration of the callback (`'a`): slices returned by
+/// [`Conn::next`] and [`Conn::peek`] may be written back with [`Conn::write`] without a copy of
+/// their own. Writes are queued and sent together when the callback returns — one `writev` or
+/// one io_uring send for everything a callback wrote.
+pub struct Conn<'a, C> {
+    data: &'a [u8],
+    pos: usize,
+    st: &'a mut ConnState<C>,
+    shared: &'a Arc<LoopShared>,
+    engine: &'a Engine,
+}
+
+impl<'a, C> Conn<'a, C> {
+    pub(crate) fn new(
+        data: &'a [u8],
+        st: &'a mut ConnState<C>,
+        shared: &'a Arc<LoopShared>,
+        engine: &'a Engine,
+    ) -> Self {
+        Conn {
+            data,
+            pos: 0,
+            st,
+            shared,
+            engine,
+        }
+    }
+
+    pub(crate) fn consumed(&self) -> usize {
+        self.pos
+    }
+
+    fn rest(&self) -> &'a [u8] {
+        &self.data[self.pos..]
+    }
+
+    /// Bytes received and not consumed yet.
+    pub fn inbound_buffered(&self) -> usize {
+        self.data.len() - self.pos
+    }
+
+    /// Copies up to `buf.len()` bytes into `buf` and consumes them; returns how many.
+    pub fn read(&mut self, buf: &mut [u8]) -> usize {
+        let rest = self.rest();
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.pos += n;
+        n
+    }
+
+    /// The next `n` bytes without consuming them, or `None` if fewer are buffered.
+    pub fn peek(&self, n: usize) -> Option<&'a [u8]> {
+        let rest = self.rest();
+        (rest.len() >= n).then(|| &rest[..n])
+    }
+
+    /// Everything buffered, without consuming it.
+    pub fn peek_all(&self) -> &'a [u8] {
+        self.rest()
+    }
+
+    /// The next `n` bytes, consumed, or `None` (and nothing consumed) if fewer are buffered.
+    pub fn next(&mut self, n: usize) -> Option<&'a [u8]> {
+        let out = self.peek(n)?;
+        self.pos += n;
+        Some(out)
+    }
+
+    /// Everything buffered, consumed.
+    pub fn next_all(&mut self) -> &'a [u8] {
+        let out = self.rest();
+        self.pos = self.data.len();
+        out
+    }
+
+    /// Consumes up to `n` bytes; returns how many.
+    pub fn discard(&mut self, n: usize) -> usize {
+        let n = n.min(self.inbound_buffered());
+        self.pos += n;
+        n
+    }
+
+    /// Queues `data` for sending (copied into the connection's outbound buffer).
+    pub fn write(&mut self, data: &[u8]) {
+        self.st.queue(data);
+    }
+
+    /// Queues several slices, in order.
+    pub fn writev(&mut self, bufs: &[&[u8]]) {
+        for b in bufs {
+            self.st.queue(b);
+        }
+    }
+
+    /// Queues `data` without copying it: the bytes are handed to the kernel from this very
+    /// allocation.
+    pub fn write_bytes(&mut self, data: Bytes) {
+        self.st.queue_bytes(data);
+    }
+
+    /// Everything written so far is sent when this callback returns; `flush` exists so that
+    /// code written for Go gnet reads the same. It never blocks.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.st.accepts_writes() {
+            Ok(())
+        } else {
+            Err(Error::ConnClosed)
+        }
+    }
+
+    /// Bytes queued for this connection and not yet in the kernel.
+    pub fn outbound_buffered(&self) -> usize {
+        self.st.pending()
+    }
+
+    /// Closes the connection once this callback returns and what was written is delivered.
+    pub fn close(&mut self) {
+        self.st.close_requested = true;
+    }
+
+    /// The per-connection context, if set.
+    pub fn context(&self) -> Option<&C> {
+        self.st.ctx.as_ref()
+    }
+
+    /// The per-connection context, mutably.
+    pub fn context_mut(&mut self) -> Option<&mut C> {
+        self.st.ctx.as_mut()
+    }
+
+    /// Sets the per-connection context; returns the previous one.
+    pub fn set_context(&mut self, ctx: C) -> Option<C> {
+        self.st.ctx.replace(ctx)
+    }
+
+    /// Removes and returns the context.
+    pub fn take_context(&mut self) -> Option<C> {
+        self.st.ctx.take()
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> &Addr {
+        &self.st.peer
+    }
+
+    /// The local address.
+    ///
+    /// # Errors
+    /// Whatever `getsockname` reports.
+    pub fn local_addr(&self) -> Result<Addr> {
+        Ok(self.st.socket.local_addr()?)
+    }
+
+    /// A `Send + Clone` handle for other threads: asynchronous writes, wake, close.
+    pub fn handle(&self) -> ConnHandle {
+        ConnHandle::new(self.shared.clone(), self.st.id)
+    }
+
+    /// The engine this connection belongs to.
+    pub fn engine(&self) -> &Engine {
+        self.engine
+    }
+
+    /// The underlying socket, for options this type has no setter for.
+    pub fn socket(&self) -> &Socket {
+        &self.st.socket
+    }
+
+    /// Whether this is a TCP connection (as opposed to a Unix-domain one).
+    pub fn is_tcp(&self) -> bool {
+        self.st.socket.is_tcp()
+    }
+}
+
+#[cfg(unix)]
+impl<C> Conn<'_, C> {
+    fn sock(&self) -> socket2::SockRef<'_> {
+        socket2::SockRef::from(&self.st.socket)
+    }
+
+    fn tcp_only(&self) -> Result<()> {
+        if self.is_tcp() {
+            Ok(())
+        } else {
+            Err(Error::Unsupported("TCP option on a non-TCP connection"))
+        }
+    }
+
+    /// The raw descriptor (still owned by gnet: do not close it).
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.st.socket.as_raw_fd()
+    }
+
+    /// A duplicate of the descriptor (close-on-exec), owned by the caller.
+    ///
+    /// # Errors
+    /// Whatever `dup` reports.
+    pub fn dup(&self) -> Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        Ok(self.st.socket.as_fd().try_clone_to_owned()?)
+    }
+
+    /// `TCP_NODELAY`.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] on a Unix-domain connection; the kernel's error otherwise.
+    pub fn set_nodelay(&self, on: bool) -> Result<()> {
+        self.tcp_only()?;
+        Ok(self.sock().set_nodelay(on)?)
+    }
+
+    /// TCP keepalive: `None` turns it off; otherwise idle time, probe interval and count.
+    /// Durations under one second are rejected.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] on a Unix-domain connection; [`Error::InvalidOptions`] for a
+    /// duration under a second; the kernel's error otherwise.
+    pub fn set_keepalive(&self, keepalive: Option<(Duration, Duration, u32)>) -> Result<()> {
+        self.tcp_only()?;
+        match keepalive {
+            None => Ok(self.sock().set_keepalive(false)?),
+            Some((idle, interval, count)) => {
+                if idle < Duration::from_secs(1) || interval < Duration::from_secs(1) {
+                    return Err(Error::InvalidOptions(
+                        "keepalive durations must be at least one second".into(),
+                    ));
+                }
+                let ka = socket2::TcpKeepalive::new()
+                    .with_time(idle)
+                    .with_interval(interval);
+                #[cfg(any(target_os = "linux", target_os = "freebsd", target_os = "macos"))]
+                let ka = ka.with_retries(count);
+                #[cfg(not(any(target_os = "linux", target_os = "freebsd", target_os = "macos")))]
+                let _ = count;
+                Ok(self.sock().set_tcp_keepalive(&ka)?)
+            }
+        }
+    }
+
+    /// `SO_LINGER`: `None` turns it off.
+    ///
+    /// # Errors
+    /// The kernel's error.
+    pub fn set_linger(&self, linger: Option<Duration>) -> Result<()> {
+        Ok(self.sock().set_linger(linger)?)
+    }
+
+    /// `SO_RCVBUF`.
+    ///
+    /// # Errors
+    /// The kernel's error.
+    pub fn set_read_buffer(&self, bytes: usize) -> Result<()> {
+        Ok(self.sock().set_recv_buffer_size(bytes)?)
+    }
+
+    /// `SO_SNDBUF`.
+    ///
+    /// # Errors
+    /// The kernel's error.
+    pub fn set_write_buffer(&self, bytes: usize) -> Result<()> {
+        Ok(self.sock().set_send_buffer_size(bytes)?)
+    }
+}

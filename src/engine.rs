@@ -1,0 +1,429 @@
+//! The engine: listeners, loop threads, start and stop.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+
+use gnet_backends::{Backend, BackendKind, Listener, ListenerId};
+
+use crate::addr::ListenAddr;
+use crate::balance::Balancer;
+use crate::error::{Error, Result};
+use crate::eventloop::EventLoop;
+use crate::handle::LoopShared;
+use crate::handler::{Action, EventHandler};
+use crate::listen;
+use crate::options::Options;
+use crate::select::{self, Visit};
+
+pub(crate) struct EngineInner {
+    pub(crate) loops: Vec<Arc<LoopShared>>,
+    pub(crate) balancer: Balancer,
+    pub(crate) single_acceptor: bool,
+    stopping: AtomicBool,
+    shut_down: AtomicBool,
+    addrs: Vec<ListenAddr>,
+    listeners: Mutex<Vec<(ListenAddr, Listener)>>,
+    backend: BackendKind,
+    fallback: Option<String>,
+}
+
+/// A handle to a running engine: `Clone + Send + Sync`, usable from any thread.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<EngineInner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("backend", &self.inner.backend)
+            .field("addrs", &self.inner.addrs)
+            .field("loops", &self.inner.loops.len())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Asks the engine to stop: listeners close at once, every connection flushes what its
+    /// handler wrote (bounded by `Options::shutdown_timeout`) and sees `on_close`, then
+    /// `on_shutdown` runs and [`run`] returns. Does not wait.
+    ///
+    /// # Errors
+    /// [`Error::EngineShutdown`] if the engine is already stopping or stopped.
+    pub fn stop(&self) -> Result<()> {
+        if self.inner.stopping.swap(true, Ordering::AcqRel) {
+            return Err(Error::EngineShutdown);
+        }
+        for l in &self.inner.loops {
+            l.wake();
+        }
+        Ok(())
+    }
+
+    /// Whether [`Engine::stop`] was called (or a handler asked for shutdown).
+    pub fn is_stopping(&self) -> bool {
+        self.inner.stopping.load(Ordering::Acquire)
+    }
+
+    /// Whether the engine has fully shut down ([`run`] returned or is returning).
+    pub fn is_shut_down(&self) -> bool {
+        self.inner.shut_down.load(Ordering::Acquire)
+    }
+
+    /// Open connections, summed over the loops.
+    pub fn count_connections(&self) -> usize {
+        self.inner
+            .loops
+            .iter()
+            .map(|l| l.conns.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// The bound addresses (port 0 resolved to the port the kernel chose).
+    pub fn addrs(&self) -> &[ListenAddr] {
+        &self.inner.addrs
+    }
+
+    /// The backend the engine runs on.
+    pub fn backend(&self) -> BackendKind {
+        self.inner.backend
+    }
+
+    /// When `Auto` fell back from a better backend: why.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.inner.fallback.as_deref()
+    }
+
+    /// The backend counters of every loop (buffer ring occupancy, operations in flight,
+    /// connections), asked of each loop in turn; waits up to a second per loop.
+    pub fn backend_stats(&self) -> Vec<gnet_backends::Stats> {
+        let mut out = Vec::new();
+        for l in &self.inner.loops {
+            let (tx, rx) = mpsc::channel();
+            if l.push(crate::handle::Task::Stats { reply: tx }).is_ok() {
+                if let Ok(s) = rx.recv_timeout(std::time::Duration::from_secs(1)) {
+                    out.push(s);
+                }
+            }
+        }
+        out
+    }
+
+    /// Number of event loops.
+    pub fn num_loops(&self) -> usize {
+        self.inner.loops.len()
+    }
+
+    /// A duplicate of the listener, when the engine has exactly one address.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] with several addresses; [`Error::EngineShutdown`] after shutdown.
+    pub fn dup(&self) -> Result<Listener> {
+        let ls = self.inner.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        if self.is_shut_down() {
+            return Err(Error::EngineShutdown);
+        }
+        match ls.as_slice() {
+            [(_, l)] => Ok(l.try_clone()?),
+            _ => Err(Error::Unsupported(
+                "dup with several listeners; use dup_listener",
+            )),
+        }
+    }
+
+    /// A duplicate of the listener bound to `addr` (as given to [`rotate`], or as bound).
+    ///
+    /// # Errors
+    /// [`Error::InvalidAddress`] when no listener has that address; [`Error::EngineShutdown`]
+    /// after shutdown.
+    pub fn dup_listener(&self, addr: &str) -> Result<Listener> {
+        let want = ListenAddr::parse(addr)?;
+        let ls = self.inner.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        if self.is_shut_down() {
+            return Err(Error::EngineShutdown);
+        }
+        for (asked, l) in ls.iter() {
+            if *asked == want || listen::bound_addr(l, asked) == want {
+                return Ok(l.try_clone()?);
+            }
+        }
+        Err(Error::InvalidAddress {
+            addr: addr.to_string(),
+            reason: "no listener of this engine has this address".into(),
+        })
+    }
+}
+
+/// Serves `addr` with `handler` until the engine shuts down.
+///
+/// # Errors
+/// A bad address, a failure to bind, an unusable backend (see [`Options::backend`]).
+pub fn run<H: EventHandler>(handler: H, addr: &str, opts: Options) -> Result<()> {
+    rotate(handler, &[addr], opts)
+}
+
+/// Serves several addresses with one engine (one set of loops) until it shuts down.
+///
+/// # Errors
+/// As [`run`].
+pub fn rotate<H: EventHandler>(handler: H, addrs: &[&str], opts: Options) -> Result<()> {
+    match start(handler, addrs, opts)? {
+        Some(running) => running.wait(),
+        None => Ok(()),
+    }
+}
+
+/// An engine running on its own threads, from [`start`].
+pub struct Running {
+    engine: Engine,
+    thread: JoinHandle<Result<()>>,
+}
+
+impl Running {
+    /// The engine handle.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Waits until the engine has shut down.
+    ///
+    /// # Errors
+    /// A loop's fatal error, or a panic of the engine thread.
+    pub fn wait(self) -> Result<()> {
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(Error::HandlerPanic("engine thread panicked".into())))
+    }
+
+    /// [`Engine::stop`], then [`Running::wait`].
+    ///
+    /// # Errors
+    /// As [`Running::wait`].
+    pub fn stop(self) -> Result<()> {
+        let _ = self.engine.stop();
+        self.wait()
+    }
+}
+
+/// Binds, boots and starts the engine without blocking: `on_boot` runs on the calling thread,
+/// the loops on their own. `Ok(None)` when `on_boot` asked for shutdown.
+///
+/// # Errors
+/// As [`run`].
+pub fn start<H: EventHandler>(handler: H, addrs: &[&str], opts: Options) -> Result<Option<Running>> {
+    let parsed: Vec<ListenAddr> = addrs
+        .iter()
+        .map(|a| ListenAddr::parse(a))
+        .collect::<Result<_>>()?;
+    if parsed.is_empty() {
+        return Err(Error::InvalidOptions("no address to serve".into()));
+    }
+    let (backend, fallback) = select::choose(&opts)?;
+    let n = opts.num_loops();
+    if n > 1024 {
+        return Err(Error::InvalidOptions(format!("{n} loops is too many (at most 1024)")));
+    }
+    let listeners = bind_all(&parsed, &opts, n)?;
+    let single_acceptor = listeners.per_loop.len() == 1 && n > 1;
+    let loops: Vec<Arc<LoopShared>> = (0..n).map(|i| Arc::new(LoopShared::new(i))).collect();
+    let engine = Engine {
+        inner: Arc::new(EngineInner {
+            loops,
+            balancer: Balancer::new(opts.lb),
+            single_acceptor,
+            stopping: AtomicBool::new(false),
+            shut_down: AtomicBool::new(false),
+            addrs: listeners.bound.clone(),
+            listeners: Mutex::new(listeners.originals),
+            backend,
+            fallback,
+        }),
+    };
+    let handler = Arc::new(handler);
+    if handler.on_boot(&engine) == Action::Shutdown {
+        finish(&engine, &parsed);
+        return Ok(None);
+    }
+    let spawn = SpawnLoops {
+        handler,
+        engine: engine.clone(),
+        opts,
+        per_loop: listeners.per_loop,
+        parsed,
+    };
+    let thread = select::dispatch(backend, spawn)
+        .ok_or(Error::BackendUnavailable {
+            backend,
+            reason: "not compiled in".into(),
+        })??;
+    Ok(Some(Running { engine, thread }))
+}
+
+struct Bound {
+    bound: Vec<ListenAddr>,
+    originals: Vec<(ListenAddr, Listener)>,
+    per_loop: Vec<Vec<(ListenerId, Listener)>>,
+}
+
+fn bind_all(parsed: &[ListenAddr], opts: &Options, loops: usize) -> Result<Bound> {
+    let mut bound = Vec::new();
+    let mut originals = Vec::new();
+    let per_loop_count = if opts.reuse_port { loops } else { 1 };
+    let mut per_loop: Vec<Vec<(ListenerId, Listener)>> =
+        (0..per_loop_count).map(|_| Vec::new()).collect();
+    for (i, asked) in parsed.iter().enumerate() {
+        let id = ListenerId(i);
+        let reuse_port = opts.reuse_port && matches!(asked, ListenAddr::Tcp(_));
+        let first = listen::bind(asked, opts, reuse_port)?;
+        let actual = listen::bound_addr(&first, asked);
+        per_loop[0].push((id, first.try_clone()?));
+        for slot in per_loop.iter_mut().skip(1) {
+            // Unix sockets cannot share a path: every loop accepts on the same listener.
+            let l = if reuse_port {
+                listen::bind(&actual, opts, true)?
+            } else {
+                first.try_clone()?
+            };
+            slot.push((id, l));
+        }
+        bound.push(actual);
+        originals.push((asked.clone(), first));
+    }
+    Ok(Bound {
+        bound,
+        originals,
+        per_loop,
+    })
+}
+
+fn finish(engine: &Engine, parsed: &[ListenAddr]) {
+    let inner = &engine.inner;
+    inner.stopping.store(true, Ordering::Release);
+    {
+        let mut ls = inner.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        inner.shut_down.store(true, Ordering::Release);
+        ls.clear();
+    }
+    for a in parsed {
+        listen::cleanup(a);
+    }
+}
+
+struct SpawnLoops<H: EventHandler> {
+    handler: Arc<H>,
+    engine: Engine,
+    opts: Options,
+    per_loop: Vec<Vec<(ListenerId, Listener)>>,
+    parsed: Vec<ListenAddr>,
+}
+
+impl<H: EventHandler> Visit for SpawnLoops<H> {
+    type Out = Result<JoinHandle<Result<()>>>;
+
+    fn visit<B: Backend>(self) -> Self::Out {
+        let SpawnLoops {
+            handler,
+            engine,
+            opts,
+            mut per_loop,
+            parsed,
+        } = self;
+        let n = engine.inner.loops.len();
+        let cfg = select::backend_config(&opts);
+        let opts = Arc::new(opts);
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n {
+            let listeners = if i < per_loop.len() {
+                std::mem::take(&mut per_loop[i])
+            } else {
+                Vec::new()
+            };
+            let (handler, eng, opts, cfg, ready) =
+                (handler.clone(), engine.clone(), opts.clone(), cfg.clone(), ready_tx.clone());
+            let t = std::thread::Builder::new()
+                .name(format!("gnet-loop-{i}"))
+                .spawn(move || {
+                    if opts.pin_cores {
+                        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+                        if let Err(e) = gnet_backends::pin_current_thread(i % cores) {
+                            log::warn!("gnet: pinning loop {i} failed: {e}");
+                        }
+                    }
+                    let backend = match B::open(&cfg) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            let _ = ready.send(Err(Error::BackendUnavailable {
+                                backend: B::KIND,
+                                reason: e.to_string(),
+                            }));
+                            return Ok(());
+                        }
+                    };
+                    let lp = EventLoop::new(backend, i, handler, eng, opts, listeners);
+                    let lp = match lp {
+                        Ok(lp) => {
+                            let _ = ready.send(Ok(()));
+                            lp
+                        }
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                            return Ok(());
+                        }
+                    };
+                    drop(ready);
+                    lp.run()
+                });
+            match t {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    let _ = engine.stop();
+                    return Err(Error::Io(e));
+                }
+            }
+        }
+        drop(ready_tx);
+        let mut first_err = None;
+        for _ in 0..n {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(_) => break,
+            }
+        }
+        if let Some(e) = first_err {
+            let _ = engine.stop();
+            for t in threads {
+                let _ = t.join();
+            }
+            finish(&engine, &parsed);
+            return Err(e);
+        }
+        let t = std::thread::Builder::new()
+            .name("gnet-engine".into())
+            .spawn(move || {
+                let mut result = Ok(());
+                for t in threads {
+                    match t.join() {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            result = result.and(Err(e));
+                        }
+                        Err(_) => {
+                            result = result.and(Err(Error::HandlerPanic(
+                                "an event loop thread panicked".into(),
+                            )));
+                        }
+                    }
+                }
+                handler.on_shutdown(&engine);
+                finish(&engine, &parsed);
+                result
+            })
+            .map_err(Error::Io)?;
+        Ok(t)
+    }
+}

@@ -1,0 +1,141 @@
+//! Running the handler's connection callbacks: panics caught, actions applied, leftover input
+//! kept.
+
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use bytes::{Buf, BytesMut};
+use gnet_backends::{ConnId, Flow};
+
+use super::Core;
+use crate::conn::Conn;
+use crate::error::Error;
+use crate::handler::{Action, CloseCause, EventHandler};
+
+pub(crate) fn panic_message(p: &(dyn Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".to_string()
+    }
+}
+
+impl<H: EventHandler> Core<H> {
+    /// Applies what a connection callback returned.
+    fn after_callback(&mut self, id: ConnId, r: std::thread::Result<Action>) {
+        match r {
+            Ok(Action::None) => {}
+            Ok(Action::Close) => self.begin_close(id, CloseCause::Local),
+            Ok(Action::Shutdown) => {
+                let _ = self.engine.stop();
+            }
+            Err(p) => {
+                let msg = panic_message(&*p);
+                log::error!("gnet: handler panicked, closing the connection: {msg}");
+                self.begin_close(id, CloseCause::Error(Error::HandlerPanic(msg)));
+            }
+        }
+        if let Some(st) = self.state(id) {
+            if st.dirty || st.close_requested {
+                self.mark(id);
+            }
+        }
+    }
+
+    /// `on_open` for a freshly registered connection.
+    pub(super) fn open(&mut self, id: ConnId) {
+        let Some(st) = self.conns.get_mut(id.index()) else {
+            return;
+        };
+        let handler = &self.handler;
+        let mut c = Conn::new(&[], st, &self.shared, &self.engine);
+        let r = catch_unwind(AssertUnwindSafe(|| handler.on_open(&mut c)));
+        self.after_callback(id, r);
+    }
+
+    /// `on_traffic` with `fresh` bytes from the backend (or none, for a wake). Returns whether
+    /// the backend should keep receiving.
+    pub(super) fn traffic(&mut self, id: ConnId, fresh: Option<&[u8]>) -> Flow {
+        let max_in = self.opts.max_inbound;
+        let max_out = self.opts.max_outbound;
+        let Some(st) = self.conns.get_mut(id.index()).filter(|s| s.id == id) else {
+            return Flow::Continue;
+        };
+        let handler = &self.handler;
+        let r;
+        if st.inbound.is_empty() {
+            // Zero-copy path: the handler reads the backend's buffer; only a remainder is copied.
+            let data = fresh.unwrap_or(&[]);
+            let mut c = Conn::new(data, st, &self.shared, &self.engine);
+            r = catch_unwind(AssertUnwindSafe(|| handler.on_traffic(&mut c)));
+            let pos = c.consumed();
+            if pos < data.len() {
+                st.inbound.extend_from_slice(&data[pos..]);
+            }
+        } else {
+            if let Some(d) = fresh {
+                st.inbound.extend_from_slice(d);
+            }
+            let mut buf = std::mem::take(&mut st.inbound);
+            let mut c = Conn::new(&buf, st, &self.shared, &self.engine);
+            r = catch_unwind(AssertUnwindSafe(|| handler.on_traffic(&mut c)));
+            let pos = c.consumed();
+            buf.advance(pos);
+            st.inbound = if buf.is_empty() { BytesMut::new() } else { buf };
+        }
+        let overflow = st.inbound.len() > max_in;
+        let flow = if st.pending() > max_out {
+            st.paused = true;
+            Flow::Pause
+        } else {
+            Flow::Continue
+        };
+        self.after_callback(id, r);
+        if overflow {
+            if let Some(st) = self.state(id) {
+                st.inbound = BytesMut::new();
+            }
+            self.begin_close(id, CloseCause::Error(Error::InboundOverflow { limit: max_in }));
+        }
+        if self.state(id).is_some_and(|s| !s.is_open()) {
+            // Closing: the rest of the input is not wanted.
+            return Flow::Continue;
+        }
+        flow
+    }
+
+    /// The backend released `id`: `on_close`, then the socket is dropped (closing the fd).
+    pub(super) fn finish_close(&mut self, id: ConnId) {
+        if self.conns.get(id.index()).is_none_or(|s| s.id != id) {
+            return;
+        }
+        let mut st = self.conns.remove(id.index());
+        self.shared.conns.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let cause = match std::mem::replace(&mut st.phase, crate::conn::Phase::Open) {
+            crate::conn::Phase::Closing { cause } | crate::conn::Phase::Draining { cause } => {
+                cause
+            }
+            crate::conn::Phase::Open => CloseCause::Local,
+        };
+        // No more writes: `on_close` may not queue output.
+        st.phase = crate::conn::Phase::Closing {
+            cause: CloseCause::Local,
+        };
+        for (_, _, done) in st.waiters.drain(..) {
+            done(Err(Error::ConnClosed));
+        }
+        let handler = &self.handler;
+        let mut c = Conn::new(&[], &mut st, &self.shared, &self.engine);
+        let r = catch_unwind(AssertUnwindSafe(|| handler.on_close(&mut c, &cause)));
+        match r {
+            Ok(Action::Shutdown) => {
+                let _ = self.engine.stop();
+            }
+            Ok(_) => {}
+            Err(p) => log::error!("gnet: on_close panicked: {}", panic_message(&*p)),
+        }
+        drop(st);
+    }
+}

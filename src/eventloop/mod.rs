@@ -1,0 +1,397 @@
+//! The event loop: one per thread, generic over the backend.
+//!
+//! Each iteration is: `poll` the backend (it reports into [`Core`], which runs the handler and
+//! records what the backend must be asked next), then [`Core::apply`] asks it — register new
+//! connections, send what callbacks wrote (one send per connection per iteration), close what
+//! is done. The loop ends when the engine stops and the last connection is closed.
+
+mod callbacks;
+mod sink;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gnet_backends::{Addr, Backend, ConnId, Listener, ListenerId, Socket};
+use slab::Slab;
+
+use crate::conn::{ConnState, Phase};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::handle::{refuse, LoopShared, Task};
+use crate::handler::{Action, CloseCause, EventHandler};
+use crate::options::Options;
+
+pub(crate) struct EventLoop<B: Backend, H: EventHandler> {
+    backend: B,
+    core: Core<H>,
+}
+
+/// Everything but the backend: the loop's state, and the [`gnet_backends::Sink`] the backend
+/// reports into.
+pub(crate) struct Core<H: EventHandler> {
+    index: usize,
+    handler: Arc<H>,
+    engine: Engine,
+    shared: Arc<LoopShared>,
+    opts: Arc<Options>,
+    conns: Slab<ConnState<H::Context>>,
+    generation: u32,
+    listeners: Vec<(ListenerId, Listener)>,
+    /// Accepted here (or handed over by another loop), to register after `poll`.
+    incoming: Vec<(Socket, Addr)>,
+    /// Connections whose output, close or resume needs the backend after `poll`.
+    dirty: Vec<ConnId>,
+    /// Connections to resume receiving on.
+    resume: Vec<ConnId>,
+    /// Deadlines of draining connections.
+    deadlines: Vec<(Instant, ConnId)>,
+    woken: bool,
+    tasks: Vec<Task>,
+    next_tick: Option<Instant>,
+    stopping: bool,
+}
+
+impl<B: Backend, H: EventHandler> EventLoop<B, H> {
+    pub(crate) fn new(
+        mut backend: B,
+        index: usize,
+        handler: Arc<H>,
+        engine: Engine,
+        opts: Arc<Options>,
+        listeners: Vec<(ListenerId, Listener)>,
+    ) -> Result<Self> {
+        let shared = engine.inner.loops[index].clone();
+        shared.set_waker(backend.waker());
+        for (id, l) in &listeners {
+            backend.add_listener(*id, l)?;
+        }
+        let next_tick = (opts.ticker && index == 0).then(Instant::now);
+        Ok(EventLoop {
+            backend,
+            core: Core {
+                index,
+                handler,
+                engine,
+                shared,
+                opts,
+                conns: Slab::new(),
+                generation: 0,
+                listeners,
+                incoming: Vec::new(),
+                dirty: Vec::new(),
+                resume: Vec::new(),
+                deadlines: Vec::new(),
+                woken: true,
+                tasks: Vec::new(),
+                next_tick,
+                stopping: false,
+            },
+        })
+    }
+
+    pub(crate) fn run(mut self) -> Result<()> {
+        let result = loop {
+            let timeout = self.core.timeout();
+            if let Err(e) = self.backend.poll(timeout, &mut self.core) {
+                log::error!("gnet: loop {} poll failed: {e}", self.core.index);
+                let _ = self.core.engine.stop();
+                break Err(Error::Io(e));
+            }
+            self.core.apply(&mut self.backend);
+            if self.core.stopping && self.core.conns.is_empty() {
+                break Ok(());
+            }
+        };
+        for t in self.core.shared.exit() {
+            refuse(t);
+        }
+        result
+    }
+}
+
+impl<H: EventHandler> Core<H> {
+    fn timeout(&self) -> Option<Duration> {
+        let mut at = self.next_tick;
+        for (d, _) in &self.deadlines {
+            at = Some(at.map_or(*d, |a| a.min(*d)));
+        }
+        at.map(|t| t.saturating_duration_since(Instant::now()))
+    }
+
+    /// The live state for `id`, or `None` for a stale id.
+    fn state(&mut self, id: ConnId) -> Option<&mut ConnState<H::Context>> {
+        self.conns.get_mut(id.index()).filter(|s| s.id == id)
+    }
+
+    fn mark(&mut self, id: ConnId) {
+        self.dirty.push(id);
+    }
+
+    /// Decides to close `id`: output already queued is still delivered (bounded by the close
+    /// timeout) unless the cause is an error that makes that pointless.
+    fn begin_close(&mut self, id: ConnId, cause: CloseCause) {
+        let timeout = if self.stopping {
+            self.opts.shutdown_timeout
+        } else {
+            self.opts.close_timeout
+        };
+        let Some(st) = self.state(id) else { return };
+        if !st.is_open() {
+            return;
+        }
+        let deadline = Instant::now() + timeout;
+        st.phase = Phase::Draining { cause };
+        self.deadlines.push((deadline, id));
+        self.mark(id);
+    }
+
+    /// The connection failed: drop its output and close it now.
+    fn fail(&mut self, id: ConnId, cause: CloseCause) {
+        let Some(st) = self.state(id) else { return };
+        if matches!(st.phase, Phase::Closing { .. }) {
+            return;
+        }
+        st.out.clear();
+        st.sending = 0;
+        st.phase = Phase::Draining { cause };
+        self.mark(id);
+    }
+
+    fn apply<B: Backend>(&mut self, backend: &mut B) {
+        if self.woken {
+            self.woken = false;
+            self.run_tasks(backend);
+        }
+        if !self.stopping && self.engine.is_stopping() {
+            self.begin_stop(backend);
+        }
+        self.register_incoming(backend);
+        self.tick();
+        self.expire_deadlines(backend);
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for id in dirty.drain(..) {
+            self.flush(backend, id);
+        }
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+        for id in std::mem::take(&mut self.resume) {
+            if let Some(st) = self.state(id) {
+                if st.paused && st.is_open() {
+                    st.paused = false;
+                    backend.resume(id);
+                }
+            }
+        }
+    }
+
+    fn begin_stop<B: Backend>(&mut self, backend: &mut B) {
+        self.stopping = true;
+        for (id, _) in &self.listeners {
+            backend.remove_listener(*id);
+        }
+        self.listeners.clear();
+        self.incoming.clear();
+        let ids: Vec<ConnId> = self.conns.iter().map(|(_, s)| s.id).collect();
+        for id in ids {
+            self.begin_close(id, CloseCause::Shutdown);
+        }
+    }
+
+    fn run_tasks<B: Backend>(&mut self, backend: &mut B) {
+        let mut tasks = std::mem::take(&mut self.tasks);
+        self.shared.drain(&mut tasks);
+        for t in tasks.drain(..) {
+            match t {
+                Task::Register { socket, peer } => {
+                    if self.stopping {
+                        drop(socket);
+                    } else {
+                        self.incoming.push((socket, peer));
+                    }
+                }
+                Task::Write { id, bufs, done } => self.async_write(id, bufs, done),
+                Task::Wake { id } => {
+                    if self.state(id).is_some_and(|s| s.is_open()) {
+                        self.traffic(id, None);
+                    }
+                }
+                Task::Close { id } => self.begin_close(id, CloseCause::Local),
+                Task::Stats { reply } => {
+                    let _ = reply.send(backend.stats());
+                }
+            }
+        }
+        self.tasks = tasks;
+    }
+
+    fn async_write(
+        &mut self,
+        id: ConnId,
+        bufs: Vec<bytes::Bytes>,
+        done: Option<crate::handle::WriteCallback>,
+    ) {
+        let limit = self.opts.max_outbound;
+        let Some(st) = self.state(id).filter(|s| s.is_open()) else {
+            if let Some(done) = done {
+                done(Err(Error::ConnClosed));
+            }
+            return;
+        };
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        let buffered = st.pending();
+        if buffered > 0 && buffered + len > limit {
+            if let Some(done) = done {
+                done(Err(Error::OutboundFull { buffered, limit }));
+            }
+            return;
+        }
+        for b in bufs {
+            st.queue_bytes(b);
+        }
+        if let Some(done) = done {
+            st.waiters.push_back((st.written_total, len, done));
+        }
+        self.mark(id);
+    }
+
+    fn register_incoming<B: Backend>(&mut self, backend: &mut B) {
+        for (socket, peer) in std::mem::take(&mut self.incoming) {
+            self.configure(&socket);
+            let entry = self.conns.vacant_entry();
+            self.generation = self.generation.wrapping_add(1);
+            let id = ConnId::new(entry.key(), self.generation);
+            if let Err(e) = backend.add_conn(id, &socket) {
+                log::warn!("gnet: loop {} could not register a connection: {e}", self.index);
+                continue;
+            }
+            entry.insert(ConnState::new(socket, id, peer));
+            self.shared.conns.fetch_add(1, Ordering::Relaxed);
+            self.open(id);
+        }
+    }
+
+    #[cfg(unix)]
+    fn configure(&self, socket: &Socket) {
+        if !socket.is_tcp() {
+            return;
+        }
+        let s = socket2::SockRef::from(socket);
+        let o = &self.opts;
+        let mut r = s.set_nodelay(o.tcp_nodelay);
+        if let Some(idle) = o.keepalive {
+            let ka = socket2::TcpKeepalive::new()
+                .with_time(idle)
+                .with_interval(o.keepalive_interval.unwrap_or(idle / 5));
+            #[cfg(any(target_os = "linux", target_os = "freebsd", target_os = "macos"))]
+            let ka = ka.with_retries(o.keepalive_count.unwrap_or(5));
+            r = r.and(s.set_tcp_keepalive(&ka));
+        }
+        if let Some(n) = o.send_buffer {
+            r = r.and(s.set_send_buffer_size(n));
+        }
+        if let Some(n) = o.recv_buffer {
+            r = r.and(s.set_recv_buffer_size(n));
+        }
+        if let Err(e) = r {
+            log::debug!("gnet: socket options on an accepted connection: {e}");
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn configure(&self, socket: &Socket) {
+        if let Socket::Tcp(s) = socket {
+            let _ = s.set_nodelay(self.opts.tcp_nodelay);
+        }
+    }
+
+    fn tick(&mut self) {
+        let Some(at) = self.next_tick else { return };
+        if self.stopping || Instant::now() < at {
+            return;
+        }
+        let engine = self.engine.clone();
+        let handler = self.handler.clone();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.on_tick(&engine)));
+        let (delay, action) = r.unwrap_or_else(|p| {
+            log::error!("gnet: on_tick panicked: {}", callbacks::panic_message(&p));
+            (Duration::from_secs(1), Action::None)
+        });
+        if action == Action::Shutdown {
+            let _ = self.engine.stop();
+        }
+        self.next_tick = Some(Instant::now() + delay);
+    }
+
+    fn expire_deadlines<B: Backend>(&mut self, backend: &mut B) {
+        if self.deadlines.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        self.deadlines.retain(|(d, id)| {
+            if *d <= now {
+                expired.push(*id);
+                false
+            } else {
+                true
+            }
+        });
+        for id in expired {
+            let Some(st) = self.state(id) else { continue };
+            if let Phase::Draining { .. } = st.phase {
+                let unsent = st.pending();
+                if unsent > 0 {
+                    st.out.clear();
+                    st.sending = 0;
+                    st.phase = Phase::Closing {
+                        cause: CloseCause::Error(Error::CloseTimeout { unsent }),
+                    };
+                    backend.close(id);
+                } else {
+                    self.mark(id);
+                }
+            }
+        }
+    }
+
+    /// Hands queued output to the backend, and finishes a drain once nothing is left.
+    fn flush<B: Backend>(&mut self, backend: &mut B, id: ConnId) {
+        let Some(st) = self.conns.get_mut(id.index()).filter(|s| s.id == id) else {
+            return;
+        };
+        st.dirty = false;
+        if st.close_requested && st.is_open() {
+            st.close_requested = false;
+            self.begin_close(id, CloseCause::Local);
+            return self.flush(backend, id);
+        }
+        if matches!(st.phase, Phase::Closing { .. }) {
+            return;
+        }
+        if st.sending == 0 && !st.out.is_empty() {
+            let (bufs, n) = st.out.take();
+            st.sending = n;
+            backend.send(id, bufs);
+            return;
+        }
+        if st.sending == 0 {
+            if let Phase::Draining { .. } = st.phase {
+                let Phase::Draining { cause, .. } =
+                    std::mem::replace(&mut st.phase, Phase::Open)
+                else {
+                    unreachable!()
+                };
+                if matches!(
+                    cause,
+                    CloseCause::Local | CloseCause::PeerClosed | CloseCause::Shutdown
+                ) {
+                    let _ = st.socket.shutdown(std::net::Shutdown::Write);
+                }
+                st.phase = Phase::Closing { cause };
+                backend.close(id);
+            }
+        }
+    }
+}

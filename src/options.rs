@@ -1,0 +1,264 @@
+//! Engine options.
+
+use std::time::Duration;
+
+use gnet_backends::BackendKind;
+
+/// How accepted connections are spread over the loops when one acceptor serves them all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LoadBalancing {
+    /// Each loop in turn.
+    #[default]
+    RoundRobin,
+    /// The loop with the fewest connections.
+    LeastConnections,
+    /// A hash of the peer's IP address (not its port, unlike Go gnet), so one client host
+    /// always lands on the same loop. Unnamed Unix peers fall back to round-robin.
+    SourceAddrHash,
+}
+
+/// Which backend the engine runs on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// The best one usable here: io_uring, then epoll (Linux) or kqueue, then std-net. The
+    /// fallback is logged with its reason. The environment variable `GNET_BACKEND` overrides
+    /// this choice.
+    #[default]
+    Auto,
+    /// Exactly this backend, or an error that says why it cannot run. `GNET_BACKEND`
+    /// overrides it too.
+    Only(BackendKind),
+}
+
+/// Engine options, built fluently.
+///
+/// # Examples
+/// ```
+/// use gnet::{Options, LoadBalancing};
+/// let opts = Options::new().loops(4).load_balancing(LoadBalancing::LeastConnections).ticker(true);
+/// assert_eq!(opts.num_loops(), 4);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub(crate) loops: usize,
+    pub(crate) multicore: bool,
+    pub(crate) lb: LoadBalancing,
+    pub(crate) reuse_port: bool,
+    pub(crate) reuse_addr: bool,
+    pub(crate) read_buffer_size: usize,
+    pub(crate) max_inbound: usize,
+    pub(crate) max_outbound: usize,
+    pub(crate) tcp_nodelay: bool,
+    pub(crate) keepalive: Option<Duration>,
+    pub(crate) keepalive_interval: Option<Duration>,
+    pub(crate) keepalive_count: Option<u32>,
+    pub(crate) send_buffer: Option<usize>,
+    pub(crate) recv_buffer: Option<usize>,
+    pub(crate) pin_cores: bool,
+    pub(crate) ticker: bool,
+    pub(crate) backend: BackendChoice,
+    pub(crate) close_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) ring_buffers: u16,
+    pub(crate) ring_entries: u32,
+    pub(crate) backlog: i32,
+    pub(crate) honour_env: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            loops: 0,
+            multicore: false,
+            lb: LoadBalancing::RoundRobin,
+            reuse_port: false,
+            reuse_addr: true,
+            read_buffer_size: 64 * 1024,
+            max_inbound: 4 * 1024 * 1024,
+            max_outbound: 4 * 1024 * 1024,
+            tcp_nodelay: true,
+            keepalive: None,
+            keepalive_interval: None,
+            keepalive_count: None,
+            send_buffer: None,
+            recv_buffer: None,
+            pin_cores: false,
+            ticker: false,
+            backend: BackendChoice::Auto,
+            close_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(5),
+            ring_buffers: 256,
+            ring_entries: 1024,
+            backlog: 1024,
+            honour_env: true,
+        }
+    }
+}
+
+impl Options {
+    /// The defaults: one loop, round-robin, TCP_NODELAY on, reuse-addr on, 64 KiB reads,
+    /// 4 MiB inbound and outbound limits per connection, backend `Auto`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of event loops (threads). `0` means one, or one per core with
+    /// [`Options::multicore`].
+    pub fn loops(mut self, n: usize) -> Self {
+        self.loops = n;
+        self
+    }
+
+    /// One loop per available core (when [`Options::loops`] is 0).
+    pub fn multicore(mut self, on: bool) -> Self {
+        self.multicore = on;
+        self
+    }
+
+    /// The loops the engine will start.
+    pub fn num_loops(&self) -> usize {
+        if self.loops > 0 {
+            self.loops
+        } else if self.multicore {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            1
+        }
+    }
+
+    /// How the single acceptor spreads connections (ignored in reuse-port mode, where the
+    /// kernel spreads them).
+    pub fn load_balancing(mut self, lb: LoadBalancing) -> Self {
+        self.lb = lb;
+        self
+    }
+
+    /// A listener per loop with `SO_REUSEPORT` (the kernel spreads connections), instead of
+    /// one acceptor and a load balancer. Ignored for Unix sockets.
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.reuse_port = on;
+        self
+    }
+
+    /// `SO_REUSEADDR` on listeners (on by default, so a restart can bind at once).
+    pub fn reuse_addr(mut self, on: bool) -> Self {
+        self.reuse_addr = on;
+        self
+    }
+
+    /// Size of one receive buffer (the largest chunk one `on_traffic` sees fresh from the
+    /// kernel). At least 1 KiB.
+    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+        self.read_buffer_size = bytes.max(1024);
+        self
+    }
+
+    /// The most bytes a connection may hold received but not consumed by the handler. Past it
+    /// the connection is closed with [`Error::InboundOverflow`](crate::Error::InboundOverflow),
+    /// so a peer cannot grow memory without bound.
+    pub fn max_inbound_buffer(mut self, bytes: usize) -> Self {
+        self.max_inbound = bytes.max(1024);
+        self
+    }
+
+    /// High-water mark of a connection's outbound queue. Past it, the loop stops reading from
+    /// that connection until the queue drains below half, and
+    /// [`ConnHandle::async_write`](crate::ConnHandle::async_write) is refused with
+    /// [`Error::OutboundFull`](crate::Error::OutboundFull).
+    pub fn max_outbound_buffer(mut self, bytes: usize) -> Self {
+        self.max_outbound = bytes.max(1024);
+        self
+    }
+
+    /// `TCP_NODELAY` on accepted connections (on by default).
+    pub fn tcp_nodelay(mut self, on: bool) -> Self {
+        self.tcp_nodelay = on;
+        self
+    }
+
+    /// TCP keepalive: idle time before the first probe (`None` = off, the default).
+    pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.keepalive = idle;
+        self
+    }
+
+    /// TCP keepalive probe interval (default: idle / 5).
+    pub fn tcp_keepalive_interval(mut self, interval: Duration) -> Self {
+        self.keepalive_interval = Some(interval);
+        self
+    }
+
+    /// TCP keepalive probe count (default 5).
+    pub fn tcp_keepalive_count(mut self, count: u32) -> Self {
+        self.keepalive_count = Some(count);
+        self
+    }
+
+    /// `SO_SNDBUF` of accepted connections.
+    pub fn socket_send_buffer(mut self, bytes: usize) -> Self {
+        self.send_buffer = Some(bytes);
+        self
+    }
+
+    /// `SO_RCVBUF` of accepted connections.
+    pub fn socket_recv_buffer(mut self, bytes: usize) -> Self {
+        self.recv_buffer = Some(bytes);
+        self
+    }
+
+    /// Pin loop `i` to core `i % cores`.
+    pub fn pin_cores(mut self, on: bool) -> Self {
+        self.pin_cores = on;
+        self
+    }
+
+    /// Call [`EventHandler::on_tick`](crate::EventHandler::on_tick) (on loop 0).
+    pub fn ticker(mut self, on: bool) -> Self {
+        self.ticker = on;
+        self
+    }
+
+    /// The backend to run on.
+    pub fn backend(mut self, choice: BackendChoice) -> Self {
+        self.backend = choice;
+        self
+    }
+
+    /// Whether `GNET_BACKEND` may override [`Options::backend`] (on by default; tests that
+    /// must run a given backend turn it off).
+    pub fn honour_env(mut self, on: bool) -> Self {
+        self.honour_env = on;
+        self
+    }
+
+    /// How long an orderly close waits for queued output to reach the kernel before it gives
+    /// up and closes anyway (the peer stopped reading). Default 30 s.
+    pub fn close_timeout(mut self, d: Duration) -> Self {
+        self.close_timeout = d;
+        self
+    }
+
+    /// How long [`Engine::stop`](crate::Engine::stop) lets connections flush. Default 5 s.
+    pub fn shutdown_timeout(mut self, d: Duration) -> Self {
+        self.shutdown_timeout = d;
+        self
+    }
+
+    /// io_uring: buffers in each loop's provided-buffer ring (rounded up to a power of two).
+    pub fn ring_buffers(mut self, n: u16) -> Self {
+        self.ring_buffers = n.max(1).checked_next_power_of_two().unwrap_or(1 << 15);
+        self
+    }
+
+    /// io_uring: submission queue entries per ring (rounded up to a power of two).
+    pub fn ring_entries(mut self, n: u32) -> Self {
+        self.ring_entries = n.clamp(8, 1 << 15).next_power_of_two();
+        self
+    }
+
+    /// Listen backlog.
+    pub fn backlog(mut self, n: i32) -> Self {
+        self.backlog = n.max(1);
+        self
+    }
+}

@@ -1,0 +1,115 @@
+//! A connection's outbound queue: small writes coalesce, `Bytes` pass through without a copy.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+/// Bytes written by the handler and not yet handed to the backend.
+///
+/// Writes of borrowed slices are appended to `tail` (one allocation grows with them); a
+/// zero-copy [`Bytes`] seals the tail and is queued as its own segment. [`Outbound::take`] hands
+/// everything over as frozen segments, in order, for one backend send.
+#[derive(Debug, Default)]
+pub(crate) struct Outbound {
+    segs: VecDeque<Bytes>,
+    tail: BytesMut,
+    len: usize,
+}
+
+/// Segments handed to one send are capped so a send stays a bounded `writev`/`SENDMSG`.
+const MAX_SEGS_PER_SEND: usize = 512;
+
+impl Outbound {
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub(crate) fn write(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        self.tail.extend_from_slice(data);
+        self.len += data.len();
+    }
+
+    pub(crate) fn write_bytes(&mut self, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        // Small buffers are cheaper to copy than to carry as their own iovec.
+        if data.len() <= 256 {
+            self.write(&data);
+            return;
+        }
+        self.seal();
+        self.len += data.len();
+        self.segs.push_back(data);
+    }
+
+    fn seal(&mut self) {
+        if !self.tail.is_empty() {
+            self.segs.push_back(self.tail.split().freeze());
+        }
+    }
+
+    /// Takes up to a bounded number of segments for one send. Empty when nothing is queued.
+    pub(crate) fn take(&mut self) -> (Vec<Bytes>, usize) {
+        self.seal();
+        let n = self.segs.len().min(MAX_SEGS_PER_SEND);
+        let batch: Vec<Bytes> = self.segs.drain(..n).collect();
+        let bytes: usize = batch.iter().map(Bytes::len).sum();
+        self.len -= bytes;
+        if self.len == 0 {
+            // An idle connection keeps no outbound memory.
+            self.tail = BytesMut::new();
+        }
+        (batch, bytes)
+    }
+
+    /// Drops everything queued (the connection failed).
+    pub(crate) fn clear(&mut self) -> usize {
+        let n = self.len;
+        *self = Outbound::default();
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coalesces_and_keeps_order() {
+        let mut o = Outbound::default();
+        o.write(b"ab");
+        o.write(b"cd");
+        o.write_bytes(Bytes::from(vec![b'x'; 1000]));
+        o.write(b"ef");
+        assert_eq!(o.len(), 1006);
+        let (batch, n) = o.take();
+        assert_eq!(n, 1006);
+        let flat: Vec<u8> = batch.iter().flat_map(|b| b.iter().copied()).collect();
+        assert_eq!(&flat[..4], b"abcd");
+        assert_eq!(&flat[1004..], b"ef");
+        assert_eq!(batch.len(), 3);
+        assert!(o.is_empty());
+        assert_eq!(o.take().1, 0);
+    }
+
+    #[test]
+    fn caps_segments_per_send() {
+        let mut o = Outbound::default();
+        for _ in 0..(MAX_SEGS_PER_SEND + 10) {
+            o.write_bytes(Bytes::from(vec![1u8; 300]));
+        }
+        let (b1, _) = o.take();
+        assert_eq!(b1.len(), MAX_SEGS_PER_SEND);
+        let (b2, _) = o.take();
+        assert_eq!(b2.len(), 10);
+        assert!(o.is_empty());
+    }
+}
