@@ -274,7 +274,10 @@ pub trait Backend: Sized + 'static {
     /// the loop may drop the listener right away.
     fn remove_listener(&mut self, id: ListenerId);
 
-    /// Starts receiving on a connection (already non-blocking).
+    /// Starts receiving on a connection (handed over non-blocking). A backend may change the
+    /// socket's blocking mode (the thread-based stdnet backend makes it blocking); the loop
+    /// never reads or writes a socket it has lent, it only shuts it down, asks its addresses
+    /// and sets options.
     ///
     /// # Errors
     /// Registration failures from the kernel; the loop then drops the socket and forgets `id`

@@ -52,12 +52,12 @@ compile_error!("gnet-backends: no backend compiled in for this target; enable `s
 
 /// The backends compiled into this build for this target, best first.
 pub fn compiled() -> Vec<BackendKind> {
-    let mut v = Vec::new();
-    #[cfg(all(target_os = "linux", feature = "uring"))]
-    v.push(BackendKind::Uring);
-    #[cfg(all(target_os = "linux", feature = "epoll"))]
-    v.push(BackendKind::Epoll);
-    #[cfg(feature = "stdnet")]
-    v.push(BackendKind::StdNet);
-    v
+    [
+        (cfg!(all(target_os = "linux", feature = "uring")), BackendKind::Uring),
+        (cfg!(all(target_os = "linux", feature = "epoll")), BackendKind::Epoll),
+        (cfg!(feature = "stdnet"), BackendKind::StdNet),
+    ]
+    .into_iter()
+    .filter_map(|(on, kind)| on.then_some(kind))
+    .collect()
 }

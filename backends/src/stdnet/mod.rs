@@ -1,37 +1,374 @@
-//! PLACEHOLDER: replaced by the real backend.
-#![allow(missing_docs, unused_variables)]
-use crate::*;
-use std::{io, sync::Arc, time::Duration};
+//! The portable backend on `std::net` / `std::os::unix::net` and std threads (Windows, and
+//! anywhere without a better mechanism), in the model of Go gnet's Windows port: a thread per
+//! connection feeding one event queue per loop.
+//!
+//! # Model
+//!
+//! - **One event queue per loop** (`Mutex<VecDeque>` + `Condvar`). Helper threads push
+//!   messages; [`Backend::poll`] takes everything queued at once and reports it to the sink,
+//!   waiting on the condition variable only while the queue is empty. [`Wake`] sets a flag
+//!   (coalescing) and signals the same condition variable.
+//! - **An accept thread per listener**, on its own non-blocking handle of the listener, polling
+//!   with `park_timeout` (1 ms after a connection, up to 10 ms when idle) so that
+//!   `remove_listener` can stop and join it at once, releasing its handle before it returns.
+//!   Persistent accept errors are reported and followed by a 100 ms back-off.
+//! - **A reader thread per connection** (from `add_conn`) doing blocking reads on its own handle
+//!   of the socket, at most two chunks ahead of the loop (bounded memory), and none while the
+//!   connection is paused. A connection that is not streaming reads into a small stack buffer,
+//!   so an idle connection holds no heap receive buffer.
+//! - **A writer thread per connection**, started by the first `send`, doing blocking vectored
+//!   writes of each batch and reporting `sent` with the total.
+//! - **`close`** marks the connection closing, shuts the socket down in both directions (which
+//!   wakes blocked reads and writes) and reports `closed` once every thread of the connection
+//!   has exited and dropped its socket handle, so nothing of the connection is reported after
+//!   `closed` and the loop's drop of its socket really closes it. Events of a closing connection
+//!   still in the queue are dropped. (On Linux the `shutdown` wakes blocked calls at once; on
+//!   non-Unix targets the reader also has a one-second receive timeout as a safety net.)
+//!
+//! # Blocking mode
+//!
+//! The threads need blocking sockets, and on Unix the handles share one open file description,
+//! so `add_conn` switches the connection's socket **to blocking mode**, the loop's own handle
+//! included. The loop must do no I/O on a socket it lent to stdnet (it never needs to: all I/O
+//! goes through the backend); `shutdown`, addresses and socket options are fine. Sockets
+//! reported by [`Sink::accepted`] are non-blocking as the contract says, until `add_conn`.
+//!
+//! Threads get small stacks (128 KiB) and names (`gnet-accept-N`, `gnet-read-N`,
+//! `gnet-write-N`). There is no `unsafe` code here.
+#![forbid(unsafe_code)]
 
-pub struct StdNet;
+mod accept;
+mod conn;
+mod queue;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use self::accept::AcceptThread;
+use self::conn::{ConnShared, MAX_IN_FLIGHT};
+use self::queue::{Msg, Shared, Waker};
+use crate::contract::{
+    Backend, BackendKind, Config, ConnId, Flow, ListenerId, OpenError, Sink, Stats, Wake,
+};
+use crate::socket::{Listener, Socket};
+
+/// Stack size of every helper thread: they only run small loops around blocking calls (plus the
+/// reader's 4 KiB stack buffer).
+const STACK_SIZE: usize = 128 * 1024;
+
+/// The std-threads backend. See the [module documentation](self).
+pub struct StdNet {
+    shared: Arc<Shared>,
+    read_buffer_size: usize,
+    listeners: HashMap<ListenerId, AcceptThread>,
+    next_token: u64,
+    conns: HashMap<ConnId, Conn>,
+    /// Events produced outside `poll` (a `closed` due at once, a writer that could not start).
+    pending: VecDeque<Msg>,
+    /// The batch being reported (kept to reuse its allocation).
+    batch: VecDeque<Msg>,
+}
+
+/// The loop's side of one connection.
+struct Conn {
+    state: Arc<ConnShared>,
+    /// The backend's own handle: spawns the writer, shuts down at `close`; dropped then.
+    handle: Option<Socket>,
+    /// Threads started and not yet reported exited.
+    threads: usize,
+    writer: bool,
+    closing: bool,
+    /// `eof` or `failed` was reported: no more `received` or `eof`.
+    recv_done: bool,
+    /// `failed` was reported: nothing but `closed` any more.
+    failed: bool,
+}
+
+impl StdNet {
+    fn dispatch<S: Sink>(&mut self, msg: Msg, sink: &mut S) {
+        match msg {
+            Msg::Accepted {
+                listener,
+                token,
+                socket,
+                peer,
+            } => match self.listeners.get(&listener) {
+                Some(l) if l.token == token => {
+                    l.queued.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                    sink.accepted(listener, socket, peer);
+                }
+                _ => drop(socket), // the listener was removed: the backend closes it
+            },
+            Msg::AcceptError {
+                listener,
+                token,
+                error,
+            } => {
+                if self
+                    .listeners
+                    .get(&listener)
+                    .is_some_and(|l| l.token == token)
+                {
+                    sink.accept_error(listener, error);
+                }
+            }
+            Msg::Data { conn, buf, len } => {
+                let Some(c) = self.conns.get(&conn) else {
+                    return;
+                };
+                if c.closing || c.recv_done {
+                    return;
+                }
+                let flow = sink.received(conn, &buf[..len]);
+                let mut st = c.state.lock();
+                let reader_blocked = st.in_flight >= MAX_IN_FLIGHT;
+                st.in_flight -= 1;
+                if flow == Flow::Pause {
+                    st.paused = true;
+                }
+                if st.hot && buf.len() == self.read_buffer_size && st.spare.len() < MAX_IN_FLIGHT {
+                    st.spare.push(buf);
+                }
+                let wake = reader_blocked && !st.paused;
+                drop(st);
+                if wake {
+                    c.state.notify();
+                }
+            }
+            Msg::Eof(conn) => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    if !c.closing && !c.recv_done {
+                        c.recv_done = true;
+                        sink.eof(conn);
+                    }
+                }
+            }
+            Msg::Sent { conn, n } => {
+                if let Some(c) = self.conns.get(&conn) {
+                    if !c.closing && !c.failed {
+                        sink.sent(conn, n);
+                    }
+                }
+            }
+            Msg::Failed { conn, error } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    if !c.closing && !c.failed {
+                        c.failed = true;
+                        c.recv_done = true;
+                        sink.failed(conn, error);
+                    }
+                }
+            }
+            Msg::Exited(conn) => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.threads -= 1;
+                    if c.closing && c.threads == 0 {
+                        self.conns.remove(&conn);
+                        sink.closed(conn);
+                    }
+                }
+            }
+            Msg::Closed(conn) => {
+                self.conns.remove(&conn);
+                sink.closed(conn);
+            }
+        }
+    }
+}
 
 impl Backend for StdNet {
     const KIND: BackendKind = BackendKind::StdNet;
-    fn open(_c: &Config) -> Result<Self, OpenError> {
-        Err(OpenError::Unavailable("not written yet".into()))
+
+    fn open(config: &Config) -> Result<Self, OpenError> {
+        if config.read_buffer_size == 0 {
+            return Err(OpenError::Failed(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "read_buffer_size must not be zero",
+            )));
+        }
+        Ok(StdNet {
+            shared: Shared::new(),
+            read_buffer_size: config.read_buffer_size,
+            listeners: HashMap::new(),
+            next_token: 0,
+            conns: HashMap::new(),
+            pending: VecDeque::new(),
+            batch: VecDeque::new(),
+        })
     }
+
     fn waker(&self) -> Arc<dyn Wake> {
-        unimplemented!()
+        Arc::new(Waker(self.shared.clone()))
     }
-    fn add_listener(&mut self, id: ListenerId, l: &Listener) -> io::Result<()> {
-        unimplemented!()
+
+    fn add_listener(&mut self, id: ListenerId, listener: &Listener) -> io::Result<()> {
+        if self.listeners.contains_key(&id) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "listener id already registered",
+            ));
+        }
+        self.next_token += 1;
+        let thread = AcceptThread::spawn(id, self.next_token, listener, &self.shared)?;
+        self.listeners.insert(id, thread);
+        Ok(())
     }
+
     fn remove_listener(&mut self, id: ListenerId) {
-        unimplemented!()
+        if let Some(mut thread) = self.listeners.remove(&id) {
+            thread.stop();
+            // Close what it accepted and the loop has not seen yet.
+            let token = thread.token;
+            self.shared.purge(
+                |m| matches!(m, Msg::Accepted { listener, token: t, .. } if *listener == id && *t == token),
+            );
+        }
     }
-    fn add_conn(&mut self, id: ConnId, s: &Socket) -> io::Result<()> {
-        unimplemented!()
+
+    fn add_conn(&mut self, id: ConnId, socket: &Socket) -> io::Result<()> {
+        if self.conns.contains_key(&id) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "connection id already registered",
+            ));
+        }
+        let handle = socket.try_clone()?;
+        let state = Arc::new(ConnShared::default());
+        let reader = socket.try_clone()?;
+        conn::spawn_reader(
+            id,
+            reader,
+            state.clone(),
+            self.shared.clone(),
+            self.read_buffer_size,
+        )?;
+        self.conns.insert(
+            id,
+            Conn {
+                state,
+                handle: Some(handle),
+                threads: 1,
+                writer: false,
+                closing: false,
+                recv_done: false,
+                failed: false,
+            },
+        );
+        Ok(())
     }
-    fn send(&mut self, c: ConnId, b: Vec<bytes::Bytes>) {
-        unimplemented!()
+
+    fn send(&mut self, conn: ConnId, bufs: Vec<Bytes>) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        {
+            let mut st = c.state.lock();
+            debug_assert!(st.outbox.is_none(), "stdnet: a second send in flight");
+            st.outbox = Some(bufs);
+        }
+        if c.writer {
+            c.state.notify();
+            return;
+        }
+        let started = c
+            .handle
+            .as_ref()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+            .and_then(Socket::try_clone)
+            .and_then(|s| conn::spawn_writer(conn, s, c.state.clone(), self.shared.clone()));
+        match started {
+            Ok(_) => {
+                c.writer = true;
+                c.threads += 1;
+            }
+            Err(error) => {
+                c.state.lock().outbox = None;
+                self.pending.push_back(Msg::Failed { conn, error });
+            }
+        }
     }
-    fn resume(&mut self, c: ConnId) {
-        unimplemented!()
+
+    fn resume(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get(&conn) {
+            let mut st = c.state.lock();
+            if st.paused {
+                st.paused = false;
+                drop(st);
+                c.state.notify();
+            }
+        }
     }
-    fn close(&mut self, c: ConnId) {
-        unimplemented!()
+
+    fn close(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        c.closing = true;
+        {
+            let mut st = c.state.lock();
+            st.closing = true;
+            st.outbox = None;
+            st.spare.clear();
+        }
+        c.state.notify();
+        if let Some(handle) = c.handle.take() {
+            if c.threads > 0 {
+                conn::shutdown(&handle);
+            }
+        }
+        if c.threads == 0 {
+            self.pending.push_back(Msg::Closed(conn));
+        }
     }
-    fn poll<S: Sink>(&mut self, t: Option<Duration>, s: &mut S) -> io::Result<()> {
-        unimplemented!()
+
+    fn stats(&self) -> Stats {
+        Stats {
+            conns: self.conns.len(),
+            ..Stats::default()
+        }
+    }
+
+    fn poll<S: Sink>(&mut self, timeout: Option<Duration>, sink: &mut S) -> io::Result<()> {
+        let mut batch = std::mem::take(&mut self.batch);
+        self.shared
+            .take(timeout, self.pending.is_empty(), &mut batch);
+        if self.shared.take_woken() {
+            sink.woken();
+        }
+        while let Some(msg) = self.pending.pop_front() {
+            self.dispatch(msg, sink);
+        }
+        while let Some(msg) = batch.pop_front() {
+            self.dispatch(msg, sink);
+        }
+        self.batch = batch;
+        Ok(())
+    }
+}
+
+impl Drop for StdNet {
+    fn drop(&mut self) {
+        // The loop closed every connection before; this only stops stragglers (they exit on
+        // their own and release their handles) and joins the accept threads.
+        for c in self.conns.values_mut() {
+            c.state.lock().closing = true;
+            c.state.notify();
+            if let Some(handle) = c.handle.take() {
+                conn::shutdown(&handle);
+            }
+        }
+        self.listeners.clear();
     }
 }
