@@ -1,7 +1,6 @@
 //! `Conn`: a connection as a callback sees it.
 
 use std::collections::VecDeque;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use gnet_backends::{Addr, ConnId, Socket};
@@ -18,9 +17,13 @@ use std::sync::Arc;
 pub(crate) enum Phase {
     Open,
     /// Closing was decided; queued output is being flushed first.
-    Draining { cause: CloseCause },
+    Draining {
+        cause: CloseCause,
+    },
     /// The backend was asked to close; waiting for its `closed`.
-    Closing { cause: CloseCause },
+    Closing {
+        cause: CloseCause,
+    },
 }
 
 /// Everything the loop keeps for one connection.
@@ -314,12 +317,16 @@ impl<C> Conn<'_, C> {
     /// # Errors
     /// [`Error::Unsupported`] on a Unix-domain connection; [`Error::InvalidOptions`] for a
     /// duration under a second; the kernel's error otherwise.
-    pub fn set_keepalive(&self, keepalive: Option<(Duration, Duration, u32)>) -> Result<()> {
+    pub fn set_keepalive(
+        &self,
+        keepalive: Option<(std::time::Duration, std::time::Duration, u32)>,
+    ) -> Result<()> {
         self.tcp_only()?;
         match keepalive {
             None => Ok(self.sock().set_keepalive(false)?),
             Some((idle, interval, count)) => {
-                if idle < Duration::from_secs(1) || interval < Duration::from_secs(1) {
+                let second = std::time::Duration::from_secs(1);
+                if idle < second || interval < second {
                     return Err(Error::InvalidOptions(
                         "keepalive durations must be at least one second".into(),
                     ));
@@ -340,7 +347,7 @@ impl<C> Conn<'_, C> {
     ///
     /// # Errors
     /// The kernel's error.
-    pub fn set_linger(&self, linger: Option<Duration>) -> Result<()> {
+    pub fn set_linger(&self, linger: Option<std::time::Duration>) -> Result<()> {
         Ok(self.sock().set_linger(linger)?)
     }
 

@@ -97,7 +97,10 @@ impl<H: EventHandler> Core<H> {
             if let Some(st) = self.state(id) {
                 st.inbound = BytesMut::new();
             }
-            self.begin_close(id, CloseCause::Error(Error::InboundOverflow { limit: max_in }));
+            self.begin_close(
+                id,
+                CloseCause::Error(Error::InboundOverflow { limit: max_in }),
+            );
         }
         if self.state(id).is_some_and(|s| !s.is_open()) {
             // Closing: the rest of the input is not wanted.
@@ -112,11 +115,11 @@ impl<H: EventHandler> Core<H> {
             return;
         }
         let mut st = self.conns.remove(id.index());
-        self.shared.conns.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.shared
+            .conns
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let cause = match std::mem::replace(&mut st.phase, crate::conn::Phase::Open) {
-            crate::conn::Phase::Closing { cause } | crate::conn::Phase::Draining { cause } => {
-                cause
-            }
+            crate::conn::Phase::Closing { cause } | crate::conn::Phase::Draining { cause } => cause,
             crate::conn::Phase::Open => CloseCause::Local,
         };
         // No more writes: `on_close` may not queue output.

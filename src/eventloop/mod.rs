@@ -263,7 +263,10 @@ impl<H: EventHandler> Core<H> {
             self.generation = self.generation.wrapping_add(1);
             let id = ConnId::new(entry.key(), self.generation);
             if let Err(e) = backend.add_conn(id, &socket) {
-                log::warn!("gnet: loop {} could not register a connection: {e}", self.index);
+                log::warn!(
+                    "gnet: loop {} could not register a connection: {e}",
+                    self.index
+                );
                 continue;
             }
             entry.insert(ConnState::new(socket, id, peer));
@@ -301,9 +304,8 @@ impl<H: EventHandler> Core<H> {
 
     #[cfg(not(unix))]
     fn configure(&self, socket: &Socket) {
-        if let Socket::Tcp(s) = socket {
-            let _ = s.set_nodelay(self.opts.tcp_nodelay);
-        }
+        let Socket::Tcp(s) = socket;
+        let _ = s.set_nodelay(self.opts.tcp_nodelay);
     }
 
     fn tick(&mut self) {
@@ -378,8 +380,7 @@ impl<H: EventHandler> Core<H> {
         }
         if st.sending == 0 {
             if let Phase::Draining { .. } = st.phase {
-                let Phase::Draining { cause, .. } =
-                    std::mem::replace(&mut st.phase, Phase::Open)
+                let Phase::Draining { cause, .. } = std::mem::replace(&mut st.phase, Phase::Open)
                 else {
                     unreachable!()
                 };

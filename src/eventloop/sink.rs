@@ -62,7 +62,11 @@ impl<H: EventHandler> Sink for Core<H> {
         let Some(st) = self.state(conn) else { return };
         st.sending = 0;
         st.sent_total += n as u64;
-        while st.waiters.front().is_some_and(|(end, _, _)| *end <= st.sent_total) {
+        while st
+            .waiters
+            .front()
+            .is_some_and(|(end, _, _)| *end <= st.sent_total)
+        {
             if let Some((_, len, done)) = st.waiters.pop_front() {
                 done(Ok(len));
             }

@@ -1,0 +1,243 @@
+//! One connection's state and its two state machines: reading until `EAGAIN` (with a budget)
+//! and writing a send batch until it is all in the kernel.
+//!
+//! | field      | meaning                                                                   |
+//! |------------|---------------------------------------------------------------------------|
+//! | `readable` | the kernel may hold bytes, a FIN or an error we have not read (edge seen)  |
+//! | `closing`  | `RDHUP`/`HUP`/`ERR` seen: read until 0 or an error, short reads prove nothing |
+//! | `paused`   | the loop returned [`Flow::Pause`]; nothing is read until `resume`          |
+//! | `read_done`| `eof` reported: nothing more to read                                      |
+//! | `failed`   | `failed` reported or queued: no more reading or writing                   |
+//! | `queued`   | the connection is on the backend's ready list                             |
+//! | `out`      | the send in flight, if any                                                 |
+
+use std::io;
+use std::os::fd::{BorrowedFd, RawFd};
+
+use bytes::Bytes;
+
+use crate::contract::{ConnId, Flow, Sink};
+use crate::sys::{self, SendQueue};
+
+/// An event produced outside `poll` (or kept for later), reported by the next `poll`.
+#[derive(Debug)]
+pub(super) enum Report {
+    Sent(ConnId, usize),
+    Failed(ConnId, io::Error),
+    Closed(ConnId),
+}
+
+impl Report {
+    pub(super) fn conn(&self) -> ConnId {
+        match self {
+            Report::Sent(id, _) | Report::Failed(id, _) | Report::Closed(id) => *id,
+        }
+    }
+
+    pub(super) fn deliver<S: Sink>(self, sink: &mut S) {
+        match self {
+            Report::Sent(id, n) => sink.sent(id, n),
+            Report::Failed(id, e) => sink.failed(id, e),
+            Report::Closed(id) => sink.closed(id),
+        }
+    }
+}
+
+/// How a read pass ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ReadEnd {
+    /// Drained, paused, at end of stream, or failed: nothing to come back for.
+    Done,
+    /// The per-poll budget is spent and the socket may hold more: come back next poll.
+    Budget,
+}
+
+/// A registered connection. `fd` is lent by the loop, which keeps it open until `closed`.
+#[derive(Debug)]
+pub(super) struct Conn {
+    pub(super) id: ConnId,
+    fd: RawFd,
+    pub(super) readable: bool,
+    closing: bool,
+    paused: bool,
+    read_done: bool,
+    failed: bool,
+    pub(super) queued: bool,
+    out: Option<SendQueue>,
+}
+
+impl Conn {
+    pub(super) fn new(id: ConnId, fd: RawFd) -> Self {
+        Conn {
+            id,
+            fd,
+            readable: false,
+            closing: false,
+            paused: false,
+            read_done: false,
+            failed: false,
+            queued: false,
+            out: None,
+        }
+    }
+
+    pub(super) fn fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the loop lent this descriptor in `add_conn` and keeps it open until we report
+        // `closed`; a `Conn` exists only between those two points (`close` removes it first).
+        unsafe { BorrowedFd::borrow_raw(self.fd) }
+    }
+
+    /// Whether a read pass would do anything.
+    pub(super) fn wants_read(&self) -> bool {
+        self.readable && !self.paused && !self.read_done && !self.failed
+    }
+
+    /// Records an event's readiness; the caller queues the connection if it now wants a read.
+    pub(super) fn on_ready(&mut self, readable: bool, closing: bool) {
+        self.readable |= readable;
+        self.closing |= closing;
+    }
+
+    /// Resumes reading after [`Flow::Pause`]. Edge-triggered readiness is not signalled again
+    /// for bytes that were already there, so the connection counts as readable.
+    pub(super) fn resume(&mut self) -> bool {
+        if !self.paused {
+            return false;
+        }
+        self.paused = false;
+        self.readable = true;
+        self.wants_read()
+    }
+
+    fn fail(&mut self, e: io::Error) -> Report {
+        self.failed = true;
+        self.readable = false;
+        self.out = None;
+        Report::Failed(self.id, e)
+    }
+
+    /// Reads into `buf` until `EAGAIN`, [`Flow::Pause`], end of stream, an error, or `budget`
+    /// bytes, reporting each read as it happens.
+    pub(super) fn read<S: Sink>(&mut self, buf: &mut [u8], budget: usize, sink: &mut S) -> ReadEnd {
+        let mut left = budget.max(1);
+        while self.wants_read() {
+            match sys::recv(self.fd(), buf) {
+                Ok(0) => {
+                    self.read_done = true;
+                    self.readable = false;
+                    sink.eof(self.id);
+                }
+                Ok(n) => {
+                    // With edge triggering a short read proves the queue was empty: anything
+                    // arriving later raises a new edge. A pending FIN is the exception.
+                    if n < buf.len() && !self.closing {
+                        self.readable = false;
+                    }
+                    if sink.received(self.id, &buf[..n]) == Flow::Pause {
+                        self.paused = true;
+                    }
+                    left = left.saturating_sub(n);
+                    if left == 0 && self.wants_read() {
+                        return ReadEnd::Budget;
+                    }
+                }
+                Err(e) if sys::is_would_block(&e) => self.readable = false,
+                Err(e) if sys::is_interrupted(&e) => {}
+                Err(e) => self.fail(e).deliver(sink),
+            }
+        }
+        ReadEnd::Done
+    }
+
+    /// Starts a send; `Some` when it finished (or failed) at once.
+    pub(super) fn send(&mut self, bufs: Vec<Bytes>) -> Option<Report> {
+        if self.failed {
+            log::debug!("epoll: send on failed connection {:?} dropped", self.id);
+            return None;
+        }
+        match &mut self.out {
+            Some(out) => {
+                debug_assert!(
+                    false,
+                    "epoll: send on {:?} while a send is in flight",
+                    self.id
+                );
+                out.extend(bufs);
+            }
+            None => self.out = Some(SendQueue::new(bufs)),
+        }
+        self.flush()
+    }
+
+    /// Whether a send waits for room in the socket buffer.
+    pub(super) fn sending(&self) -> bool {
+        self.out.is_some()
+    }
+
+    /// Writes what remains of the send in flight; `Some` once it is all in the kernel or failed.
+    pub(super) fn flush(&mut self) -> Option<Report> {
+        let mut out = self.out.take()?;
+        match out.write_to(self.fd()) {
+            Ok(true) => Some(Report::Sent(self.id, out.total())),
+            Ok(false) => {
+                self.out = Some(out);
+                None
+            }
+            Err(e) => Some(self.fail(e)),
+        }
+    }
+}
+
+/// Connections by [`ConnId::index`], which the loop keeps unique among live connections.
+#[derive(Debug, Default)]
+pub(super) struct Conns {
+    slots: Vec<Option<Conn>>,
+    live: usize,
+}
+
+impl Conns {
+    pub(super) fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Whether the index is free (the loop may reuse an index only after `closed`).
+    pub(super) fn is_free(&self, index: usize) -> bool {
+        self.slots.get(index).map_or(true, Option::is_none)
+    }
+
+    pub(super) fn insert(&mut self, conn: Conn) {
+        let index = conn.id.index();
+        if index >= self.slots.len() {
+            self.slots.resize_with(index + 1, || None);
+        }
+        debug_assert!(self.slots[index].is_none());
+        self.slots[index] = Some(conn);
+        self.live += 1;
+    }
+
+    pub(super) fn remove(&mut self, id: ConnId) -> Option<Conn> {
+        let slot = self.slots.get_mut(id.index())?;
+        if slot.as_ref()?.id != id {
+            return None;
+        }
+        self.live -= 1;
+        slot.take()
+    }
+
+    /// The live connection `id` (index and generation must both match).
+    pub(super) fn get_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.by_index(id.index()).filter(|c| c.id == id)
+    }
+
+    pub(super) fn contains(&self, id: ConnId) -> bool {
+        self.slots
+            .get(id.index())
+            .and_then(Option::as_ref)
+            .is_some_and(|c| c.id == id)
+    }
+
+    /// The live connection at `index`, as an event's token names it.
+    pub(super) fn by_index(&mut self, index: usize) -> Option<&mut Conn> {
+        self.slots.get_mut(index).and_then(Option::as_mut)
+    }
+}
