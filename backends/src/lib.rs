@@ -38,6 +38,9 @@ cfg_if::cfg_if! {
     }
 }
 
+#[doc(hidden)]
+pub mod testing;
+
 cfg_if::cfg_if! {
     if #[cfg(feature = "stdnet")] {
         pub mod stdnet;

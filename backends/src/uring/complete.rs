@@ -1,0 +1,378 @@
+//! Completion handling and the connection state machine: what each completion means, when a
+//! receive is (re-)armed, when a connection is finally reported closed.
+
+use std::net::TcpStream;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+use io_uring::types::{CancelBuilder, Fd};
+use io_uring::{cqueue, opcode};
+
+use super::bufring::BGID;
+use super::ops::{cqe_error, Kind, Tag};
+use super::Uring;
+use crate::contract::{ConnId, Flow, ListenerId, Sink};
+use crate::socket::Socket;
+
+/// Rounds of draining the completion queue per poll (new completions can keep arriving
+/// without `DEFER_TASKRUN`; the loop must get back to its own work).
+const MAX_ROUNDS: usize = 4;
+
+impl Uring {
+    /// Handles the backlog and whatever is in the completion queue.
+    pub(super) fn reap<S: Sink>(&mut self, sink: &mut S) {
+        let mut batch = std::mem::take(&mut self.scratch);
+        batch.append(&mut self.backlog);
+        for round in 0..MAX_ROUNDS {
+            batch.extend(self.ring.completion());
+            if batch.is_empty() {
+                break;
+            }
+            for cqe in batch.drain(..) {
+                self.complete(cqe, sink);
+            }
+            self.rearm_starved();
+            if round + 1 < MAX_ROUNDS && self.ring.completion().is_empty() {
+                break;
+            }
+        }
+        self.scratch = batch;
+    }
+
+    fn complete<S: Sink>(&mut self, cqe: cqueue::Entry, sink: &mut S) {
+        let (res, flags) = (cqe.result(), cqe.flags());
+        let more = cqueue::more(flags);
+        let bid = cqueue::buffer_select(flags);
+        if bid.is_some() {
+            self.bufs.taken();
+        }
+        if !more {
+            self.inflight = self.inflight.saturating_sub(1);
+        }
+        let Some(tag) = Tag::decode(cqe.user_data()) else {
+            log::warn!(
+                "io_uring: completion with unknown user_data {:#x}",
+                cqe.user_data()
+            );
+            if let Some(b) = bid {
+                self.bufs.recycle(b);
+            }
+            return;
+        };
+        match tag.kind {
+            Kind::Recv => self.on_recv(tag.conn_id(), res, more, bid, sink),
+            Kind::Send => self.on_send(tag.conn_id(), res, sink),
+            Kind::ConnCancel => self.on_cancel(tag.conn_id(), res, sink),
+            Kind::Accept => self.on_accept(tag, res, more, sink),
+            Kind::Wake => {
+                if res >= 0 {
+                    self.waker.drain();
+                    sink.woken();
+                }
+                if !more {
+                    self.wake_armed = false;
+                    if !self.shutting_down {
+                        self.arm_wake();
+                    }
+                }
+            }
+            Kind::Cancel => {}
+        }
+        if let Some(b) = bid {
+            if tag.kind != Kind::Recv {
+                self.bufs.recycle(b);
+            }
+        }
+    }
+
+    fn on_recv<S: Sink>(
+        &mut self,
+        id: ConnId,
+        res: i32,
+        more: bool,
+        bid: Option<u16>,
+        sink: &mut S,
+    ) {
+        let Some(conn) = self.conns.get_mut(id.index()).and_then(Option::as_mut) else {
+            if let Some(b) = bid {
+                self.bufs.recycle(b);
+            }
+            return;
+        };
+        if conn.id != id {
+            // A late completion for an older connection on a reused index.
+            if let Some(b) = bid {
+                self.bufs.recycle(b);
+            }
+            return;
+        }
+        if !more {
+            conn.recv_armed = false;
+            conn.ops -= 1;
+        }
+        let mut cancel_recv = false;
+        if res > 0 {
+            if let Some(b) = bid {
+                if !conn.closing && !conn.ended {
+                    // SAFETY: this completion named buffer `b` with `res` bytes and `b` has
+                    // not been recycled yet (that happens right below).
+                    let data = unsafe { self.bufs.data(b, res as usize) };
+                    if sink.received(id, data) == Flow::Pause && !conn.paused {
+                        conn.paused = true;
+                        cancel_recv = conn.recv_armed && conn.cancels == 0;
+                    }
+                }
+                self.bufs.recycle(b);
+            } else {
+                log::error!("io_uring: receive completion without a buffer on {id:?}");
+            }
+        } else if res == 0 {
+            if !conn.closing && !conn.ended {
+                conn.ended = true;
+                sink.eof(id);
+            }
+        } else {
+            match -res {
+                libc::ENOBUFS => {
+                    // Backpressure: the ring is empty. Wait for buffers, never close.
+                    self.nobufs += 1;
+                    if !conn.starved && !conn.paused && !conn.closing {
+                        conn.starved = true;
+                        self.starved.push(id);
+                    }
+                }
+                libc::ECANCELED | libc::EAGAIN | libc::EINTR => {}
+                _ => {
+                    if !conn.closing && !conn.failed {
+                        conn.ended = true;
+                        conn.failed = true;
+                        sink.failed(id, cqe_error(res));
+                    }
+                }
+            }
+        }
+        if cancel_recv {
+            self.cancel_recv(id);
+        }
+        if !more {
+            self.after_op(id, sink);
+        }
+    }
+
+    fn on_send<S: Sink>(&mut self, id: ConnId, res: i32, sink: &mut S) {
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        conn.ops -= 1;
+        let mut resubmit = false;
+        let mut cancel_recv = false;
+        if conn.closing {
+            conn.send = None;
+        } else if let Some(op) = conn.send.as_mut() {
+            if res >= 0 {
+                if op.advance(res as usize) {
+                    let total = op.total;
+                    conn.send = None;
+                    sink.sent(id, total);
+                } else {
+                    resubmit = true;
+                }
+            } else if res == -libc::EAGAIN || res == -libc::EINTR {
+                resubmit = true;
+            } else {
+                conn.send = None;
+                if !conn.failed {
+                    conn.failed = true;
+                    conn.ended = true;
+                    cancel_recv = conn.recv_armed && conn.cancels == 0;
+                    sink.failed(id, cqe_error(res));
+                }
+            }
+        }
+        if resubmit {
+            self.submit_send(id.index());
+        }
+        if cancel_recv {
+            self.cancel_recv(id);
+        }
+        self.after_op(id, sink);
+    }
+
+    fn on_cancel<S: Sink>(&mut self, id: ConnId, res: i32, sink: &mut S) {
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        conn.ops -= 1;
+        conn.cancels -= 1;
+        // EALREADY: the target was running and may not stop by itself; ask again.
+        let again = res == -libc::EALREADY && conn.closing && conn.ops > 0;
+        if again {
+            self.cancel_conn(id.index());
+        }
+        self.after_op(id, sink);
+    }
+
+    fn on_accept<S: Sink>(&mut self, tag: Tag, res: i32, more: bool, sink: &mut S) {
+        let id = ListenerId(tag.index);
+        let live = self
+            .listeners
+            .get(tag.index)
+            .and_then(Option::as_ref)
+            .filter(|l| l.epoch == tag.generation)
+            .map(|l| l.unix);
+        let mut rearm = live.is_some() && !more;
+        if res >= 0 {
+            // SAFETY: a successful accept completion returns a new descriptor that nothing
+            // else owns; wrapping it makes sure it is closed exactly once.
+            let fd = unsafe { OwnedFd::from_raw_fd(res) };
+            match live {
+                // The listener was removed: close the connection (dropping `fd`).
+                None => drop(fd),
+                Some(unix) => {
+                    let socket = if unix {
+                        Socket::Unix(UnixStream::from(fd))
+                    } else {
+                        Socket::Tcp(TcpStream::from(fd))
+                    };
+                    match socket.peer_addr() {
+                        Ok(peer) => sink.accepted(id, socket, peer),
+                        Err(e) => log::debug!("io_uring: accepted socket already gone: {e}"),
+                    }
+                }
+            }
+        } else if live.is_some() {
+            match -res {
+                libc::ECANCELED
+                | libc::EAGAIN
+                | libc::EINTR
+                | libc::ECONNABORTED
+                | libc::EPROTO
+                | libc::ENETDOWN
+                | libc::ENETUNREACH
+                | libc::EHOSTDOWN
+                | libc::EHOSTUNREACH
+                | libc::ENONET
+                | libc::EOPNOTSUPP
+                | libc::ETIMEDOUT => {}
+                libc::EINVAL | libc::EBADF | libc::ENOTSOCK => {
+                    // Not a listening socket any more: re-arming would spin.
+                    rearm = false;
+                    sink.accept_error(id, cqe_error(res));
+                }
+                _ => sink.accept_error(id, cqe_error(res)),
+            }
+        }
+        if rearm && !self.shutting_down {
+            self.arm_accept(tag.index);
+        }
+    }
+
+    /// After an operation of `id` finished: report `closed` once nothing is left, otherwise
+    /// re-arm the receive if it should run.
+    fn after_op<S: Sink>(&mut self, id: ConnId, sink: &mut S) {
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        if conn.closing {
+            if conn.ops == 0 {
+                self.conns[id.index()] = None;
+                self.nconns -= 1;
+                sink.closed(id);
+            }
+        } else {
+            self.maybe_arm(id.index());
+        }
+    }
+
+    /// Arms the multishot receive of connection `index` if it should be running.
+    pub(super) fn maybe_arm(&mut self, index: usize) {
+        let Some(Some(c)) = self.conns.get_mut(index) else {
+            return;
+        };
+        if c.recv_armed || c.paused || c.closing || c.ended || c.starved || c.cancels > 0 {
+            return;
+        }
+        c.recv_armed = true;
+        c.ops += 1;
+        let sqe = opcode::RecvMulti::new(Fd(c.fd), BGID)
+            .build()
+            .user_data(Tag::conn(Kind::Recv, c.id).encode());
+        // SAFETY: no pointers: the kernel picks buffers from the registered ring, which lives
+        // as long as the io_uring.
+        unsafe { self.push(sqe) };
+    }
+
+    /// Re-arms connections that ran out of buffers, now that buffers are back.
+    fn rearm_starved(&mut self) {
+        if self.starved.is_empty() || self.bufs.free() == 0 {
+            return;
+        }
+        let list = std::mem::take(&mut self.starved);
+        for id in &list {
+            if let Some(c) = self.conn_mut(*id) {
+                c.starved = false;
+                self.maybe_arm(id.index());
+            }
+        }
+        let mut list = list;
+        list.clear();
+        if self.starved.is_empty() {
+            self.starved = list;
+        }
+    }
+
+    /// Submits (or resubmits the rest of) the connection's send.
+    pub(super) fn submit_send(&mut self, index: usize) {
+        let Some(Some(c)) = self.conns.get_mut(index) else {
+            return;
+        };
+        let (fd, ud) = (c.fd, Tag::conn(Kind::Send, c.id).encode());
+        let Some(op) = c.send.as_mut() else {
+            return;
+        };
+        c.ops += 1;
+        let rest = op.remaining();
+        let sqe = if rest.len() == 1 {
+            let len = rest[0].iov_len.min(u32::MAX as usize) as u32;
+            opcode::Send::new(Fd(fd), rest[0].iov_base as *const u8, len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+        } else {
+            opcode::SendMsg::new(Fd(fd), op.prepare_msg())
+                .flags(libc::MSG_NOSIGNAL as u32)
+                .build()
+        };
+        // SAFETY: the bytes, the iovec array and the msghdr belong to the boxed `SendOp`
+        // owned by the connection; it is neither moved nor dropped before this operation's
+        // completion is reaped (the connection is only forgotten once its `ops` is zero).
+        unsafe { self.push(sqe.user_data(ud)) };
+    }
+
+    /// Cancels the multishot receive of `id` (after `Flow::Pause` or a failure).
+    fn cancel_recv(&mut self, id: ConnId) {
+        let Some(c) = self.conn_mut(id) else {
+            return;
+        };
+        c.ops += 1;
+        c.cancels += 1;
+        let sqe = opcode::AsyncCancel::new(Tag::conn(Kind::Recv, id).encode())
+            .build()
+            .user_data(Tag::conn(Kind::ConnCancel, id).encode());
+        // SAFETY: no pointers.
+        unsafe { self.push(sqe) };
+    }
+
+    /// Cancels every operation on the connection's descriptor (close).
+    pub(super) fn cancel_conn(&mut self, index: usize) {
+        let Some(Some(c)) = self.conns.get_mut(index) else {
+            return;
+        };
+        c.ops += 1;
+        c.cancels += 1;
+        let sqe = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(c.fd)).all())
+            .build()
+            .user_data(Tag::conn(Kind::ConnCancel, c.id).encode());
+        // SAFETY: no pointers.
+        unsafe { self.push(sqe) };
+    }
+}

@@ -1,0 +1,154 @@
+//! Building the ring (setup-flag ladder), probing the opcodes the backend uses, and mapping
+//! set-up failures to [`OpenError`].
+
+use std::io;
+
+use io_uring::{opcode, IoUring, Probe};
+
+use crate::contract::{Config, OpenError};
+
+/// The setup-flag tiers tried in order; the kernel answers `EINVAL` to flags it does not know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Tier {
+    /// `SUBMIT_ALL | SINGLE_ISSUER | DEFER_TASKRUN` (6.1+).
+    DeferTaskrun,
+    /// `SUBMIT_ALL | COOP_TASKRUN | TASKRUN_FLAG` (5.19+).
+    CoopTaskrun,
+    /// No optional flags.
+    Plain,
+}
+
+impl Tier {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Tier::DeferTaskrun => "SUBMIT_ALL|SINGLE_ISSUER|DEFER_TASKRUN",
+            Tier::CoopTaskrun => "SUBMIT_ALL|COOP_TASKRUN|TASKRUN_FLAG",
+            Tier::Plain => "no optional setup flags",
+        }
+    }
+}
+
+/// The symbolic name of the errno values set-up can return.
+pub(super) fn errno_name(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ENOSYS) => "ENOSYS".into(),
+        Some(libc::EPERM) => "EPERM".into(),
+        Some(libc::EACCES) => "EACCES".into(),
+        Some(libc::EINVAL) => "EINVAL".into(),
+        Some(libc::ENOMEM) => "ENOMEM".into(),
+        Some(libc::EMFILE) => "EMFILE".into(),
+        Some(libc::ENFILE) => "ENFILE".into(),
+        Some(libc::EFAULT) => "EFAULT".into(),
+        Some(libc::EEXIST) => "EEXIST".into(),
+        Some(n) => format!("errno {n}"),
+        None => e.to_string(),
+    }
+}
+
+/// Maps a failed `io_uring_setup`/`io_uring_register` call (named by `call`) to an
+/// [`OpenError`]: missing or forbidden means `Unavailable`, anything an operator must fix
+/// means `Failed`.
+pub(super) fn map_error(call: &str, e: io::Error) -> OpenError {
+    let name = errno_name(&e);
+    match e.raw_os_error() {
+        Some(libc::ENOSYS) => OpenError::Unavailable(format!(
+            "{call} returned {name}: this kernel or sandbox has no io_uring \
+             (kernel older than 5.1, CONFIG_IO_URING=n, gVisor, ...)"
+        )),
+        Some(libc::EPERM) | Some(libc::EACCES) => OpenError::Unavailable(format!(
+            "{call} returned {name}: io_uring is disabled by seccomp or sysctl \
+             (container seccomp profile, or kernel.io_uring_disabled / io_uring_group)"
+        )),
+        Some(libc::EINVAL) => OpenError::Unavailable(format!(
+            "{call} returned {name}: the kernel does not support what the io_uring backend \
+             needs (Linux 6.0 or newer)"
+        )),
+        Some(libc::ENOMEM) => OpenError::Failed(io::Error::new(
+            e.kind(),
+            format!(
+                "{call} returned {name}: cannot lock memory for io_uring; raise RLIMIT_MEMLOCK \
+                 (ulimit -l, LimitMEMLOCK=) or use smaller ring_entries / ring_buffers"
+            ),
+        )),
+        _ => OpenError::Failed(io::Error::new(e.kind(), format!("{call} failed: {e}"))),
+    }
+}
+
+/// Builds the ring with the best setup flags the kernel accepts.
+pub(super) fn build(config: &Config) -> Result<(IoUring, Tier), OpenError> {
+    let entries = config.ring_entries.clamp(1, 32768);
+    let cq = entries.saturating_mul(4);
+    let mut last = None;
+    for tier in [Tier::DeferTaskrun, Tier::CoopTaskrun, Tier::Plain] {
+        let mut b = IoUring::builder();
+        b.setup_cqsize(cq).setup_clamp();
+        match tier {
+            Tier::DeferTaskrun => {
+                b.setup_submit_all()
+                    .setup_single_issuer()
+                    .setup_defer_taskrun();
+            }
+            Tier::CoopTaskrun => {
+                b.setup_submit_all()
+                    .setup_coop_taskrun()
+                    .setup_taskrun_flag();
+            }
+            Tier::Plain => {}
+        }
+        match b.build(entries) {
+            Ok(ring) => return Ok((ring, tier)),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                log::debug!("io_uring_setup with {} returned EINVAL", tier.describe());
+                last = Some(e);
+            }
+            Err(e) => return Err(map_error("io_uring_setup", e)),
+        }
+    }
+    let e = last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL));
+    Err(map_error("io_uring_setup", e))
+}
+
+/// Checks that the ring has what the backend relies on: the opcodes it submits and the
+/// features of its submit path.
+pub(super) fn probe(ring: &IoUring) -> Result<(), OpenError> {
+    let params = ring.params();
+    if !params.is_feature_ext_arg() {
+        return Err(OpenError::Unavailable(
+            "io_uring lacks IORING_FEAT_EXT_ARG (Linux 5.11+); the backend needs 6.0+".into(),
+        ));
+    }
+    if !params.is_feature_fast_poll() {
+        return Err(OpenError::Unavailable(
+            "io_uring lacks IORING_FEAT_FAST_POLL (Linux 5.7+); the backend needs 6.0+".into(),
+        ));
+    }
+    let mut probe = Probe::new();
+    ring.submitter()
+        .register_probe(&mut probe)
+        .map_err(|e| map_error("io_uring_register(IORING_REGISTER_PROBE)", e))?;
+    let needed = [
+        (opcode::AcceptMulti::CODE, "ACCEPT"),
+        (opcode::RecvMulti::CODE, "RECV"),
+        (opcode::Send::CODE, "SEND"),
+        (opcode::SendMsg::CODE, "SENDMSG"),
+        (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+        (opcode::PollAdd::CODE, "POLL_ADD"),
+    ];
+    for (code, name) in needed {
+        if !probe.is_supported(code) {
+            return Err(OpenError::Unavailable(format!(
+                "io_uring opcode IORING_OP_{name} is not supported by this kernel"
+            )));
+        }
+    }
+    // Multishot receive (6.0) cannot be probed as an opcode (it is a flag of RECV). SEND_ZC
+    // arrived in the same release, so its absence means a kernel too old for multishot
+    // receive, where every RECV would fail with EINVAL at run time.
+    if !probe.is_supported(opcode::SendZc::CODE) {
+        return Err(OpenError::Unavailable(
+            "this kernel predates Linux 6.0 (no IORING_OP_SEND_ZC, hence no multishot receive)"
+                .into(),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! Heavier tests of the io_uring backend: large payloads, buffer-ring exhaustion, many
+//! connections.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::tests::{assert_whole, config, connect, listen, open, pump, run_in_child, Ev, Rec};
+use crate::contract::{Backend, Config, ConnId};
+
+fn pattern(len: usize, seed: usize) -> Vec<u8> {
+    (0..len).map(|i| ((i + seed) % 251) as u8).collect()
+}
+
+#[test]
+fn uring_one_mib_whole_both_ways() {
+    const MIB: usize = 1 << 20;
+    let mut u = open(&config(32, 16 * 1024));
+    let mut rec = Rec::default();
+    let (_l, addr) = listen(&mut u);
+    let (client, id, sock) = connect(&mut u, &mut rec, addr, 0);
+    let t = std::thread::spawn(move || {
+        let mut client = client;
+        client.write_all(&pattern(MIB, 0)).unwrap();
+        let mut back = vec![0u8; 2 * MIB];
+        client.read_exact(&mut back).unwrap();
+        back
+    });
+    pump(&mut u, &mut rec, "1 MiB", |_, r| r.len(id) == MIB);
+    let got = Bytes::from(rec.data.remove(&id).unwrap());
+    assert!(got[..] == pattern(MIB, 0)[..], "received bytes differ");
+    // One buffer (SEND, resubmitted on short sends) ...
+    u.send(id, vec![got.clone()]);
+    pump(&mut u, &mut rec, "sent 1", |_, r| {
+        r.count(|e| matches!(e, Ev::Sent(_, MIB))) == 1
+    });
+    // ... then sixteen (SENDMSG with an iovec array).
+    u.send(
+        id,
+        (0..16)
+            .map(|i| got.slice(i * MIB / 16..(i + 1) * MIB / 16))
+            .collect(),
+    );
+    pump(&mut u, &mut rec, "sent 2", |_, r| {
+        r.count(|e| matches!(e, Ev::Sent(_, MIB))) == 2
+    });
+    let back = t.join().unwrap();
+    assert!(
+        back[..MIB] == got[..] && back[MIB..] == got[..],
+        "echoed bytes differ"
+    );
+    u.close(id);
+    pump(&mut u, &mut rec, "closed", |_, r| r.is_closed(id));
+    drop(sock);
+    assert_eq!(rec.failures(), 0);
+    assert_whole(&u);
+}
+
+#[test]
+fn uring_more_traffic_than_buffers_is_backpressure() {
+    const CONNS: usize = 50;
+    const EACH: usize = 256 * 1024;
+    // A small submission queue too: re-arming 50 receives at once overflows it, which
+    // exercises submitting from inside `push`.
+    let mut u = open(&Config {
+        ring_entries: 16,
+        ..config(8, 4096)
+    });
+    let mut rec = Rec::default();
+    let (_l, addr) = listen(&mut u);
+    let mut servers = Vec::new();
+    let mut clients = Vec::new();
+    for i in 0..CONNS {
+        let (c, id, s) = connect(&mut u, &mut rec, addr, i);
+        servers.push((id, s));
+        clients.push(c);
+    }
+    let writers: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            std::thread::spawn(move || {
+                c.write_all(&pattern(EACH, 0)).unwrap();
+                c
+            })
+        })
+        .collect();
+    pump(&mut u, &mut rec, "all bytes", |_, r| {
+        servers.iter().all(|(id, _)| r.len(*id) == EACH)
+    });
+    assert_eq!(rec.failures(), 0);
+    assert_eq!(rec.count(|e| matches!(e, Ev::Eof(_) | Ev::Closed(_))), 0);
+    let expect = pattern(EACH, 0);
+    for (id, _) in &servers {
+        assert!(rec.data[id] == expect, "bytes of {id:?} lost or reordered");
+    }
+    assert!(
+        u.nobufs > 0,
+        "the ring never ran empty: the test did not exercise ENOBUFS"
+    );
+    eprintln!("ENOBUFS backpressure events: {}", u.nobufs);
+    let clients: Vec<TcpStream> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    for (id, _) in &servers {
+        u.close(*id);
+    }
+    pump(&mut u, &mut rec, "all closed", |_, r| {
+        r.count(|e| matches!(e, Ev::Closed(_))) == CONNS
+    });
+    drop(clients);
+    assert_whole(&u);
+    assert_eq!(u.stats().conns, 0);
+}
+
+fn small_sndbuf(s: &crate::socket::Socket) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 16 * 1024;
+    // SAFETY: a valid socket descriptor, a pointer to a live c_int and its exact length.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0);
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[test]
+fn uring_open_close_2000_connections_leaks_nothing() {
+    // The descriptor count is per process: run alone, away from the other tests' sockets.
+    let name = concat!(
+        module_path!(),
+        "::uring_open_close_2000_connections_leaks_nothing"
+    );
+    if run_in_child(name.split_once("::").map_or(name, |(_, rest)| rest)).is_some() {
+        return;
+    }
+    const BATCH: usize = 100;
+    const ROUNDS: usize = 20;
+    let mut u = open(&config(64, 4096));
+    let mut rec = Rec::default();
+    let (_l, addr) = listen(&mut u);
+    for _ in 0..3 {
+        u.poll(Some(Duration::from_millis(1)), &mut rec).unwrap();
+    }
+    let fds_before = open_fds();
+    let big = Bytes::from(vec![7u8; 512 * 1024]);
+    let mut next = 0u32;
+    for round in 0..ROUNDS {
+        let mut conns = Vec::new();
+        for i in 0..BATCH {
+            let mut c = TcpStream::connect(addr).unwrap();
+            if i % 2 == 0 {
+                c.write_all(&[1u8; 1000]).unwrap();
+            }
+            conns.push(c);
+        }
+        pump(&mut u, &mut rec, "accepts", |_, r| {
+            r.accepted.len() == BATCH
+        });
+        let mut servers = Vec::new();
+        for (i, (_, s, _)) in rec.accepted.drain(..).enumerate() {
+            next = next.wrapping_add(1);
+            let id = ConnId::new(i, next);
+            u.add_conn(id, &s).unwrap();
+            if i % 4 == 0 {
+                // Much larger than the (shrunk) socket buffers: still in flight at close.
+                small_sndbuf(&s);
+                u.send(id, vec![big.clone()]);
+            }
+            servers.push((id, s));
+        }
+        for _ in 0..2 {
+            u.poll(Some(Duration::from_millis(1)), &mut rec).unwrap();
+        }
+        for (id, _) in &servers {
+            u.close(*id);
+        }
+        pump(&mut u, &mut rec, "closed", |_, r| {
+            r.count(|e| matches!(e, Ev::Closed(_))) == (round + 1) * BATCH
+        });
+        drop(servers);
+        drop(conns);
+    }
+    assert_eq!(open_fds(), fds_before, "descriptors leaked");
+    let s = u.stats();
+    assert_eq!((s.conns, s.ops_in_flight), (0, 2), "{s:?}");
+    assert_whole(&u);
+    assert_eq!(rec.count(|e| matches!(e, Ev::Sent(..))), 0);
+}
