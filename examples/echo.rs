@@ -38,11 +38,16 @@ fn main() {
     let mut opts = Options::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        let mut val = || args.next().unwrap_or_else(|| usage(&format!("{a} needs a value")));
+        let mut val = || {
+            args.next()
+                .unwrap_or_else(|| usage(&format!("{a} needs a value")))
+        };
         match a.as_str() {
             "--addr" => addrs.push(val()),
             "--loops" => {
-                let n = val().parse().unwrap_or_else(|_| usage("--loops takes a number"));
+                let n = val()
+                    .parse()
+                    .unwrap_or_else(|_| usage("--loops takes a number"));
                 opts = opts.loops(n);
             }
             "--backend" => {

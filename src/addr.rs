@@ -166,10 +166,7 @@ mod tests {
             "tcp://127.0.0.1:1\u{7}",
         ] {
             let e = ListenAddr::parse(bad).unwrap_err();
-            assert!(
-                matches!(e, Error::InvalidAddress { .. }),
-                "{bad}: {e:?}"
-            );
+            assert!(matches!(e, Error::InvalidAddress { .. }), "{bad}: {e:?}");
             assert!(e.to_string().contains("invalid network address"));
         }
         for bad in ["tulip://127.0.0.1:1", "udp://127.0.0.1:1", "http://x:1"] {

@@ -120,7 +120,11 @@ impl Engine {
     /// # Errors
     /// [`Error::Unsupported`] with several addresses; [`Error::EngineShutdown`] after shutdown.
     pub fn dup(&self) -> Result<Listener> {
-        let ls = self.inner.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        let ls = self
+            .inner
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if self.is_shut_down() {
             return Err(Error::EngineShutdown);
         }
@@ -139,7 +143,11 @@ impl Engine {
     /// after shutdown.
     pub fn dup_listener(&self, addr: &str) -> Result<Listener> {
         let want = ListenAddr::parse(addr)?;
-        let ls = self.inner.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        let ls = self
+            .inner
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if self.is_shut_down() {
             return Err(Error::EngineShutdown);
         }
@@ -211,7 +219,11 @@ impl Running {
 ///
 /// # Errors
 /// As [`run`].
-pub fn start<H: EventHandler>(handler: H, addrs: &[&str], opts: Options) -> Result<Option<Running>> {
+pub fn start<H: EventHandler>(
+    handler: H,
+    addrs: &[&str],
+    opts: Options,
+) -> Result<Option<Running>> {
     let parsed: Vec<ListenAddr> = addrs
         .iter()
         .map(|a| ListenAddr::parse(a))
@@ -222,7 +234,9 @@ pub fn start<H: EventHandler>(handler: H, addrs: &[&str], opts: Options) -> Resu
     let (backend, fallback) = select::choose(&opts)?;
     let n = opts.num_loops();
     if n > 1024 {
-        return Err(Error::InvalidOptions(format!("{n} loops is too many (at most 1024)")));
+        return Err(Error::InvalidOptions(format!(
+            "{n} loops is too many (at most 1024)"
+        )));
     }
     let listeners = bind_all(&parsed, &opts, n)?;
     let single_acceptor = listeners.per_loop.len() == 1 && n > 1;
@@ -252,11 +266,10 @@ pub fn start<H: EventHandler>(handler: H, addrs: &[&str], opts: Options) -> Resu
         per_loop: listeners.per_loop,
         parsed,
     };
-    let thread = select::dispatch(backend, spawn)
-        .ok_or(Error::BackendUnavailable {
-            backend,
-            reason: "not compiled in".into(),
-        })??;
+    let thread = select::dispatch(backend, spawn).ok_or(Error::BackendUnavailable {
+        backend,
+        reason: "not compiled in".into(),
+    })??;
     Ok(Some(Running { engine, thread }))
 }
 
@@ -340,8 +353,13 @@ impl<H: EventHandler> Visit for SpawnLoops<H> {
             } else {
                 Vec::new()
             };
-            let (handler, eng, opts, cfg, ready) =
-                (handler.clone(), engine.clone(), opts.clone(), cfg.clone(), ready_tx.clone());
+            let (handler, eng, opts, cfg, ready) = (
+                handler.clone(),
+                engine.clone(),
+                opts.clone(),
+                cfg.clone(),
+                ready_tx.clone(),
+            );
             let t = std::thread::Builder::new()
                 .name(format!("gnet-loop-{i}"))
                 .spawn(move || {

@@ -8,18 +8,16 @@ use crate::error::{Error, Result};
 use crate::options::Options;
 
 fn ctx(addr: &ListenAddr, what: &str, e: std::io::Error) -> Error {
-    Error::Io(std::io::Error::new(
-        e.kind(),
-        format!("{what} {addr}: {e}"),
-    ))
+    Error::Io(std::io::Error::new(e.kind(), format!("{what} {addr}: {e}")))
 }
 
 /// Binds and listens on `addr`, non-blocking.
 pub(crate) fn bind(addr: &ListenAddr, opts: &Options, reuse_port: bool) -> Result<Listener> {
     match addr {
         ListenAddr::Tcp(a) => {
-            let s = socket2::Socket::new(Domain::for_address(*a), Type::STREAM, Some(Protocol::TCP))
-                .map_err(|e| ctx(addr, "socket for", e))?;
+            let s =
+                socket2::Socket::new(Domain::for_address(*a), Type::STREAM, Some(Protocol::TCP))
+                    .map_err(|e| ctx(addr, "socket for", e))?;
             s.set_reuse_address(opts.reuse_addr)
                 .map_err(|e| ctx(addr, "SO_REUSEADDR on", e))?;
             #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
@@ -31,7 +29,8 @@ pub(crate) fn bind(addr: &ListenAddr, opts: &Options, reuse_port: bool) -> Resul
             let _ = reuse_port;
             s.bind(&SockAddr::from(*a))
                 .map_err(|e| ctx(addr, "bind", e))?;
-            s.listen(opts.backlog).map_err(|e| ctx(addr, "listen on", e))?;
+            s.listen(opts.backlog)
+                .map_err(|e| ctx(addr, "listen on", e))?;
             s.set_nonblocking(true)
                 .map_err(|e| ctx(addr, "O_NONBLOCK on", e))?;
             Ok(Listener::Tcp(s.into()))
@@ -48,7 +47,8 @@ pub(crate) fn bind(addr: &ListenAddr, opts: &Options, reuse_port: bool) -> Resul
                 .map_err(|e| ctx(addr, "socket for", e))?;
             let sa = SockAddr::unix(path).map_err(|e| ctx(addr, "address", e))?;
             s.bind(&sa).map_err(|e| ctx(addr, "bind", e))?;
-            s.listen(opts.backlog).map_err(|e| ctx(addr, "listen on", e))?;
+            s.listen(opts.backlog)
+                .map_err(|e| ctx(addr, "listen on", e))?;
             s.set_nonblocking(true)
                 .map_err(|e| ctx(addr, "O_NONBLOCK on", e))?;
             Ok(Listener::Unix(s.into()))

@@ -80,9 +80,10 @@ pub(crate) fn choose(opts: &Options) -> Result<(BackendKind, Option<String>)> {
                 ),
             }),
             Some(Ok(())) => Ok((kind, None)),
-            Some(Err(OpenError::Unavailable(reason))) => {
-                Err(Error::BackendUnavailable { backend: kind, reason })
-            }
+            Some(Err(OpenError::Unavailable(reason))) => Err(Error::BackendUnavailable {
+                backend: kind,
+                reason,
+            }),
             Some(Err(OpenError::Failed(e))) => Err(Error::BackendUnavailable {
                 backend: kind,
                 reason: e.to_string(),
