@@ -81,7 +81,8 @@ pub trait EventHandler: Send + Sync + 'static {
     }
 
     /// Runs once after every loop has stopped and every connection has been closed (and seen
-    /// its `on_close`), on the thread that called `run`.
+    /// its `on_close`), on the engine's supervising thread; [`run`](crate::run) returns after
+    /// it. [`Engine::dup`] still works here.
     fn on_shutdown(&self, engine: &Engine) {
         let _ = engine;
     }
