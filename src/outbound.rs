@@ -52,21 +52,33 @@ impl Outbound {
 
     fn seal(&mut self) {
         if !self.tail.is_empty() {
-            self.segs.push_back(self.tail.split().freeze());
+            // Freezing the whole buffer (rather than splitting it) keeps it a plain vector:
+            // no shared header is allocated.
+            self.segs.push_back(std::mem::take(&mut self.tail).freeze());
         }
     }
 
     /// Takes up to a bounded number of segments for one send. Empty when nothing is queued.
     pub(crate) fn take(&mut self) -> (Vec<Bytes>, usize) {
-        self.seal();
-        let n = self.segs.len().min(MAX_SEGS_PER_SEND);
-        let batch: Vec<Bytes> = self.segs.drain(..n).collect();
+        let batch: Vec<Bytes> = if self.segs.is_empty() {
+            // The common case: only coalesced writes, handed over without touching `segs`.
+            if self.tail.is_empty() {
+                Vec::new()
+            } else {
+                vec![std::mem::take(&mut self.tail).freeze()]
+            }
+        } else {
+            self.seal();
+            let n = self.segs.len().min(MAX_SEGS_PER_SEND);
+            let batch = self.segs.drain(..n).collect();
+            if self.segs.is_empty() {
+                // An idle connection keeps no outbound memory.
+                self.segs = VecDeque::new();
+            }
+            batch
+        };
         let bytes: usize = batch.iter().map(Bytes::len).sum();
         self.len -= bytes;
-        if self.len == 0 {
-            // An idle connection keeps no outbound memory.
-            self.tail = BytesMut::new();
-        }
         (batch, bytes)
     }
 
