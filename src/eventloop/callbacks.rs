@@ -111,7 +111,7 @@ impl<H: EventHandler> Core<H> {
 
     /// The backend released `id`: `on_close`, then the socket is dropped (closing the fd).
     pub(super) fn finish_close(&mut self, id: ConnId) {
-        if self.conns.get(id.index()).is_none_or(|s| s.id != id) {
+        if !self.conns.get(id.index()).is_some_and(|s| s.id == id) {
             return;
         }
         let mut st = self.conns.remove(id.index());

@@ -354,9 +354,7 @@ fn uring_open_reports_setup_flags() {
     assert!(matches!(Uring::open(&bad), Err(OpenError::Failed(_))));
 }
 
-#[path = "../testing.rs"]
-#[allow(dead_code)]
-mod testing;
+use crate::testing;
 
 /// Set in a child process started by [`run_in_child`].
 const CHILD: &str = "GNET_URING_TEST_CHILD";

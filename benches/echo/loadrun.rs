@@ -1,0 +1,71 @@
+//! One run of the load generator against a running server.
+
+use std::path::Path;
+
+use super::json::{self, Object};
+use super::server::{pinned, Running};
+
+/// What to ask the load generator for.
+pub struct Load {
+    pub conns: usize,
+    pub size: usize,
+    pub pipeline: u64,
+    pub duration: f64,
+    pub warmup: f64,
+    /// Open-loop rate; `None` runs at saturation.
+    pub rate: Option<f64>,
+    pub idle: bool,
+}
+
+pub enum Outcome {
+    Done(Object),
+    /// The echoed bytes differed from what was sent.
+    Mismatch(String),
+    Failed(String),
+}
+
+/// Seconds to allow for opening `conns` connections: generous for a server that accepts at
+/// a few thousand per second, short enough that one that cannot hold them fails fast.
+fn connect_timeout(conns: usize) -> u64 {
+    (conns as u64 / 1000).clamp(5, 30)
+}
+
+pub fn run(loadgen: &Path, core: Option<usize>, server: &Running, load: &Load) -> Outcome {
+    let mut cmd = pinned(core, loadgen);
+    cmd.arg("--addr")
+        .arg(format!("tcp://{}", server.addr))
+        .arg("--conns")
+        .arg(load.conns.to_string())
+        .arg("--size")
+        .arg(load.size.to_string())
+        .arg("--pipeline")
+        .arg(load.pipeline.to_string())
+        .arg("--duration")
+        .arg(load.duration.to_string())
+        .arg("--warmup")
+        .arg(load.warmup.to_string())
+        .arg("--server-pid")
+        .arg(server.pid.to_string())
+        .arg("--connect-timeout")
+        .arg(connect_timeout(load.conns).to_string())
+        .arg("--json");
+    if let Some(rate) = load.rate {
+        cmd.arg("--rate").arg(format!("{rate:.0}"));
+    }
+    if load.idle {
+        cmd.arg("--idle");
+    }
+    let out = match cmd.output() {
+        Ok(o) => o,
+        Err(e) => return Outcome::Failed(format!("cannot run {}: {e}", loadgen.display())),
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if out.status.code() == Some(2) {
+        return Outcome::Mismatch(stderr);
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match stdout.lines().rev().find_map(json::parse) {
+        Some(obj) if out.status.success() => Outcome::Done(obj),
+        _ => Outcome::Failed(format!("loadgen exited with {}: {stderr}", out.status)),
+    }
+}

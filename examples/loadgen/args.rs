@@ -1,0 +1,136 @@
+//! Command-line options of the load generator.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+pub const USAGE: &str = "\
+usage: loadgen --addr [tcp://]HOST:PORT [options]
+
+  --conns N                connections (default 50)
+  --size BYTES             message size (default 64)
+  --pipeline D             messages in flight per connection (default 1)
+  --duration SECS          measured window (default 5)
+  --warmup SECS            load before the window opens (default 1)
+  --rate M                 open loop: M messages/s over all connections, sent in
+                           bursts of --pipeline messages; latency measured from each
+                           message's scheduled send time; without it the load is
+                           closed-loop at saturation
+  --server-pid PID         also report the server's CPU per message (or its RSS with --idle)
+  --idle                   open the connections, echo once on each, hold them idle for
+                           --duration and report the server's RSS per connection
+  --connect-concurrency C  connections being opened at once (default 256)
+  --connect-timeout SECS   give up if not all connections are up by then (default 30)
+  --json                   print one JSON line instead of the text report
+";
+
+pub struct Args {
+    pub addr: SocketAddr,
+    pub conns: usize,
+    pub size: usize,
+    pub pipeline: u64,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub rate: Option<f64>,
+    pub server_pid: Option<u32>,
+    pub idle: bool,
+    pub connect_concurrency: usize,
+    pub connect_timeout: Duration,
+    pub json: bool,
+}
+
+fn secs(text: &str) -> Result<Duration, String> {
+    let v: f64 = text
+        .parse()
+        .map_err(|_| format!("not a number of seconds: {text}"))?;
+    if !(0.0..=86_400.0).contains(&v) {
+        return Err(format!("seconds out of range: {text}"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, String> {
+    text.parse()
+        .map_err(|_| format!("{flag}: not a valid number: {text}"))
+}
+
+fn resolve(text: &str) -> Result<SocketAddr, String> {
+    let text = text.strip_prefix("tcp://").unwrap_or(text);
+    let addr = text
+        .to_socket_addrs()
+        .map_err(|e| format!("--addr {text}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("--addr {text}: no address"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "--addr {addr}: only loopback addresses are allowed"
+        ));
+    }
+    Ok(addr)
+}
+
+pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
+    let mut args = Args {
+        addr: "127.0.0.1:9000".parse().expect("literal address"),
+        conns: 50,
+        size: 64,
+        pipeline: 1,
+        duration: Duration::from_secs(5),
+        warmup: Duration::from_secs(1),
+        rate: None,
+        server_pid: None,
+        idle: false,
+        connect_concurrency: 256,
+        connect_timeout: Duration::from_secs(30),
+        json: false,
+    };
+    let mut it = argv.into_iter();
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "--idle" => {
+                args.idle = true;
+                continue;
+            }
+            "--json" => {
+                args.json = true;
+                continue;
+            }
+            "-h" | "--help" => return Err(String::new()),
+            _ => {}
+        }
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--addr" => args.addr = resolve(&value)?,
+            "--conns" => args.conns = number(&flag, &value)?,
+            "--size" => args.size = number(&flag, &value)?,
+            "--pipeline" => args.pipeline = number(&flag, &value)?,
+            "--duration" => args.duration = secs(&value)?,
+            "--warmup" => args.warmup = secs(&value)?,
+            "--rate" => args.rate = Some(number(&flag, &value)?),
+            "--server-pid" => args.server_pid = Some(number(&flag, &value)?),
+            "--connect-concurrency" => args.connect_concurrency = number(&flag, &value)?,
+            "--connect-timeout" => args.connect_timeout = secs(&value)?,
+            _ => return Err(format!("unknown option {flag}")),
+        }
+    }
+    if args.conns == 0 || args.conns > u32::MAX as usize {
+        return Err("--conns must be at least 1".into());
+    }
+    if args.size == 0 || args.size > u32::MAX as usize {
+        return Err("--size must be at least 1".into());
+    }
+    if args.pipeline == 0 {
+        return Err("--pipeline must be at least 1".into());
+    }
+    if args.connect_concurrency == 0 {
+        return Err("--connect-concurrency must be at least 1".into());
+    }
+    if let Some(rate) = args.rate {
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err("--rate must be a positive number of messages per second".into());
+        }
+    }
+    if args.idle && args.server_pid.is_none() {
+        return Err("--idle needs --server-pid to read the server's RSS".into());
+    }
+    Ok(args)
+}

@@ -1,0 +1,163 @@
+//! The text report and the one-line JSON result.
+
+use std::fmt::Write;
+
+/// Everything a run measured; `None` where the run did not measure it.
+#[derive(Default)]
+pub struct Report {
+    pub mode: &'static str,
+    pub addr: String,
+    pub conns: usize,
+    pub size: usize,
+    pub pipeline: u64,
+    pub rate: Option<f64>,
+    pub connect_secs: f64,
+    pub connect_retries: u64,
+    pub errors: u64,
+    pub last_error: Option<String>,
+    pub window_secs: f64,
+    pub msgs: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+    pub client_cpu_secs: f64,
+    pub server_cpu_secs: Option<f64>,
+    pub server_stat_cpu_secs: Option<f64>,
+    pub rss_before: Option<u64>,
+    pub rss_after: Option<u64>,
+}
+
+impl Report {
+    pub fn msgs_per_sec(&self) -> f64 {
+        self.msgs as f64 / self.window_secs.max(1e-9)
+    }
+
+    /// Payload megabytes per second in each direction.
+    pub fn mb_per_sec(&self) -> f64 {
+        self.msgs_per_sec() * self.size as f64 / 1e6
+    }
+
+    fn per_msg_us(&self, cpu: Option<f64>) -> Option<f64> {
+        cpu.filter(|_| self.msgs > 0)
+            .map(|c| c * 1e6 / self.msgs as f64)
+    }
+
+    pub fn rss_per_conn(&self) -> Option<f64> {
+        let (before, after) = (self.rss_before?, self.rss_after?);
+        Some((after as f64 - before as f64) / self.conns as f64)
+    }
+
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        let rate = self
+            .rate
+            .map_or("saturation (closed loop)".to_string(), |r| {
+                format!("fixed rate {r:.0} msg/s (open loop)")
+            });
+        let _ = writeln!(
+            s,
+            "loadgen {} {}: conns={} size={} pipeline={} {}",
+            self.addr, self.mode, self.conns, self.size, self.pipeline, rate
+        );
+        let _ = writeln!(
+            s,
+            "  connect      {:.2} s, {} retries",
+            self.connect_secs, self.connect_retries
+        );
+        if self.mode == "idle" {
+            if let (Some(b), Some(a), Some(per)) =
+                (self.rss_before, self.rss_after, self.rss_per_conn())
+            {
+                let _ = writeln!(
+                    s,
+                    "  server rss   {:.1} MiB before, {:.1} MiB with the connections: {per:.0} B/conn",
+                    b as f64 / 1048576.0,
+                    a as f64 / 1048576.0
+                );
+            }
+        } else {
+            let _ = writeln!(
+                s,
+                "  throughput   {:.0} msg/s, {:.2} MB/s each way ({} messages in {:.2} s)",
+                self.msgs_per_sec(),
+                self.mb_per_sec(),
+                self.msgs,
+                self.window_secs
+            );
+            let _ = writeln!(
+                s,
+                "  latency      p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us",
+                self.p50_us, self.p99_us, self.p999_us, self.max_us
+            );
+            if let Some(us) = self.per_msg_us(self.server_cpu_secs) {
+                let util = self.server_cpu_secs.unwrap_or(0.0) / self.window_secs * 100.0;
+                let _ = writeln!(s, "  server cpu   {us:.3} us/msg ({util:.0}% of a core)");
+            }
+            let _ = writeln!(
+                s,
+                "  client cpu   {:.0}% of a core",
+                self.client_cpu_secs / self.window_secs.max(1e-9) * 100.0
+            );
+        }
+        let _ = writeln!(s, "  errors       {}", self.errors);
+        if let Some(e) = &self.last_error {
+            let _ = writeln!(s, "  last error   {e}");
+        }
+        s
+    }
+
+    pub fn json(&self) -> String {
+        let mut fields: Vec<(&str, String)> = vec![
+            ("mode", format!("\"{}\"", self.mode)),
+            ("addr", format!("\"{}\"", self.addr)),
+            ("conns", self.conns.to_string()),
+            ("size", self.size.to_string()),
+            ("pipeline", self.pipeline.to_string()),
+            ("rate", num(self.rate)),
+            ("connect_secs", format!("{:.3}", self.connect_secs)),
+            ("connect_retries", self.connect_retries.to_string()),
+            ("errors", self.errors.to_string()),
+        ];
+        if self.mode == "idle" {
+            fields.push(("rss_before", num(self.rss_before.map(|v| v as f64))));
+            fields.push(("rss_after", num(self.rss_after.map(|v| v as f64))));
+            fields.push(("rss_per_conn", num(self.rss_per_conn())));
+        } else {
+            let client_util = self.client_cpu_secs / self.window_secs.max(1e-9);
+            let server_util = self.server_cpu_secs.map(|c| c / self.window_secs.max(1e-9));
+            fields.extend([
+                ("window_secs", format!("{:.4}", self.window_secs)),
+                ("msgs", self.msgs.to_string()),
+                ("msgs_per_sec", format!("{:.1}", self.msgs_per_sec())),
+                ("mb_per_sec", format!("{:.3}", self.mb_per_sec())),
+                ("p50_us", format!("{:.2}", self.p50_us)),
+                ("p99_us", format!("{:.2}", self.p99_us)),
+                ("p999_us", format!("{:.2}", self.p999_us)),
+                ("max_us", format!("{:.2}", self.max_us)),
+                ("client_util", format!("{client_util:.3}")),
+                ("server_util", num(server_util)),
+                (
+                    "server_cpu_us_per_msg",
+                    num(self.per_msg_us(self.server_cpu_secs)),
+                ),
+                (
+                    "server_stat_cpu_us_per_msg",
+                    num(self.per_msg_us(self.server_stat_cpu_secs)),
+                ),
+            ]);
+        }
+        let body: Vec<String> = fields
+            .into_iter()
+            .map(|(k, v)| format!("\"{k}\":{v}"))
+            .collect();
+        format!("{{{}}}", body.join(","))
+    }
+}
+
+fn num(v: Option<f64>) -> String {
+    match v {
+        Some(x) if x.is_finite() => format!("{x:.4}"),
+        _ => "null".to_string(),
+    }
+}

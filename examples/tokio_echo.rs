@@ -1,0 +1,182 @@
+//! A tokio echo server, the baseline that `cargo bench --bench echo` compares gnet with.
+//!
+//! ```text
+//! cargo run --release --example tokio_echo -- --addr 127.0.0.1:9000 --loops 2
+//! ```
+//!
+//! It is shaped like gnet's own echo: `--loops` threads, each with a `current_thread` runtime
+//! and its own `SO_REUSEPORT` listener, so the kernel spreads connections over the threads
+//! and no task ever moves between threads. `TCP_NODELAY` is set on every accepted socket.
+//!
+//! A connection holds no buffer while it is idle: each task waits for readiness and reads
+//! into its thread's scratch buffer, and keeps an owned copy only of bytes the socket did not
+//! take at once. That is how a tuned tokio server is written, and it keeps the idle-memory
+//! comparison fair.
+//!
+//! The first line on stdout is `tokio echo: backend=tokio addr=tcp://IP:PORT`, flushed, so
+//! a harness can wait for it and learn the port when `:0` was asked for.
+
+use std::cell::RefCell;
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::process::ExitCode;
+use std::thread;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+const SCRATCH_LEN: usize = 64 * 1024;
+const BACKLOG: i32 = 4096;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_LEN]);
+}
+
+struct Args {
+    addr: SocketAddr,
+    loops: usize,
+}
+
+fn usage() -> ! {
+    eprintln!("usage: tokio_echo [--addr [tcp://]IP:PORT] [--loops N]");
+    std::process::exit(2);
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        addr: "127.0.0.1:9000".parse().expect("literal address"),
+        loops: 1,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_else(|| usage());
+        match flag.as_str() {
+            "--addr" => {
+                let text = value.strip_prefix("tcp://").unwrap_or(&value);
+                args.addr = text.parse().unwrap_or_else(|_| usage());
+            }
+            "--loops" => args.loops = value.parse().unwrap_or_else(|_| usage()),
+            _ => usage(),
+        }
+    }
+    args.loops = args.loops.max(1);
+    args
+}
+
+/// Binds one `SO_REUSEPORT` listener; every loop calls this with the same address.
+fn bind_listener(addr: SocketAddr) -> io::Result<StdListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// What one readiness turn left behind.
+enum Turn {
+    /// Everything read was written back (or there was nothing to read).
+    Done,
+    /// The socket took only part of what was read; these bytes still have to go.
+    Pending(Vec<u8>),
+    /// The peer closed its side.
+    Eof,
+}
+
+/// Reads what is there into the thread's scratch buffer and writes it straight back.
+fn echo_once(stream: &TcpStream) -> io::Result<Turn> {
+    SCRATCH.with(|scratch| {
+        let mut buf = scratch.borrow_mut();
+        let n = match stream.try_read(&mut buf) {
+            Ok(0) => return Ok(Turn::Eof),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Turn::Done),
+            Err(e) => return Err(e),
+        };
+        let written = match stream.try_write(&buf[..n]) {
+            Ok(w) => w,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        if written == n {
+            Ok(Turn::Done)
+        } else {
+            Ok(Turn::Pending(buf[written..n].to_vec()))
+        }
+    })
+}
+
+async fn serve(mut stream: TcpStream) -> io::Result<()> {
+    loop {
+        stream.readable().await?;
+        match echo_once(&stream)? {
+            Turn::Done => {}
+            Turn::Pending(rest) => stream.write_all(&rest).await?,
+            Turn::Eof => return Ok(()),
+        }
+    }
+}
+
+fn run_loop(listener: StdListener) -> io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = TcpListener::from_std(listener)?;
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(pair) => pair,
+                // Out of descriptors or a connection reset before accept: keep serving.
+                Err(e) => {
+                    eprintln!("tokio echo: accept: {e}");
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+            };
+            stream.set_nodelay(true)?;
+            tokio::spawn(async move {
+                let _ = serve(stream).await;
+            });
+        }
+    })
+}
+
+fn main() -> ExitCode {
+    let args = parse_args();
+    let first = match bind_listener(args.addr) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("tokio echo: cannot listen on {}: {e}", args.addr);
+            return ExitCode::FAILURE;
+        }
+    };
+    // With port 0 the first bind picks the port; the other loops join it.
+    let local = first.local_addr().expect("bound listener has an address");
+    let mut listeners = vec![first];
+    for _ in 1..args.loops {
+        match bind_listener(local) {
+            Ok(l) => listeners.push(l),
+            Err(e) => {
+                eprintln!("tokio echo: cannot add a listener on {local}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let handles: Vec<_> = listeners
+        .into_iter()
+        .map(|l| thread::spawn(move || run_loop(l)))
+        .collect();
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "tokio echo: backend=tokio addr=tcp://{local}");
+    let _ = out.flush();
+    drop(out);
+    for handle in handles {
+        if let Ok(Err(e)) = handle.join() {
+            eprintln!("tokio echo: loop failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
