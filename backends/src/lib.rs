@@ -56,8 +56,14 @@ compile_error!("gnet-backends: no backend compiled in for this target; enable `s
 /// The backends compiled into this build for this target, best first.
 pub fn compiled() -> Vec<BackendKind> {
     [
-        (cfg!(all(target_os = "linux", feature = "uring")), BackendKind::Uring),
-        (cfg!(all(target_os = "linux", feature = "epoll")), BackendKind::Epoll),
+        (
+            cfg!(all(target_os = "linux", feature = "uring")),
+            BackendKind::Uring,
+        ),
+        (
+            cfg!(all(target_os = "linux", feature = "epoll")),
+            BackendKind::Epoll,
+        ),
         (cfg!(feature = "stdnet"), BackendKind::StdNet),
     ]
     .into_iter()
