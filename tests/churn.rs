@@ -93,13 +93,18 @@ fn churn(kind: BackendKind) {
         engine.count_connections() == 0
     });
     for s in engine.backend_stats() {
-        assert_eq!(s.conns, 0, "{kind}: backend still tracks connections: {s:?}");
+        assert_eq!(
+            s.conns, 0,
+            "{kind}: backend still tracks connections: {s:?}"
+        );
         assert_eq!(
             s.buffers_free, s.buffers_total,
             "{kind}: receive buffers missing from the ring: {s:?}"
         );
     }
-    wait_until("descriptors to return to the baseline", || open_fds() <= before);
+    wait_until("descriptors to return to the baseline", || {
+        open_fds() <= before
+    });
     assert_eq!(open_fds(), before, "{kind}: descriptors leaked");
     running.stop().expect("clean stop");
 }

@@ -42,7 +42,10 @@ fn run_child(test: &str) -> String {
 fn auto_falls_back_to_epoll_when_io_uring_is_denied() {
     if std::env::var_os(CHILD).is_none() {
         let text = run_child("auto_falls_back_to_epoll_when_io_uring_is_denied");
-        assert!(text.contains("CHILD-OK auto"), "child did not finish:\n{text}");
+        assert!(
+            text.contains("CHILD-OK auto"),
+            "child did not finish:\n{text}"
+        );
         return;
     }
     gnet_backends::testing::deny_io_uring().expect("install the seccomp filter");
@@ -52,7 +55,10 @@ fn auto_falls_back_to_epoll_when_io_uring_is_denied() {
         .expect("running");
     let engine = running.engine().clone();
     assert_eq!(engine.backend(), BackendKind::Epoll);
-    let why = engine.fallback_reason().expect("a fallback reason").to_string();
+    let why = engine
+        .fallback_reason()
+        .expect("a fallback reason")
+        .to_string();
     assert!(why.contains("EPERM"), "reason should name EPERM: {why}");
     let ListenAddr::Tcp(addr) = engine.addrs()[0].clone() else {
         panic!()
@@ -71,7 +77,10 @@ fn auto_falls_back_to_epoll_when_io_uring_is_denied() {
 fn explicit_uring_fails_clearly_when_io_uring_is_denied() {
     if std::env::var_os(CHILD).is_none() {
         let text = run_child("explicit_uring_fails_clearly_when_io_uring_is_denied");
-        assert!(text.contains("CHILD-OK explicit"), "child did not finish:\n{text}");
+        assert!(
+            text.contains("CHILD-OK explicit"),
+            "child did not finish:\n{text}"
+        );
         return;
     }
     gnet_backends::testing::deny_io_uring().expect("install the seccomp filter");
