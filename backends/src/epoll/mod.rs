@@ -8,21 +8,21 @@
 //!   `EPOLL_CTL_MOD` on the hot path. Edge-triggered `EPOLLOUT` costs nothing while nothing is
 //!   pending: the kernel signals write space only after a send hit a full buffer, and an `OUT`
 //!   bit that rides along with an `IN` event is ignored unless a send is in flight. The
-//!   `epoll_data` holds a [`Token`](poller::Token): a connection's slab index, a listener id, or
+//!   `epoll_data` holds a `Token` (`poller.rs`): a connection's slab index, a listener id, or
 //!   the waker, so dispatch is an index into a table, not a lookup by descriptor.
 //! - **Receiving.** One read buffer per loop ([`Config::read_buffer_size`]), lent to
 //!   [`Sink::received`] for each `recv`. An edge marks the connection readable and puts it on a
 //!   ready list; each `poll` gives every connection on the list one pass of at most
 //!   [`Config::read_chunk`] bytes, and a connection with bytes left goes to the back of the list
 //!   for the next `poll` (which then does not block): the edge is remembered, not lost.
-//!   [`Flow::Pause`] stops the pass and keeps the readable mark; `resume` queues the connection
+//!   [`Flow::Pause`](crate::Flow::Pause) stops the pass and keeps the readable mark; `resume` queues the connection
 //!   again. A read of 0 is `eof`, after every byte before it.
 //! - **Sending.** `send` writes at once (`sendmsg` with `MSG_NOSIGNAL`, up to `IOV_MAX`
 //!   buffers per call, until done or `EAGAIN`); a remainder waits for `EPOLLOUT`. `sent` or
 //!   `failed` produced inside `send` is queued and reported by the next `poll`.
 //! - **Closing.** `close` deregisters, drops the send in flight and queues `closed`. Queued
 //!   `sent`/`failed` reports for a connection closed since are dropped.
-//! - **Waking.** An eventfd with a coalescing flag ([`waker`]).
+//! - **Waking.** An eventfd with a coalescing flag (`waker.rs`).
 
 mod conn;
 mod listen;

@@ -1,7 +1,7 @@
 //! The io_uring backend (Linux 6.0+): one ring per loop, multishot accept, multishot receive
 //! into a registered provided-buffer ring, sends from frozen `Bytes`, an eventfd waker.
 //!
-//! * **Set-up** ([`setup`]): `SUBMIT_ALL | SINGLE_ISSUER | DEFER_TASKRUN`, stepping down to
+//! * **Set-up** (`setup.rs`): `SUBMIT_ALL | SINGLE_ISSUER | DEFER_TASKRUN`, stepping down to
 //!   `COOP_TASKRUN | TASKRUN_FLAG`, then to no optional flags, when the kernel answers
 //!   `EINVAL`; the completion queue is four times the submission queue. Every opcode used is
 //!   probed. `ENOSYS`/`EPERM`/`EINVAL`/missing opcodes are [`OpenError::Unavailable`],
@@ -9,14 +9,14 @@
 //! * **Waiting**: submission and waiting are one `io_uring_enter` (`GETEVENTS`, with the poll
 //!   timeout passed through `EXT_ARG`). Submissions queued between polls (re-arms, sends,
 //!   cancellations) go to the kernel with the next poll, in one batch.
-//! * **Receiving** ([`bufring`]): one multishot `RECV` per connection selecting from the loop's
+//! * **Receiving** (`bufring.rs`): one multishot `RECV` per connection selecting from the loop's
 //!   buffer ring; each completion's buffer is lent to [`Sink::received`] and put back at once.
 //!   An empty ring ends the multishot with `ENOBUFS`: the connection waits on a list and is
 //!   re-armed when buffers are back. `Flow::Pause` cancels the multishot; completions already
 //!   on their way are still delivered (the contract allows it), so no byte is lost.
 //! * **Closing**: one `ASYNC_CANCEL` by descriptor (all matches); every operation of a
 //!   connection is counted and `closed` is reported when the count drops to zero.
-//! * **`user_data`** ([`ops`]): kind, index and generation, so stale completions are
+//! * **`user_data`** (`ops.rs`): kind, index and generation, so stale completions are
 //!   recognised.
 //!
 //! `Uring` is deliberately not `Send`: with `SINGLE_ISSUER` the ring belongs to the thread
