@@ -57,7 +57,8 @@ mod handle;
 mod handler;
 mod listen;
 mod options;
-mod outbound;
+#[doc(hidden)]
+pub mod outbound;
 mod select;
 
 pub use addr::ListenAddr;

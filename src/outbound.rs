@@ -1,4 +1,6 @@
 //! A connection's outbound queue: small writes coalesce, `Bytes` pass through without a copy.
+//!
+//! Public (though hidden from the docs) so the criterion benchmarks can measure it.
 
 use std::collections::VecDeque;
 
@@ -10,25 +12,30 @@ use bytes::{Bytes, BytesMut};
 /// zero-copy [`Bytes`] seals the tail and is queued as its own segment. [`Outbound::take`] hands
 /// everything over as frozen segments, in order, for one backend send.
 #[derive(Debug, Default)]
-pub(crate) struct Outbound {
+pub struct Outbound {
     segs: VecDeque<Bytes>,
     tail: BytesMut,
     len: usize,
 }
 
+/// The most segments handed to one send.
+///
 /// Segments handed to one send are capped so a send stays a bounded `writev`/`SENDMSG`.
-const MAX_SEGS_PER_SEND: usize = 512;
+pub const MAX_SEGS_PER_SEND: usize = 512;
 
 impl Outbound {
-    pub(crate) fn len(&self) -> usize {
+    /// Bytes queued.
+    pub fn len(&self) -> usize {
         self.len
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
-    pub(crate) fn write(&mut self, data: &[u8]) {
+    /// Queues a copy of `data`, coalesced with neighbouring writes.
+    pub fn write(&mut self, data: &[u8]) {
         if data.is_empty() {
             return;
         }
@@ -36,7 +43,8 @@ impl Outbound {
         self.len += data.len();
     }
 
-    pub(crate) fn write_bytes(&mut self, data: Bytes) {
+    /// Queues `data` as its own segment (small buffers are copied instead).
+    pub fn write_bytes(&mut self, data: Bytes) {
         if data.is_empty() {
             return;
         }
@@ -59,7 +67,7 @@ impl Outbound {
     }
 
     /// Takes up to a bounded number of segments for one send. Empty when nothing is queued.
-    pub(crate) fn take(&mut self) -> (Vec<Bytes>, usize) {
+    pub fn take(&mut self) -> (Vec<Bytes>, usize) {
         let batch: Vec<Bytes> = if self.segs.is_empty() {
             // The common case: only coalesced writes, handed over without touching `segs`.
             if self.tail.is_empty() {
@@ -83,7 +91,7 @@ impl Outbound {
     }
 
     /// Drops everything queued (the connection failed).
-    pub(crate) fn clear(&mut self) -> usize {
+    pub fn clear(&mut self) -> usize {
         let n = self.len;
         *self = Outbound::default();
         n

@@ -74,7 +74,7 @@ pub fn parse(argv: Vec<String>) -> Result<Options, String> {
             vec![64, 512, 16_384]
         },
         pipelines: vec![1, 16],
-        repeats: if quick { 1 } else { 3 },
+        repeats: if quick { 2 } else { 3 },
         duration: if quick { 0.6 } else { 3.0 },
         warmup: if quick { 0.2 } else { 1.0 },
         rate_fraction: 0.5,
