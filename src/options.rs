@@ -164,7 +164,9 @@ impl Options {
     /// High-water mark of a connection's outbound queue. Past it, the loop stops reading from
     /// that connection until the queue drains below half, and
     /// [`ConnHandle::async_write`](crate::ConnHandle::async_write) is refused with
-    /// [`Error::OutboundFull`](crate::Error::OutboundFull).
+    /// [`Error::OutboundFull`](crate::Error::OutboundFull). Bytes the backend had already
+    /// received when reading paused are still handed to the handler, so the queue can exceed
+    /// the mark by what is in flight: on io_uring up to `ring_buffers × read_buffer_size`.
     pub fn max_outbound_buffer(mut self, bytes: usize) -> Self {
         self.max_outbound = bytes.max(1024);
         self
