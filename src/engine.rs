@@ -115,11 +115,8 @@ impl Engine {
         self.inner.loops.len()
     }
 
-    /// A duplicate of the listener, when the engine has exactly one address.
-    ///
-    /// # Errors
-    /// [`Error::Unsupported`] with several addresses; [`Error::EngineShutdown`] after shutdown.
-    pub fn dup(&self) -> Result<Listener> {
+    /// The listeners, while the engine has not shut down.
+    fn live_listeners(&self) -> Result<std::sync::MutexGuard<'_, Vec<(ListenAddr, Listener)>>> {
         let ls = self
             .inner
             .listeners
@@ -128,6 +125,15 @@ impl Engine {
         if self.is_shut_down() {
             return Err(Error::EngineShutdown);
         }
+        Ok(ls)
+    }
+
+    /// A duplicate of the listener, when the engine has exactly one address.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] with several addresses; [`Error::EngineShutdown`] after shutdown.
+    pub fn dup(&self) -> Result<Listener> {
+        let ls = self.live_listeners()?;
         match ls.as_slice() {
             [(_, l)] => Ok(l.try_clone()?),
             _ => Err(Error::Unsupported(
@@ -143,14 +149,7 @@ impl Engine {
     /// after shutdown.
     pub fn dup_listener(&self, addr: &str) -> Result<Listener> {
         let want = ListenAddr::parse(addr)?;
-        let ls = self
-            .inner
-            .listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if self.is_shut_down() {
-            return Err(Error::EngineShutdown);
-        }
+        let ls = self.live_listeners()?;
         for (asked, l) in ls.iter() {
             if *asked == want || listen::bound_addr(l, asked) == want {
                 return Ok(l.try_clone()?);

@@ -4,37 +4,18 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use gnet::{Action, BackendChoice, BackendKind, Conn, EventHandler, ListenAddr, Options};
+mod util;
+
+use gnet::{BackendChoice, BackendKind, ListenAddr, Options};
+use util::{wait_until, PlainEcho};
 
 /// The tests count the process's descriptors: run them one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-struct Echo;
-
-impl EventHandler for Echo {
-    type Context = ();
-    fn on_traffic(&self, c: &mut Conn<'_, ()>) -> Action {
-        let d = c.next_all();
-        c.write(d);
-        Action::None
-    }
-}
-
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn churn(kind: BackendKind) {
@@ -44,7 +25,7 @@ fn churn(kind: BackendKind) {
         .backend(BackendChoice::Only(kind))
         .honour_env(false)
         .ring_buffers(64);
-    let running = gnet::start(Echo, &["tcp://127.0.0.1:0"], opts)
+    let running = gnet::start(PlainEcho, &["tcp://127.0.0.1:0"], opts)
         .expect("engine starts")
         .expect("not shut down in on_boot");
     let engine = running.engine().clone();

@@ -8,20 +8,12 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use gnet::{Action, BackendChoice, BackendKind, Conn, Error, EventHandler, ListenAddr, Options};
+mod util;
+
+use gnet::{BackendChoice, BackendKind, Error, ListenAddr, Options};
+use util::PlainEcho;
 
 const CHILD: &str = "GNET_FALLBACK_CHILD";
-
-struct Echo;
-
-impl EventHandler for Echo {
-    type Context = ();
-    fn on_traffic(&self, c: &mut Conn<'_, ()>) -> Action {
-        let d = c.next_all();
-        c.write(d);
-        Action::None
-    }
-}
 
 fn run_child(test: &str) -> String {
     let out = Command::new(std::env::current_exe().unwrap())
@@ -50,7 +42,7 @@ fn auto_falls_back_to_epoll_when_io_uring_is_denied() {
     }
     gnet_backends::testing::deny_io_uring().expect("install the seccomp filter");
     let opts = Options::new().honour_env(false);
-    let running = gnet::start(Echo, &["tcp://127.0.0.1:0"], opts)
+    let running = gnet::start(PlainEcho, &["tcp://127.0.0.1:0"], opts)
         .expect("Auto must still start")
         .expect("running");
     let engine = running.engine().clone();
@@ -87,7 +79,7 @@ fn explicit_uring_fails_clearly_when_io_uring_is_denied() {
     let opts = Options::new()
         .honour_env(false)
         .backend(BackendChoice::Only(BackendKind::Uring));
-    match gnet::start(Echo, &["tcp://127.0.0.1:0"], opts) {
+    match gnet::start(PlainEcho, &["tcp://127.0.0.1:0"], opts) {
         Err(e @ Error::BackendUnavailable { .. }) => {
             let msg = e.to_string();
             assert!(msg.contains("uring") && msg.contains("EPERM"), "{msg}");
@@ -116,7 +108,7 @@ fn gnet_backend_env_overrides_the_choice() {
         assert!(text.contains("CHILD-OK env"), "{text}");
         return;
     }
-    let running = gnet::start(Echo, &["tcp://127.0.0.1:0"], Options::new())
+    let running = gnet::start(PlainEcho, &["tcp://127.0.0.1:0"], Options::new())
         .unwrap()
         .unwrap();
     assert_eq!(running.engine().backend(), BackendKind::StdNet);

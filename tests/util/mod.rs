@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use gnet::{BackendChoice, BackendKind, Engine, EventHandler, ListenAddr, Options, Running};
+use gnet::{
+    Action, BackendChoice, BackendKind, Conn, Engine, EventHandler, ListenAddr, Options, Running,
+};
 
 /// Read/write timeout of every client socket: a bug fails the test instead of hanging it.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -142,6 +144,18 @@ pub fn wait_running(running: Running) -> gnet::Result<()> {
     });
     rx.recv_timeout(WAIT_TIMEOUT)
         .unwrap_or_else(|_| panic!("the engine did not shut down within {WAIT_TIMEOUT:?}"))
+}
+
+/// The plainest server: echoes what it receives.
+pub struct PlainEcho;
+
+impl EventHandler for PlainEcho {
+    type Context = ();
+    fn on_traffic(&self, c: &mut Conn<'_, ()>) -> Action {
+        let d = c.next_all();
+        c.write(d);
+        Action::None
+    }
 }
 
 /// Polls `cond` until it holds; panics naming `what` after [`WAIT_TIMEOUT`].
