@@ -166,13 +166,14 @@ impl Uring {
         conn.ops -= 1;
         let mut resubmit = false;
         let mut cancel_recv = false;
+        let mut finished = None;
         if conn.closing {
-            conn.send = None;
+            finished = conn.send.take();
         } else if let Some(op) = conn.send.as_mut() {
             if res >= 0 {
                 if op.advance(res as usize) {
                     let total = op.total;
-                    conn.send = None;
+                    finished = conn.send.take();
                     sink.sent(id, total);
                 } else {
                     resubmit = true;
@@ -180,7 +181,7 @@ impl Uring {
             } else if res == -libc::EAGAIN || res == -libc::EINTR {
                 resubmit = true;
             } else {
-                conn.send = None;
+                finished = conn.send.take();
                 if !conn.failed {
                     conn.failed = true;
                     conn.ended = true;
@@ -188,6 +189,9 @@ impl Uring {
                     sink.failed(id, cqe_error(res));
                 }
             }
+        }
+        if let Some(op) = finished {
+            self.recycle_send(op);
         }
         if resubmit {
             self.submit_send(id.index());

@@ -78,7 +78,15 @@ pub struct Uring {
     shutting_down: bool,
     /// Receives that ended on an empty buffer ring (backpressure events), for tests.
     nobufs: u64,
+    /// Finished send operations kept for reuse (at most [`SPARE_SENDS`]), so a send costs
+    /// no allocation of its own in the steady state. Boxed because an operation is moved
+    /// into its connection and must keep its address while the kernel reads it.
+    #[allow(clippy::vec_box)]
+    spare_sends: Vec<Box<SendOp>>,
 }
+
+/// The most finished send operations kept for reuse.
+const SPARE_SENDS: usize = 1024;
 
 /// Per-connection state, indexed by [`ConnId::index`].
 struct Conn {
@@ -115,6 +123,14 @@ impl Uring {
     /// The setup flags the kernel accepted for this ring.
     pub fn setup_flags(&self) -> &'static str {
         self.tier.describe()
+    }
+
+    /// Releases a finished send's bytes and keeps the operation for reuse.
+    fn recycle_send(&mut self, mut op: Box<SendOp>) {
+        op.clear();
+        if self.spare_sends.len() < SPARE_SENDS {
+            self.spare_sends.push(op);
+        }
     }
 
     fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
@@ -163,6 +179,7 @@ impl Backend for Uring {
             inflight: 0,
             shutting_down: false,
             nobufs: 0,
+            spare_sends: Vec::new(),
         };
         me.arm_wake();
         me.enter(Some(Duration::ZERO)).map_err(OpenError::Failed)?;
@@ -249,22 +266,23 @@ impl Backend for Uring {
     }
 
     fn send(&mut self, conn: ConnId, bufs: Vec<Bytes>) {
+        let mut op = self.spare_sends.pop().unwrap_or_else(SendOp::empty);
+        op.load(bufs);
         let Some(c) = self.conn_mut(conn) else {
             log::debug!("io_uring: send on unknown connection {conn:?} dropped");
-            return;
+            return self.recycle_send(op);
         };
         if c.closing {
-            return;
+            return self.recycle_send(op);
         }
         if c.send.is_some() {
             log::error!("io_uring: second send in flight on {conn:?}; dropped (contract)");
             debug_assert!(false, "second send in flight on {conn:?}");
-            return;
+            return self.recycle_send(op);
         }
-        let op = SendOp::new(bufs);
         if op.total == 0 {
             self.pending.push_back(Pending::Sent(conn, 0));
-            return;
+            return self.recycle_send(op);
         }
         c.send = Some(op);
         self.submit_send(conn.index());

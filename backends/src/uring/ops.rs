@@ -128,27 +128,52 @@ pub(super) struct SendOp {
 }
 
 impl SendOp {
-    pub fn new(bufs: Vec<Bytes>) -> Box<SendOp> {
-        let iov: Vec<libc::iovec> = bufs
-            .iter()
-            .filter(|b| !b.is_empty())
-            .map(|b| libc::iovec {
-                iov_base: b.as_ptr() as *mut libc::c_void,
-                iov_len: b.len(),
-            })
-            .collect();
-        let total = iov.iter().map(|v| v.iov_len).sum();
-        // SAFETY: `msghdr` is a plain C struct for which all-zero bytes is a valid value (null
-        // pointers, zero lengths).
-        let msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    /// An empty operation, ready for [`SendOp::load`].
+    pub fn empty() -> Box<SendOp> {
         Box::new(SendOp {
-            _bufs: bufs,
-            iov,
+            _bufs: Vec::new(),
+            iov: Vec::new(),
             first: 0,
-            msg,
-            total,
+            // SAFETY: `msghdr` is a plain C struct for which all-zero bytes is a valid value
+            // (null pointers, zero lengths).
+            msg: unsafe { std::mem::zeroed() },
+            total: 0,
             done: 0,
         })
+    }
+
+    /// An operation sending `bufs`.
+    #[cfg(test)]
+    pub fn new(bufs: Vec<Bytes>) -> Box<SendOp> {
+        let mut op = SendOp::empty();
+        op.load(bufs);
+        op
+    }
+
+    /// Makes this (cleared) operation send `bufs`, reusing its iovec array.
+    pub fn load(&mut self, bufs: Vec<Bytes>) {
+        debug_assert!(self.iov.is_empty() && self._bufs.is_empty());
+        self.iov
+            .extend(bufs.iter().filter(|b| !b.is_empty()).map(|b| libc::iovec {
+                iov_base: b.as_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            }));
+        self.total = self.iov.iter().map(|v| v.iov_len).sum();
+        self.done = 0;
+        self.first = 0;
+        self._bufs = bufs;
+    }
+
+    /// Releases the bytes (the send completed or was abandoned) and keeps the allocations
+    /// for the next send.
+    pub fn clear(&mut self) {
+        self.iov.clear();
+        self._bufs = Vec::new();
+        self.msg.msg_iov = std::ptr::null_mut();
+        self.msg.msg_iovlen = 0;
+        self.total = 0;
+        self.done = 0;
+        self.first = 0;
     }
 
     /// The iovecs still to send (at most [`MAX_IOV`]).
