@@ -8,7 +8,10 @@ use bytes::{Bytes, BytesMut};
 
 /// Bytes written by the handler and not yet handed to the backend.
 ///
-/// Writes of borrowed slices are appended to `tail` (one allocation grows with them); a
+/// Writes of borrowed slices are appended to `tail`, which is sealed into a segment once it
+/// holds [`CHUNK`] bytes: a large backlog is a list of chunks, never one buffer that is
+/// reallocated (and copied) as it doubles, and every chunk stays below the allocator's `mmap`
+/// threshold, so a busy loop reuses heap memory instead of faulting in fresh pages. A
 /// zero-copy [`Bytes`] seals the tail and is queued as its own segment. [`Outbound::take`] hands
 /// everything over as frozen segments, in order, for one backend send.
 #[derive(Debug, Default)]
@@ -17,6 +20,9 @@ pub struct Outbound {
     tail: BytesMut,
     len: usize,
 }
+
+/// The size at which the coalescing buffer is sealed into a segment.
+pub const CHUNK: usize = 64 * 1024;
 
 /// The most segments handed to one send.
 ///
@@ -35,12 +41,24 @@ impl Outbound {
     }
 
     /// Queues a copy of `data`, coalesced with neighbouring writes.
-    pub fn write(&mut self, data: &[u8]) {
-        if data.is_empty() {
-            return;
-        }
-        self.tail.extend_from_slice(data);
+    pub fn write(&mut self, mut data: &[u8]) {
         self.len += data.len();
+        while !data.is_empty() {
+            if self.tail.len() == CHUNK {
+                self.seal();
+            }
+            let n = data.len().min(CHUNK - self.tail.len());
+            let (len, cap) = (self.tail.len(), self.tail.capacity());
+            if cap - len < n {
+                // Grown by hand (sized for this write at first, the common case being one
+                // message per send; doubling after), so the buffer never exceeds `CHUNK`.
+                let mut grown = BytesMut::with_capacity((len + n).max(2 * cap).min(CHUNK));
+                grown.extend_from_slice(&self.tail);
+                self.tail = grown;
+            }
+            self.tail.extend_from_slice(&data[..n]);
+            data = &data[n..];
+        }
     }
 
     /// Queues `data` as its own segment (small buffers are copied instead).
@@ -118,6 +136,37 @@ mod tests {
         assert_eq!(batch.len(), 3);
         assert!(o.is_empty());
         assert_eq!(o.take().1, 0);
+    }
+
+    #[test]
+    fn large_backlogs_are_chunked() {
+        let mut o = Outbound::default();
+        let data: Vec<u8> = (0..(3 * CHUNK + 100)).map(|i| i as u8).collect();
+        for piece in data.chunks(1000) {
+            o.write(piece);
+        }
+        o.write(&data[..10]);
+        assert_eq!(o.len(), data.len() + 10);
+        let (batch, n) = o.take();
+        assert_eq!(n, data.len() + 10);
+        assert_eq!(batch.len(), 4);
+        assert!(batch.iter().all(|b| b.len() <= CHUNK));
+        // Growth by doubling from a power of two never allocates past a chunk.
+        let mut o2 = Outbound::default();
+        for piece in data.chunks(3000) {
+            o2.write(piece);
+            assert!(o2.tail.capacity() <= CHUNK, "{}", o2.tail.capacity());
+        }
+        let flat: Vec<u8> = batch.iter().flat_map(|b| b.iter().copied()).collect();
+        assert_eq!(&flat[..data.len()], &data[..]);
+        assert_eq!(&flat[data.len()..], &data[..10]);
+        // One write larger than a chunk is split too.
+        o.write(&data);
+        let (batch, _) = o.take();
+        assert_eq!(
+            batch.iter().map(|b| b.len()).collect::<Vec<_>>(),
+            [CHUNK, CHUNK, CHUNK, 100]
+        );
     }
 
     #[test]
