@@ -110,6 +110,12 @@ pub struct Config {
     /// Fairness: the most bytes a readiness backend reads from one connection per wake-up
     /// before it moves on to other connections (it comes back to the connection later).
     pub read_chunk: usize,
+    /// The most bytes a readiness backend delivers in one `poll` over all connections. The
+    /// loop flushes handler writes after each `poll`, so this bounds what can pile up in
+    /// outbound queues between flushes (10,000 busy connections read in one pass would
+    /// otherwise buffer up to `read_chunk` each). The rest of the ready list waits for the next
+    /// `poll`, which does not block. (On io_uring the buffer ring bounds it instead.)
+    pub poll_read_budget: usize,
 }
 
 impl Default for Config {
@@ -119,6 +125,7 @@ impl Default for Config {
             ring_buffers: 256,
             ring_entries: 1024,
             read_chunk: 1024 * 1024,
+            poll_read_budget: 4 * 1024 * 1024,
         }
     }
 }

@@ -117,9 +117,15 @@ impl Conn {
     }
 
     /// Reads into `buf` until `EAGAIN`, [`Flow::Pause`], end of stream, an error, or `budget`
-    /// bytes, reporting each read as it happens.
-    pub(super) fn read<S: Sink>(&mut self, buf: &mut [u8], budget: usize, sink: &mut S) -> ReadEnd {
-        let mut left = budget.max(1);
+    /// bytes, reporting each read as it happens. Returns how it ended and the bytes read.
+    pub(super) fn read<S: Sink>(
+        &mut self,
+        buf: &mut [u8],
+        budget: usize,
+        sink: &mut S,
+    ) -> (ReadEnd, usize) {
+        let budget = budget.max(1);
+        let mut left = budget;
         while self.wants_read() {
             match sys::recv(self.fd(), buf) {
                 Ok(0) => {
@@ -138,7 +144,7 @@ impl Conn {
                     }
                     left = left.saturating_sub(n);
                     if left == 0 && self.wants_read() {
-                        return ReadEnd::Budget;
+                        return (ReadEnd::Budget, budget);
                     }
                 }
                 Err(e) if sys::is_would_block(&e) => self.readable = false,
@@ -146,7 +152,7 @@ impl Conn {
                 Err(e) => self.fail(e).deliver(sink),
             }
         }
-        ReadEnd::Done
+        (ReadEnd::Done, budget - left)
     }
 
     /// Starts a send; `Some` when it finished (or failed) at once.

@@ -14,7 +14,9 @@
 //!   [`Sink::received`] for each `recv`. An edge marks the connection readable and puts it on a
 //!   ready list; each `poll` gives every connection on the list one pass of at most
 //!   [`Config::read_chunk`] bytes, and a connection with bytes left goes to the back of the list
-//!   for the next `poll` (which then does not block): the edge is remembered, not lost.
+//!   for the next `poll` (which then does not block): the edge is remembered, not lost. One
+//!   `poll` reads at most [`Config::poll_read_budget`] bytes in all, so what handlers write
+//!   in reply is flushed before more is read.
 //!   [`Flow::Pause`](crate::Flow::Pause) stops the pass and keeps the readable mark; `resume` queues the connection
 //!   again. A read of 0 is `eof`, after every byte before it.
 //! - **Sending.** `send` writes at once (`sendmsg` with `MSG_NOSIGNAL`, up to `IOV_MAX`
@@ -65,6 +67,7 @@ pub struct Epoll {
     /// The loop's one read buffer.
     buf: Box<[u8]>,
     read_chunk: usize,
+    poll_read_budget: usize,
 }
 
 impl std::fmt::Debug for Epoll {
@@ -130,9 +133,14 @@ impl Epoll {
         Ok(())
     }
 
-    /// One read pass for each connection on the ready list; those with bytes left go back.
+    /// One read pass for each connection on the ready list, until the poll's read budget is
+    /// spent; those with bytes left go to the back, those not reached stay at the front.
     fn read_ready<S: Sink>(&mut self, sink: &mut S) {
+        let mut left = self.poll_read_budget;
         for _ in 0..self.ready.len() {
+            if left == 0 {
+                break;
+            }
             let Some(id) = self.ready.pop_front() else {
                 break;
             };
@@ -140,7 +148,9 @@ impl Epoll {
                 continue;
             };
             conn.queued = false;
-            if conn.read(&mut self.buf, self.read_chunk, sink) == ReadEnd::Budget {
+            let (end, n) = conn.read(&mut self.buf, self.read_chunk.min(left), sink);
+            left = left.saturating_sub(n);
+            if end == ReadEnd::Budget {
                 conn.queued = true;
                 self.ready.push_back(id);
             }
@@ -181,6 +191,7 @@ impl Backend for Epoll {
             closing: 0,
             buf: vec![0; config.read_buffer_size.max(1)].into_boxed_slice(),
             read_chunk: config.read_chunk,
+            poll_read_budget: config.poll_read_budget.max(1),
         })
     }
 

@@ -19,19 +19,34 @@ use crate::socket::Socket;
 const MAX_ROUNDS: usize = 4;
 
 impl Uring {
-    /// Handles the backlog and whatever is in the completion queue.
+    /// Handles the backlog and whatever is in the completion queue, until the poll's read
+    /// budget is spent; completions left over go back to the backlog for the next poll.
     pub(super) fn reap<S: Sink>(&mut self, sink: &mut S) {
         let mut batch = std::mem::take(&mut self.scratch);
         batch.append(&mut self.backlog);
+        self.poll_read = 0;
         for round in 0..MAX_ROUNDS {
+            if self.poll_read >= self.poll_read_budget {
+                // Whatever is still in the completion queue is there for the next poll.
+                break;
+            }
             batch.extend(self.ring.completion());
             if batch.is_empty() {
                 break;
             }
-            for cqe in batch.drain(..) {
+            let mut cqes = batch.drain(..);
+            for cqe in cqes.by_ref() {
                 self.complete(cqe, sink);
+                if self.poll_read >= self.poll_read_budget {
+                    break;
+                }
             }
+            let over = !cqes.as_slice().is_empty();
+            self.backlog.extend(cqes);
             self.rearm_starved();
+            if over {
+                break;
+            }
             if round + 1 < MAX_ROUNDS && self.ring.completion().is_empty() {
                 break;
             }
@@ -117,6 +132,7 @@ impl Uring {
                     // SAFETY: this completion named buffer `b` with `res` bytes and `b` has
                     // not been recycled yet (that happens right below).
                     let data = unsafe { self.bufs.data(b, res as usize) };
+                    self.poll_read += data.len();
                     if sink.received(id, data) == Flow::Pause && !conn.paused {
                         conn.paused = true;
                         cancel_recv = conn.recv_armed && conn.cancels == 0;

@@ -78,6 +78,11 @@ pub struct Uring {
     shutting_down: bool,
     /// Receives that ended on an empty buffer ring (backpressure events), for tests.
     nobufs: u64,
+    /// [`Config::poll_read_budget`]: received bytes one `poll` delivers before the rest of the
+    /// completions wait in `backlog` for the next one.
+    poll_read_budget: usize,
+    /// Bytes delivered by the current `poll`.
+    poll_read: usize,
     /// Finished send operations kept for reuse (at most [`SPARE_SENDS`]), so a send costs
     /// no allocation of its own in the steady state. Boxed because an operation is moved
     /// into its connection and must keep its address while the kernel reads it.
@@ -179,6 +184,8 @@ impl Backend for Uring {
             inflight: 0,
             shutting_down: false,
             nobufs: 0,
+            poll_read_budget: config.poll_read_budget.max(1),
+            poll_read: 0,
             spare_sends: Vec::new(),
         };
         me.arm_wake();

@@ -224,6 +224,43 @@ fn uring_reused_send_operations_carry_only_their_own_bytes() {
 }
 
 #[test]
+fn uring_poll_read_budget_leaves_the_rest_for_the_next_poll() {
+    let cfg = Config {
+        poll_read_budget: 48,
+        ..config(64, 16)
+    };
+    let mut u = open(&cfg);
+    let mut rec = Rec::default();
+    let (_l, addr) = listen(&mut u);
+    let (mut ca, a, _sa) = connect(&mut u, &mut rec, addr, 0);
+    let (mut cb, b, _sb) = connect(&mut u, &mut rec, addr, 1);
+    ca.write_all(&[1; 100]).unwrap();
+    cb.write_all(&[2; 100]).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let mut polls = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rec.len(a) < 100 || rec.len(b) < 100 {
+        assert!(Instant::now() < deadline, "timed out");
+        let before = rec.len(a) + rec.len(b);
+        u.poll(Some(Duration::from_millis(20)), &mut rec).unwrap();
+        let got = rec.len(a) + rec.len(b) - before;
+        // The budget is checked after each completion: one buffer (16 bytes) may overshoot.
+        assert!(
+            got < 48 + 16,
+            "one poll delivered {got} bytes over a 48-byte budget"
+        );
+        polls += 1;
+    }
+    assert!(
+        polls >= 4,
+        "200 bytes at under 64 per poll take 4 polls, took {polls}"
+    );
+    assert_eq!(rec.data[&a], [1; 100]);
+    assert_eq!(rec.data[&b], [2; 100]);
+    assert_whole(&u);
+}
+
+#[test]
 fn uring_eof_after_data_in_order() {
     let mut u = open(&config(16, 4096));
     let mut rec = Rec::default();

@@ -169,6 +169,45 @@ fn read_chunk_bounds_each_connection_per_poll() {
     );
 }
 
+#[test]
+fn poll_read_budget_bounds_each_poll_over_all_connections() {
+    let config = Config {
+        read_buffer_size: 16,
+        read_chunk: 64,
+        poll_read_budget: 48,
+        ..Config::default()
+    };
+    let mut ep = open(&config);
+    let mut sink = Recorder::default();
+    let (_sa, mut ca) = pair(&mut ep, A);
+    let (_sb, mut cb) = pair(&mut ep, B);
+    ca.write_all(&[1; 100]).unwrap();
+    cb.write_all(&[2; 100]).unwrap();
+    thread::sleep(Duration::from_millis(20));
+    let mut polls = 0;
+    while sink.bytes(A).len() < 100 || sink.bytes(B).len() < 100 {
+        let before = sink.bytes(A).len() + sink.bytes(B).len();
+        let start = Instant::now();
+        ep.poll(Some(Duration::from_secs(2)), &mut sink).unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "blocked with a ready list"
+        );
+        let got = sink.bytes(A).len() + sink.bytes(B).len() - before;
+        assert!(
+            got <= 48,
+            "one poll delivered {got} bytes over a 48-byte budget"
+        );
+        polls += 1;
+    }
+    assert!(
+        polls >= 5,
+        "200 bytes at 48 per poll take 5 polls, took {polls}"
+    );
+    assert_eq!(sink.bytes(A), [1; 100]);
+    assert_eq!(sink.bytes(B), [2; 100]);
+}
+
 /// Sets `SO_LINGER` to zero so that dropping the socket sends a reset.
 fn reset_on_drop(s: &TcpStream) {
     use std::os::fd::AsRawFd;
