@@ -14,6 +14,15 @@
 //!   An empty ring ends the multishot with `ENOBUFS`: the connection waits on a list and is
 //!   re-armed when buffers are back. `Flow::Pause` cancels the multishot; completions already
 //!   on their way are still delivered (the contract allows it), so no byte is lost.
+//!   One `poll` delivers at most [`Config::poll_read_budget`] bytes; completions past it wait
+//!   in a backlog for the next `poll` (which does not block), so the loop flushes replies
+//!   before it reads more.
+//! * **Sending**: one `SEND` (one buffer) or `SENDMSG` (several) in flight per connection,
+//!   from the frozen `Bytes` the loop handed over; a short send is resubmitted for the rest.
+//!   Finished operations (box and iovec array) are kept for reuse. `SEND_ZC` is not used:
+//!   measured on loopback (`benches/send_zc.rs`) it costs more below 64 KiB, and its buffers
+//!   must outlive the send's completion (until the notification), which the one-send
+//!   contract does not model yet.
 //! * **Closing**: one `ASYNC_CANCEL` by descriptor (all matches); every operation of a
 //!   connection is counted and `closed` is reported when the count drops to zero.
 //! * **`user_data`** (`ops.rs`): kind, index and generation, so stale completions are
