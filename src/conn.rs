@@ -9,7 +9,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::handle::{ConnHandle, LoopShared, WriteCallback};
 use crate::handler::CloseCause;
-use crate::outbound::Outbound;
+use crate::outbound::{BufPool, Outbound};
 use std::sync::Arc;
 
 /// Where a connection is in its life.
@@ -75,9 +75,9 @@ impl<C> ConnState<C> {
         !matches!(self.phase, Phase::Closing { .. })
     }
 
-    pub(crate) fn queue(&mut self, data: &[u8]) {
+    pub(crate) fn queue(&mut self, data: &[u8], pool: &mut BufPool) {
         if self.accepts_writes() {
-            self.out.write(data);
+            self.out.write_pooled(data, pool);
             self.written_total += data.len() as u64;
             self.dirty = true;
         }
@@ -107,6 +107,7 @@ pub struct Conn<'a, C> {
     data: &'a [u8],
     pos: usize,
     st: &'a mut ConnState<C>,
+    pool: &'a mut BufPool,
     shared: &'a Arc<LoopShared>,
     engine: &'a Engine,
 }
@@ -115,6 +116,7 @@ impl<'a, C> Conn<'a, C> {
     pub(crate) fn new(
         data: &'a [u8],
         st: &'a mut ConnState<C>,
+        pool: &'a mut BufPool,
         shared: &'a Arc<LoopShared>,
         engine: &'a Engine,
     ) -> Self {
@@ -122,6 +124,7 @@ impl<'a, C> Conn<'a, C> {
             data,
             pos: 0,
             st,
+            pool,
             shared,
             engine,
         }
@@ -183,13 +186,13 @@ impl<'a, C> Conn<'a, C> {
 
     /// Queues `data` for sending (copied into the connection's outbound buffer).
     pub fn write(&mut self, data: &[u8]) {
-        self.st.queue(data);
+        self.st.queue(data, self.pool);
     }
 
     /// Queues several slices, in order.
     pub fn writev(&mut self, bufs: &[&[u8]]) {
         for b in bufs {
-            self.st.queue(b);
+            self.st.queue(b, self.pool);
         }
     }
 

@@ -21,6 +21,65 @@ pub struct Outbound {
     len: usize,
 }
 
+/// Buffers of finished sends, kept by a loop for its connections' next writes.
+///
+/// Without it every reply allocates its buffer and the backend frees it once sent; on a
+/// busy loop the allocator then trims and regrows its heap, and each reply pays page faults
+/// for fresh zeroed memory. Bounded: at most [`BufPool::MAX_BUFS`] buffers of at most
+/// [`CHUNK`] bytes (2 MiB per loop).
+#[derive(Debug, Default)]
+pub struct BufPool {
+    bufs: Vec<BytesMut>,
+    vecs: Vec<Vec<Bytes>>,
+}
+
+impl BufPool {
+    /// The most buffers kept.
+    pub const MAX_BUFS: usize = 32;
+    /// Buffers smaller than this are not worth keeping.
+    const MIN_CAPACITY: usize = 1024;
+
+    /// Takes back the buffers of a finished send: those no longer shared are kept for reuse.
+    pub fn put(&mut self, mut bufs: Vec<Bytes>) {
+        for b in bufs.drain(..) {
+            if self.bufs.len() >= Self::MAX_BUFS {
+                break;
+            }
+            if let Ok(mut m) = b.try_into_mut() {
+                if (Self::MIN_CAPACITY..=CHUNK).contains(&m.capacity()) {
+                    m.clear();
+                    self.bufs.push(m);
+                }
+            }
+        }
+        if self.vecs.len() < Self::MAX_BUFS && bufs.capacity() <= 16 {
+            self.vecs.push(bufs);
+        }
+    }
+
+    /// Buffers held.
+    pub fn len(&self) -> usize {
+        self.bufs.len()
+    }
+
+    /// Whether no buffer is held.
+    pub fn is_empty(&self) -> bool {
+        self.bufs.is_empty()
+    }
+
+    /// An empty buffer with room for at least `n` bytes (`n <= CHUNK`).
+    fn buffer(&mut self, n: usize) -> BytesMut {
+        match self.bufs.last() {
+            Some(b) if b.capacity() >= n => self.bufs.pop().unwrap_or_default(),
+            _ => BytesMut::with_capacity(n),
+        }
+    }
+
+    fn vec(&mut self) -> Vec<Bytes> {
+        self.vecs.pop().unwrap_or_default()
+    }
+}
+
 /// The size at which the coalescing buffer is sealed into a segment.
 pub const CHUNK: usize = 64 * 1024;
 
@@ -41,7 +100,12 @@ impl Outbound {
     }
 
     /// Queues a copy of `data`, coalesced with neighbouring writes.
-    pub fn write(&mut self, mut data: &[u8]) {
+    pub fn write(&mut self, data: &[u8]) {
+        self.write_pooled(data, &mut BufPool::default());
+    }
+
+    /// [`Outbound::write`], taking a new buffer from `pool` when one is needed.
+    pub fn write_pooled(&mut self, mut data: &[u8], pool: &mut BufPool) {
         self.len += data.len();
         while !data.is_empty() {
             if self.tail.len() == CHUNK {
@@ -49,7 +113,9 @@ impl Outbound {
             }
             let n = data.len().min(CHUNK - self.tail.len());
             let (len, cap) = (self.tail.len(), self.tail.capacity());
-            if cap - len < n {
+            if cap == 0 {
+                self.tail = pool.buffer(n);
+            } else if cap - len < n {
                 // Grown by hand (sized for this write at first, the common case being one
                 // message per send; doubling after), so the buffer never exceeds `CHUNK`.
                 let mut grown = BytesMut::with_capacity((len + n).max(2 * cap).min(CHUNK));
@@ -86,23 +152,26 @@ impl Outbound {
 
     /// Takes up to a bounded number of segments for one send. Empty when nothing is queued.
     pub fn take(&mut self) -> (Vec<Bytes>, usize) {
-        let batch: Vec<Bytes> = if self.segs.is_empty() {
+        self.take_pooled(&mut BufPool::default())
+    }
+
+    /// [`Outbound::take`], reusing a batch vector from `pool`.
+    pub fn take_pooled(&mut self, pool: &mut BufPool) -> (Vec<Bytes>, usize) {
+        let mut batch = pool.vec();
+        if self.segs.is_empty() {
             // The common case: only coalesced writes, handed over without touching `segs`.
-            if self.tail.is_empty() {
-                Vec::new()
-            } else {
-                vec![std::mem::take(&mut self.tail).freeze()]
+            if !self.tail.is_empty() {
+                batch.push(std::mem::take(&mut self.tail).freeze());
             }
         } else {
             self.seal();
             let n = self.segs.len().min(MAX_SEGS_PER_SEND);
-            let batch = self.segs.drain(..n).collect();
+            batch.extend(self.segs.drain(..n));
             if self.segs.is_empty() {
                 // An idle connection keeps no outbound memory.
                 self.segs = VecDeque::new();
             }
-            batch
-        };
+        }
         let bytes: usize = batch.iter().map(Bytes::len).sum();
         self.len -= bytes;
         (batch, bytes)
@@ -167,6 +236,34 @@ mod tests {
             batch.iter().map(|b| b.len()).collect::<Vec<_>>(),
             [CHUNK, CHUNK, CHUNK, 100]
         );
+    }
+
+    #[test]
+    fn pool_reuses_the_memory_of_finished_sends_and_stays_bounded() {
+        let mut pool = BufPool::default();
+        let mut o = Outbound::default();
+        o.write_pooled(&[7u8; 5000], &mut pool);
+        let (batch, n) = o.take_pooled(&mut pool);
+        assert_eq!(n, 5000);
+        let addr = batch[0].as_ptr();
+        // Still shared (a clone is alive): not kept.
+        let clone = batch[0].clone();
+        pool.put(batch.clone());
+        assert!(pool.is_empty());
+        drop(clone);
+        pool.put(batch);
+        assert_eq!(pool.len(), 1);
+        // The next write lands in the same memory, and the bytes are only the new ones.
+        o.write_pooled(b"fresh", &mut pool);
+        let (batch, _) = o.take_pooled(&mut pool);
+        assert_eq!(batch[0].as_ptr(), addr);
+        assert_eq!(&batch[0][..], b"fresh");
+        assert!(pool.is_empty());
+        // Small buffers are not kept; the pool never holds more than its bound.
+        pool.put(vec![Bytes::from(vec![1u8; 10])]);
+        assert!(pool.is_empty());
+        pool.put((0..100).map(|_| Bytes::from(vec![0u8; 4096])).collect());
+        assert_eq!(pool.len(), BufPool::MAX_BUFS);
     }
 
     #[test]

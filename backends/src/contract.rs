@@ -200,8 +200,15 @@ pub trait Sink {
     fn eof(&mut self, conn: ConnId);
 
     /// Everything handed to the last [`Backend::send`] for `conn` reached the kernel; `n` is
-    /// its total length. The backend dropped its references to those `Bytes`.
+    /// its total length.
     fn sent(&mut self, conn: ConnId, n: usize);
+
+    /// The buffers of a finished send, handed back after [`Sink::sent`] so the loop can reuse
+    /// their memory (a backend may also just drop them: this is an optimisation, not a
+    /// promise). The kernel is done with them. The default drops them.
+    fn reclaim(&mut self, bufs: Vec<Bytes>) {
+        drop(bufs);
+    }
 
     /// An I/O error on `conn` (reset, broken pipe, ...). The backend stopped receiving and
     /// sending on it; the loop must call [`Backend::close`] next.

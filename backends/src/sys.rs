@@ -275,6 +275,8 @@ pub(crate) unsafe fn send_vectored(fd: BorrowedFd<'_>, iov: &[libc::iovec]) -> i
 #[derive(Debug)]
 pub(crate) struct SendQueue {
     bufs: VecDeque<Bytes>,
+    /// Buffers completely sent, kept to hand back ([`SendQueue::take_sent`]).
+    sent: Vec<Bytes>,
     total: usize,
     remaining: usize,
 }
@@ -285,6 +287,7 @@ impl SendQueue {
         let total = bufs.iter().map(Bytes::len).sum();
         let mut q = SendQueue {
             bufs: VecDeque::from(bufs),
+            sent: Vec::new(),
             total,
             remaining: total,
         };
@@ -315,6 +318,11 @@ impl SendQueue {
         self.remaining == 0
     }
 
+    /// The buffers completely sent so far (for [`crate::Sink::reclaim`]).
+    pub(crate) fn take_sent(&mut self) -> Vec<Bytes> {
+        std::mem::take(&mut self.sent)
+    }
+
     /// Records that the kernel took `n` more bytes.
     ///
     /// # Panics
@@ -329,7 +337,9 @@ impl SendQueue {
                 break;
             }
             n -= front.len();
-            self.bufs.pop_front();
+            if let Some(done) = self.bufs.pop_front() {
+                self.sent.push(done);
+            }
         }
         self.skip_empty();
     }

@@ -50,7 +50,7 @@ impl<H: EventHandler> Core<H> {
             return;
         };
         let handler = &self.handler;
-        let mut c = Conn::new(&[], st, &self.shared, &self.engine);
+        let mut c = Conn::new(&[], st, &mut self.pool, &self.shared, &self.engine);
         let r = catch_unwind(AssertUnwindSafe(|| handler.on_open(&mut c)));
         self.after_callback(id, r);
     }
@@ -68,7 +68,7 @@ impl<H: EventHandler> Core<H> {
         if st.inbound.is_empty() {
             // Zero-copy path: the handler reads the backend's buffer; only a remainder is copied.
             let data = fresh.unwrap_or(&[]);
-            let mut c = Conn::new(data, st, &self.shared, &self.engine);
+            let mut c = Conn::new(data, st, &mut self.pool, &self.shared, &self.engine);
             r = catch_unwind(AssertUnwindSafe(|| handler.on_traffic(&mut c)));
             let pos = c.consumed();
             if pos < data.len() {
@@ -79,7 +79,7 @@ impl<H: EventHandler> Core<H> {
                 st.inbound.extend_from_slice(d);
             }
             let mut buf = std::mem::take(&mut st.inbound);
-            let mut c = Conn::new(&buf, st, &self.shared, &self.engine);
+            let mut c = Conn::new(&buf, st, &mut self.pool, &self.shared, &self.engine);
             r = catch_unwind(AssertUnwindSafe(|| handler.on_traffic(&mut c)));
             let pos = c.consumed();
             buf.advance(pos);
@@ -130,7 +130,7 @@ impl<H: EventHandler> Core<H> {
             done(Err(Error::ConnClosed));
         }
         let handler = &self.handler;
-        let mut c = Conn::new(&[], &mut st, &self.shared, &self.engine);
+        let mut c = Conn::new(&[], &mut st, &mut self.pool, &self.shared, &self.engine);
         let r = catch_unwind(AssertUnwindSafe(|| handler.on_close(&mut c, &cause)));
         match r {
             Ok(Action::Shutdown) => {

@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::handle::{refuse, LoopShared, Task};
 use crate::handler::{Action, CloseCause, EventHandler};
 use crate::options::Options;
+use crate::outbound::BufPool;
 
 pub(crate) struct EventLoop<B: Backend, H: EventHandler> {
     backend: B,
@@ -50,6 +51,8 @@ pub(crate) struct Core<H: EventHandler> {
     tasks: Vec<Task>,
     next_tick: Option<Instant>,
     stopping: bool,
+    /// Buffers of finished sends, reused by the next writes (`Sink::reclaim`).
+    pool: BufPool,
 }
 
 impl<B: Backend, H: EventHandler> EventLoop<B, H> {
@@ -86,6 +89,7 @@ impl<B: Backend, H: EventHandler> EventLoop<B, H> {
                 tasks: Vec::new(),
                 next_tick,
                 stopping: false,
+                pool: BufPool::default(),
             },
         })
     }
@@ -373,7 +377,7 @@ impl<H: EventHandler> Core<H> {
             return;
         }
         if st.sending == 0 && !st.out.is_empty() {
-            let (bufs, n) = st.out.take();
+            let (bufs, n) = st.out.take_pooled(&mut self.pool);
             st.sending = n;
             backend.send(id, bufs);
             return;

@@ -78,6 +78,10 @@ impl<H: EventHandler> Sink for Core<H> {
         self.mark(conn);
     }
 
+    fn reclaim(&mut self, bufs: Vec<bytes::Bytes>) {
+        self.pool.put(bufs);
+    }
+
     fn failed(&mut self, conn: ConnId, error: io::Error) {
         self.fail(conn, cause_of(error));
     }

@@ -22,7 +22,7 @@ use crate::sys::{self, SendQueue};
 /// An event produced outside `poll` (or kept for later), reported by the next `poll`.
 #[derive(Debug)]
 pub(super) enum Report {
-    Sent(ConnId, usize),
+    Sent(ConnId, usize, Vec<Bytes>),
     Failed(ConnId, io::Error),
     Closed(ConnId),
 }
@@ -30,13 +30,16 @@ pub(super) enum Report {
 impl Report {
     pub(super) fn conn(&self) -> ConnId {
         match self {
-            Report::Sent(id, _) | Report::Failed(id, _) | Report::Closed(id) => *id,
+            Report::Sent(id, ..) | Report::Failed(id, _) | Report::Closed(id) => *id,
         }
     }
 
     pub(super) fn deliver<S: Sink>(self, sink: &mut S) {
         match self {
-            Report::Sent(id, n) => sink.sent(id, n),
+            Report::Sent(id, n, bufs) => {
+                sink.sent(id, n);
+                sink.reclaim(bufs);
+            }
             Report::Failed(id, e) => sink.failed(id, e),
             Report::Closed(id) => sink.closed(id),
         }
@@ -184,7 +187,7 @@ impl Conn {
     pub(super) fn flush(&mut self) -> Option<Report> {
         let mut out = self.out.take()?;
         match out.write_to(self.fd()) {
-            Ok(true) => Some(Report::Sent(self.id, out.total())),
+            Ok(true) => Some(Report::Sent(self.id, out.total(), out.take_sent())),
             Ok(false) => {
                 self.out = Some(out);
                 None

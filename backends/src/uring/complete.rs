@@ -183,6 +183,7 @@ impl Uring {
         let mut resubmit = false;
         let mut cancel_recv = false;
         let mut finished = None;
+        let mut completed = false;
         if conn.closing {
             finished = conn.send.take();
         } else if let Some(op) = conn.send.as_mut() {
@@ -190,6 +191,7 @@ impl Uring {
                 if op.advance(res as usize) {
                     let total = op.total;
                     finished = conn.send.take();
+                    completed = true;
                     sink.sent(id, total);
                 } else {
                     resubmit = true;
@@ -206,7 +208,10 @@ impl Uring {
                 }
             }
         }
-        if let Some(op) = finished {
+        if let Some(mut op) = finished {
+            if completed {
+                sink.reclaim(op.take_bufs());
+            }
             self.recycle_send(op);
         }
         if resubmit {

@@ -117,8 +117,8 @@ const MAX_IOV: usize = 1024;
 /// kernel was given (the iovec array, the `msghdr`, the bytes) stays valid and unmoved while
 /// the operation is in flight.
 pub(super) struct SendOp {
-    /// Keeps the bytes alive; never read after the iovecs were built.
-    _bufs: Vec<Bytes>,
+    /// Keeps the bytes alive while the kernel reads them; handed back by `take_bufs`.
+    bufs: Vec<Bytes>,
     iov: Vec<libc::iovec>,
     /// First iovec not yet completely sent.
     first: usize,
@@ -131,7 +131,7 @@ impl SendOp {
     /// An empty operation, ready for [`SendOp::load`].
     pub fn empty() -> Box<SendOp> {
         Box::new(SendOp {
-            _bufs: Vec::new(),
+            bufs: Vec::new(),
             iov: Vec::new(),
             first: 0,
             // SAFETY: `msghdr` is a plain C struct for which all-zero bytes is a valid value
@@ -152,7 +152,7 @@ impl SendOp {
 
     /// Makes this (cleared) operation send `bufs`, reusing its iovec array.
     pub fn load(&mut self, bufs: Vec<Bytes>) {
-        debug_assert!(self.iov.is_empty() && self._bufs.is_empty());
+        debug_assert!(self.iov.is_empty() && self.bufs.is_empty());
         self.iov
             .extend(bufs.iter().filter(|b| !b.is_empty()).map(|b| libc::iovec {
                 iov_base: b.as_ptr() as *mut libc::c_void,
@@ -161,14 +161,19 @@ impl SendOp {
         self.total = self.iov.iter().map(|v| v.iov_len).sum();
         self.done = 0;
         self.first = 0;
-        self._bufs = bufs;
+        self.bufs = bufs;
+    }
+
+    /// The bytes, taken out once the send completed (for [`crate::Sink::reclaim`]).
+    pub fn take_bufs(&mut self) -> Vec<Bytes> {
+        std::mem::take(&mut self.bufs)
     }
 
     /// Releases the bytes (the send completed or was abandoned) and keeps the allocations
     /// for the next send.
     pub fn clear(&mut self) {
         self.iov.clear();
-        self._bufs = Vec::new();
+        self.bufs = Vec::new();
         self.msg.msg_iov = std::ptr::null_mut();
         self.msg.msg_iovlen = 0;
         self.total = 0;

@@ -31,6 +31,8 @@ pub(super) struct Rec {
     pub woken: usize,
     /// Answer `Flow::Pause` to every `received`.
     pub pause: bool,
+    /// Bytes handed back by `reclaim`.
+    pub reclaimed: usize,
 }
 
 impl Rec {
@@ -49,6 +51,9 @@ impl Rec {
 }
 
 impl Sink for Rec {
+    fn reclaim(&mut self, bufs: Vec<Bytes>) {
+        self.reclaimed += bufs.iter().map(Bytes::len).sum::<usize>();
+    }
     fn accepted(&mut self, l: ListenerId, s: Socket, peer: Addr) {
         self.accepted.push((l, s, peer));
     }
@@ -216,6 +221,8 @@ fn uring_reused_send_operations_carry_only_their_own_bytes() {
     let mut back = vec![0u8; expected.len()];
     client.read_exact(&mut back).unwrap();
     assert_eq!(back, expected);
+    // Every sent buffer came back for reuse.
+    assert_eq!(rec.reclaimed, expected.len());
     assert_eq!(u.spare_sends.len(), 1);
     assert!(u
         .spare_sends

@@ -42,6 +42,8 @@ fn accept_and_echo() {
         s.count(|e| matches!(e, Ev::Sent(..))) == 1
     });
     assert!(matches!(sink.events.last(), Some(Ev::Sent(A, 5))));
+    // The sent buffers come back for reuse, after `sent`.
+    assert_eq!(sink.reclaimed.len(), 2);
     let mut back = [0; 5];
     client.read_exact(&mut back).unwrap();
     assert_eq!(&back, b"hello");

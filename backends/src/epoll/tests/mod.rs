@@ -33,9 +33,14 @@ pub(super) struct Recorder {
     pub(super) accepted: Vec<Socket>,
     pub(super) pause_after: Option<usize>,
     received_calls: usize,
+    /// Buffers handed back by `reclaim`.
+    pub(super) reclaimed: Vec<bytes::Bytes>,
 }
 
 impl Sink for Recorder {
+    fn reclaim(&mut self, bufs: Vec<bytes::Bytes>) {
+        self.reclaimed.extend(bufs);
+    }
     fn accepted(&mut self, listener: ListenerId, socket: Socket, peer: Addr) {
         self.accepted.push(socket);
         self.events.push(Ev::Accepted(listener, peer));
