@@ -144,8 +144,8 @@ impl Outbound {
 
     fn seal(&mut self) {
         if !self.tail.is_empty() {
-            // Freezing the whole buffer (rather than splitting it) keeps it a plain vector:
-            // no shared header is allocated.
+            // Freezing the whole buffer (rather than splitting it) keeps one allocation per
+            // chunk, which `BufPool::put` can take back once the send is done.
             self.segs.push_back(std::mem::take(&mut self.tail).freeze());
         }
     }
