@@ -13,7 +13,6 @@
 //!   `SIGPIPE`).
 #![allow(dead_code)] // Shared by two backends; either may be compiled without the other.
 
-use std::collections::VecDeque;
 use std::ffi::OsStr;
 use std::io;
 use std::mem::{self, MaybeUninit};
@@ -271,23 +270,24 @@ pub(crate) unsafe fn send_vectored(fd: BorrowedFd<'_>, iov: &[libc::iovec]) -> i
 }
 
 /// A batch of frozen buffers on its way into the kernel, in order, with the bookkeeping of
-/// partial writes: fully written buffers are dropped as soon as they are in the kernel.
+/// partial writes. Buffers already in the kernel stay in the batch (behind `first`) so the
+/// whole batch, vector included, can be handed back for reuse when the send is done.
 #[derive(Debug)]
 pub(crate) struct SendQueue {
-    bufs: VecDeque<Bytes>,
-    /// Buffers completely sent, kept to hand back ([`SendQueue::take_sent`]).
-    sent: Vec<Bytes>,
+    bufs: Vec<Bytes>,
+    /// The first buffer not completely in the kernel.
+    first: usize,
     total: usize,
     remaining: usize,
 }
 
 impl SendQueue {
-    /// Takes a batch (no copy: a `Vec` becomes a `VecDeque` in place).
+    /// Takes a batch (no copy).
     pub(crate) fn new(bufs: Vec<Bytes>) -> Self {
         let total = bufs.iter().map(Bytes::len).sum();
         let mut q = SendQueue {
-            bufs: VecDeque::from(bufs),
-            sent: Vec::new(),
+            bufs,
+            first: 0,
             total,
             remaining: total,
         };
@@ -301,6 +301,7 @@ impl SendQueue {
         self.total += n;
         self.remaining += n;
         self.bufs.extend(bufs.into_iter().filter(|b| !b.is_empty()));
+        self.skip_empty();
     }
 
     /// The length of everything handed in.
@@ -318,9 +319,11 @@ impl SendQueue {
         self.remaining == 0
     }
 
-    /// The buffers completely sent so far (for [`crate::Sink::reclaim`]).
+    /// The batch's buffers (for [`crate::Sink::reclaim`]), once every byte is in the kernel.
     pub(crate) fn take_sent(&mut self) -> Vec<Bytes> {
-        std::mem::take(&mut self.sent)
+        debug_assert!(self.is_done());
+        self.first = 0;
+        std::mem::take(&mut self.bufs)
     }
 
     /// Records that the kernel took `n` more bytes.
@@ -331,22 +334,20 @@ impl SendQueue {
         assert!(n <= self.remaining, "advanced past the end of a send");
         self.remaining -= n;
         while n > 0 {
-            let front = self.bufs.front_mut().expect("remaining bytes are queued");
+            let front = &mut self.bufs[self.first];
             if n < front.len() {
                 front.advance(n);
                 break;
             }
             n -= front.len();
-            if let Some(done) = self.bufs.pop_front() {
-                self.sent.push(done);
-            }
+            self.first += 1;
         }
         self.skip_empty();
     }
 
     fn skip_empty(&mut self) {
-        while self.bufs.front().is_some_and(Bytes::is_empty) {
-            self.bufs.pop_front();
+        while self.bufs.get(self.first).is_some_and(Bytes::is_empty) {
+            self.first += 1;
         }
     }
 
@@ -357,7 +358,7 @@ impl SendQueue {
         let mut count = 0;
         for (slot, buf) in out
             .iter_mut()
-            .zip(self.bufs.iter().filter(|b| !b.is_empty()))
+            .zip(self.bufs[self.first..].iter().filter(|b| !b.is_empty()))
         {
             slot.write(libc::iovec {
                 iov_base: buf.as_ptr().cast_mut().cast(),
