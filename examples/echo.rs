@@ -5,7 +5,7 @@
 //! ```
 //!
 //! Options: `--addr URL` (repeatable), `--loops N`, `--backend auto|uring|epoll|stdnet`,
-//! `--reuseport`, `--pin`, `--lb rr|least|hash`. The first line printed names the backend in
+//! `--read-buffer BYTES`, `--ring-buffers N` (io_uring), `--reuseport`, `--pin`, `--lb rr|least|hash`. The first line printed names the backend in
 //! use and the bound address(es).
 
 use std::io::Write;
@@ -28,7 +28,7 @@ fn usage(msg: &str) -> ! {
     eprintln!("echo: {msg}");
     eprintln!(
         "usage: echo [--addr tcp://127.0.0.1:9000]... [--loops N] \
-         [--backend auto|uring|epoll|stdnet] [--reuseport] [--pin] [--lb rr|least|hash]"
+         [--backend auto|uring|epoll|stdnet] [--read-buffer BYTES] [--ring-buffers N] [--reuseport] [--pin] [--lb rr|least|hash]"
     );
     std::process::exit(2)
 }
@@ -58,6 +58,18 @@ fn main() {
                     let k = BackendKind::parse(&v).unwrap_or_else(|| usage("unknown backend"));
                     opts.backend(BackendChoice::Only(k))
                 };
+            }
+            "--read-buffer" => {
+                let n = val()
+                    .parse()
+                    .unwrap_or_else(|_| usage("--read-buffer takes a size in bytes"));
+                opts = opts.read_buffer_size(n);
+            }
+            "--ring-buffers" => {
+                let n = val()
+                    .parse()
+                    .unwrap_or_else(|_| usage("--ring-buffers takes a count"));
+                opts = opts.ring_buffers(n);
             }
             "--reuseport" => opts = opts.reuse_port(true),
             "--pin" => opts = opts.pin_cores(true),

@@ -21,7 +21,9 @@
 //!   `--duration` and report how much the server's RSS grew per connection.
 //!
 //! With `--server-pid` the server's CPU time over the window is divided by the messages in
-//! it. `--json` prints one line for harnesses (`cargo bench --bench echo` reads it).
+//! it. The client's own reads, writes and polls per message are reported too: when the
+//! client is the bottleneck (its CPU near 100%), they show whether a server's reply pattern
+//! (split replies, small bursts) is what costs it. `--json` prints one line for harnesses (`cargo bench --bench echo` reads it).
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -117,6 +119,9 @@ fn main() -> ExitCode {
         };
         report.window_secs = window.secs;
         report.msgs = window.msgs;
+        report.reads = window.reads;
+        report.writes = window.writes;
+        report.polls = window.polls;
         let us = |ns: u64| ns as f64 / 1e3;
         report.p50_us = us(window.hist.quantile(0.50));
         report.p99_us = us(window.hist.quantile(0.99));

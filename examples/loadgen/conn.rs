@@ -24,6 +24,12 @@ pub struct Shared {
     pub measuring: bool,
     pub hist: Histogram,
     pub window_msgs: u64,
+    /// Reads and writes that moved data while measuring: how many syscalls the server's
+    /// reply pattern costs the client per message.
+    pub window_reads: u64,
+    pub window_writes: u64,
+    pub window_polls: u64,
+    pub window_events: u64,
 }
 
 impl Shared {
@@ -131,6 +137,7 @@ impl Conn {
             match stream.write(&shared.scratch[..len]) {
                 Ok(written) => {
                     let now = shared.now_ns();
+                    shared.window_writes += u64::from(shared.measuring);
                     self.commit(written, size, now);
                     if written < len {
                         return Ok(());
@@ -171,6 +178,7 @@ impl Conn {
                 Ok(0) => return Err(ConnError::Eof),
                 Ok(n) => {
                     let now = shared.now_ns();
+                    shared.window_reads += u64::from(shared.measuring);
                     let rbuf = std::mem::take(&mut shared.rbuf);
                     let result = self.consume(shared, &rbuf[..n], now);
                     shared.rbuf = rbuf;

@@ -50,6 +50,10 @@ pub enum Fatal {
 pub struct Window {
     pub secs: f64,
     pub msgs: u64,
+    pub reads: u64,
+    pub writes: u64,
+    /// Polls while measuring, and the readiness events they returned.
+    pub polls: (u64, u64),
     pub hist: Histogram,
     pub client_cpu_secs: f64,
     pub server_cpu_secs: Option<f64>,
@@ -88,6 +92,10 @@ impl Driver {
                 measuring: false,
                 hist: Histogram::new(),
                 window_msgs: 0,
+                window_reads: 0,
+                window_writes: 0,
+                window_polls: 0,
+                window_events: 0,
             },
             addr,
             pipeline,
@@ -246,7 +254,13 @@ impl Driver {
 
     fn poll_once(&mut self, timeout: Option<Duration>) -> Result<(), Fatal> {
         match self.poll.poll(&mut self.events, timeout) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if self.shared.measuring {
+                    self.shared.window_polls += 1;
+                    self.shared.window_events += self.events.iter().count() as u64;
+                }
+                Ok(())
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
             Err(e) => Err(Fatal::Setup(format!("poll failed: {e}"))),
         }
@@ -359,6 +373,9 @@ impl Driver {
                     return Ok(Window {
                         secs,
                         msgs: self.shared.window_msgs,
+                        polls: (self.shared.window_polls, self.shared.window_events),
+                        reads: self.shared.window_reads,
+                        writes: self.shared.window_writes,
                         hist: std::mem::replace(&mut self.shared.hist, Histogram::new()),
                         client_cpu_secs: client0.until(&client1),
                         server_cpu_secs: both.map(|(a, b)| a.until(&b)),

@@ -17,6 +17,11 @@ pub struct Report {
     pub last_error: Option<String>,
     pub window_secs: f64,
     pub msgs: u64,
+    /// Client reads and writes that moved data during the window.
+    pub reads: u64,
+    pub writes: u64,
+    /// Client polls during the window and the events they returned.
+    pub polls: (u64, u64),
     pub p50_us: f64,
     pub p99_us: f64,
     pub p999_us: f64,
@@ -41,6 +46,10 @@ impl Report {
     fn per_msg_us(&self, cpu: Option<f64>) -> Option<f64> {
         cpu.filter(|_| self.msgs > 0)
             .map(|c| c * 1e6 / self.msgs as f64)
+    }
+
+    fn per_msg(&self, n: u64) -> f64 {
+        n as f64 / self.msgs.max(1) as f64
     }
 
     pub fn rss_per_conn(&self) -> Option<f64> {
@@ -96,8 +105,13 @@ impl Report {
             }
             let _ = writeln!(
                 s,
-                "  client cpu   {:.0}% of a core",
-                self.client_cpu_secs / self.window_secs.max(1e-9) * 100.0
+                "  client cpu   {:.0}% of a core; per message {:.3} reads, {:.3} writes, {:.4} polls \
+                 ({:.1} events per poll)",
+                self.client_cpu_secs / self.window_secs.max(1e-9) * 100.0,
+                self.per_msg(self.reads),
+                self.per_msg(self.writes),
+                self.per_msg(self.polls.0),
+                self.polls.1 as f64 / self.polls.0.max(1) as f64
             );
         }
         let _ = writeln!(s, "  errors       {}", self.errors);
@@ -136,6 +150,15 @@ impl Report {
                 ("p999_us", format!("{:.2}", self.p999_us)),
                 ("max_us", format!("{:.2}", self.max_us)),
                 ("client_util", format!("{client_util:.3}")),
+                ("reads_per_msg", format!("{:.4}", self.per_msg(self.reads))),
+                (
+                    "writes_per_msg",
+                    format!("{:.4}", self.per_msg(self.writes)),
+                ),
+                (
+                    "polls_per_msg",
+                    format!("{:.5}", self.per_msg(self.polls.0)),
+                ),
                 ("server_util", num(server_util)),
                 (
                     "server_cpu_us_per_msg",
