@@ -5,7 +5,8 @@
 //! ```
 //!
 //! Options: `--addr URL` (repeatable), `--loops N`, `--backend auto|uring|epoll|stdnet`,
-//! `--read-buffer BYTES`, `--ring-buffers N` (io_uring), `--reuseport`, `--pin`, `--lb rr|least|hash`. The first line printed names the backend in
+//! `--read-buffer BYTES`, `--ring-buffers N` (io_uring), `--direct-write-min BYTES|off`,
+//! `--reuseport`, `--pin`, `--lb rr|least|hash`. The first line printed names the backend in
 //! use and the bound address(es).
 
 use std::io::Write;
@@ -28,7 +29,8 @@ fn usage(msg: &str) -> ! {
     eprintln!("echo: {msg}");
     eprintln!(
         "usage: echo [--addr tcp://127.0.0.1:9000]... [--loops N] \
-         [--backend auto|uring|epoll|stdnet] [--read-buffer BYTES] [--ring-buffers N] [--reuseport] [--pin] [--lb rr|least|hash]"
+         [--backend auto|uring|epoll|stdnet] [--read-buffer BYTES] [--ring-buffers N] [--direct-write-min BYTES|off] \
+         [--reuseport] [--pin] [--lb rr|least|hash]"
     );
     std::process::exit(2)
 }
@@ -70,6 +72,17 @@ fn main() {
                     .parse()
                     .unwrap_or_else(|_| usage("--ring-buffers takes a count"));
                 opts = opts.ring_buffers(n);
+            }
+            "--direct-write-min" => {
+                let v = val();
+                let min = if v == "off" {
+                    None
+                } else {
+                    Some(v.parse().unwrap_or_else(|_| {
+                        usage("--direct-write-min takes a size in bytes or off")
+                    }))
+                };
+                opts = opts.direct_write_min(min);
             }
             "--reuseport" => opts = opts.reuse_port(true),
             "--pin" => opts = opts.pin_cores(true),

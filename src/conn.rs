@@ -43,6 +43,8 @@ pub(crate) struct ConnState<C> {
     pub(crate) eof: bool,
     pub(crate) close_requested: bool,
     pub(crate) dirty: bool,
+    /// Writes of at least this many bytes may go straight to the socket (`usize::MAX`: never).
+    pub(crate) direct_min: usize,
 }
 
 impl<C> ConnState<C> {
@@ -63,6 +65,7 @@ impl<C> ConnState<C> {
             eof: false,
             close_requested: false,
             dirty: false,
+            direct_min: usize::MAX,
         }
     }
 
@@ -75,8 +78,15 @@ impl<C> ConnState<C> {
         !matches!(self.phase, Phase::Closing { .. })
     }
 
-    pub(crate) fn queue(&mut self, data: &[u8], pool: &mut BufPool) {
+    pub(crate) fn queue(&mut self, mut data: &[u8], pool: &mut BufPool) {
         if self.accepts_writes() {
+            if !data.is_empty() && data.len() >= self.direct_min {
+                let n = self.send_direct(data);
+                data = &data[n..];
+                if data.is_empty() {
+                    return;
+                }
+            }
             self.out.write_pooled(data, pool);
             self.written_total += data.len() as u64;
             self.dirty = true;
@@ -91,6 +101,23 @@ impl<C> ConnState<C> {
         }
     }
 
+    /// Hands `data` to the kernel at once if nothing is queued, in flight or awaited, and
+    /// returns how much it took (0 on `WouldBlock` or an error: the queued send meets the
+    /// error again and reports it the usual way).
+    fn send_direct(&mut self, data: &[u8]) -> usize {
+        if !self.is_open() || self.sending > 0 || !self.out.is_empty() || !self.waiters.is_empty() {
+            return 0;
+        }
+        match self.socket.try_send(data) {
+            Ok(n) => {
+                self.written_total += n as u64;
+                self.sent_total += n as u64;
+                n
+            }
+            Err(_) => 0,
+        }
+    }
+
     /// Bytes queued or in flight.
     pub(crate) fn pending(&self) -> usize {
         self.out.len() + self.sending
@@ -102,7 +129,10 @@ impl<C> ConnState<C> {
 /// Received bytes are borrowed for the duration of the callback (`'a`): slices returned by
 /// [`Conn::next`] and [`Conn::peek`] may be written back with [`Conn::write`] without a copy of
 /// their own. Writes are queued and sent together when the callback returns — one `writev` or
-/// one io_uring send for everything a callback wrote.
+/// one io_uring send for everything a callback wrote — except a large write made while
+/// nothing is queued, which goes to the socket at once (see
+/// [`Options::direct_write_min`](crate::Options::direct_write_min)); either way the bytes
+/// leave in the order they were written.
 pub struct Conn<'a, C> {
     data: &'a [u8],
     pos: usize,

@@ -268,6 +268,14 @@ pub trait Backend: Sized + 'static {
     /// Which backend this is.
     const KIND: BackendKind;
 
+    /// Whether the loop may write to a connection's socket itself, with a non-blocking
+    /// [`Socket::try_send`], while the connection has no send in flight. A backend that says
+    /// yes keeps the socket non-blocking and does not care how its bytes reach the kernel
+    /// between sends; the loop only does it when nothing is queued or in flight, so the byte
+    /// order is kept. Off by default (the thread-based stdnet backend writes from its own
+    /// threads on a blocking socket).
+    const DIRECT_SEND: bool = false;
+
     /// Sets the backend up for one loop.
     ///
     /// # Errors
@@ -290,8 +298,8 @@ pub trait Backend: Sized + 'static {
 
     /// Starts receiving on a connection (handed over non-blocking). A backend may change the
     /// socket's blocking mode (the thread-based stdnet backend makes it blocking); the loop
-    /// never reads or writes a socket it has lent, it only shuts it down, asks its addresses
-    /// and sets options.
+    /// never reads a socket it has lent and writes to it only as [`Backend::DIRECT_SEND`]
+    /// allows; otherwise it only shuts it down, asks its addresses and sets options.
     ///
     /// # Errors
     /// Registration failures from the kernel; the loop then drops the socket and forgets `id`

@@ -106,6 +106,39 @@ impl Socket {
         }
     }
 
+    /// Sends what the kernel takes now, without blocking and without `SIGPIPE`: `Ok(n)` for
+    /// the first `n` bytes of `buf`, `WouldBlock` when the send buffer is full.
+    ///
+    /// # Errors
+    /// Whatever `send` reports; `Unsupported` where there is no non-blocking send flag
+    /// (Windows).
+    pub fn try_send(&self, buf: &[u8]) -> io::Result<usize> {
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+            let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+            #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+            let flags = libc::MSG_DONTWAIT;
+            // SAFETY: the descriptor is owned by `self` and open for the whole call; the
+            // pointer and length describe `buf`, which the kernel only reads.
+            let n = unsafe { libc::send(self.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags) };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = buf;
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "no non-blocking send on this platform",
+            ))
+        }
+    }
+
     /// A second handle to the same socket (a `dup` with close-on-exec).
     ///
     /// # Errors

@@ -273,7 +273,10 @@ impl<H: EventHandler> Core<H> {
                 );
                 continue;
             }
-            entry.insert(ConnState::new(socket, id, peer));
+            let st = entry.insert(ConnState::new(socket, id, peer));
+            if B::DIRECT_SEND {
+                st.direct_min = self.opts.direct_write_min.unwrap_or(usize::MAX);
+            }
             self.shared.conns.fetch_add(1, Ordering::Relaxed);
             self.open(id);
         }

@@ -174,6 +174,7 @@ impl Epoll {
 
 impl Backend for Epoll {
     const KIND: BackendKind = BackendKind::Epoll;
+    const DIRECT_SEND: bool = true;
 
     fn open(config: &Config) -> Result<Self, OpenError> {
         let poller = Poller::new().map_err(|e| open_error("epoll_create1", e))?;

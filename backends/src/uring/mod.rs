@@ -157,6 +157,7 @@ impl Uring {
 
 impl Backend for Uring {
     const KIND: BackendKind = BackendKind::Uring;
+    const DIRECT_SEND: bool = true;
 
     fn open(config: &Config) -> Result<Self, OpenError> {
         let waker = EventFdWaker::new().map_err(OpenError::Failed)?;

@@ -1,0 +1,116 @@
+//! Direct writes (`Options::direct_write_min`): a large write made while nothing is queued goes
+//! to the socket from inside the callback. Checked on every backend: bytes arrive complete and
+//! in write order however small and large writes interleave, including a write far larger than
+//! the socket buffers (the kernel takes part, the rest is queued behind it); the backends that
+//! allow it really skip the queue, stdnet and `direct_write_min(None)` never do.
+
+mod util;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use gnet::{Action, BackendKind, Conn, EventHandler};
+use util::{assert_bytes_eq, opts, Rng, Server, TCP};
+
+const BIG: usize = 64 * 1024;
+const HUGE: usize = 8 << 20;
+
+/// The bytes of a write: a deterministic pattern per (tag, length).
+fn blob(tag: u64, len: usize) -> Vec<u8> {
+    let mut rng = Rng::new(tag * 7919 + len as u64);
+    (0..len).map(|_| rng.next_u64() as u8).collect()
+}
+
+/// What the handler writes for each one-byte command, in order.
+fn script(cmd: u8) -> Vec<Vec<u8>> {
+    match cmd {
+        b'a' => vec![b"s1".to_vec(), blob(1, BIG), b"s2".to_vec()],
+        b'b' => vec![blob(2, BIG), b"s3".to_vec(), blob(3, BIG)],
+        b'c' => vec![blob(4, HUGE), b"end".to_vec()],
+        b'd' => vec![blob(5, BIG), blob(6, BIG), blob(7, 100), blob(8, BIG)],
+        _ => vec![b"?".to_vec()],
+    }
+}
+
+#[derive(Default)]
+struct Seen {
+    /// `outbound_buffered()` right after the first write of each command.
+    after_first: Vec<(u8, usize)>,
+}
+
+struct Scripted {
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl EventHandler for Scripted {
+    type Context = ();
+    fn on_traffic(&self, c: &mut Conn<'_, ()>) -> Action {
+        while let Some(cmd) = c.next(1).map(|b| b[0]) {
+            for (i, w) in script(cmd).iter().enumerate() {
+                c.write(w);
+                if i == 0 {
+                    let queued = c.outbound_buffered();
+                    self.seen.lock().unwrap().after_first.push((cmd, queued));
+                }
+            }
+        }
+        Action::None
+    }
+}
+
+fn run(kind: BackendKind, direct: Option<usize>) -> Vec<(u8, usize)> {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let handler = Scripted { seen: seen.clone() };
+    let server = Server::start(handler, &[TCP], opts(kind).direct_write_min(direct));
+    let mut client = server.connect(0);
+    for cmd in [b'a', b'b', b'd', b'c', b'a'] {
+        client.write_all(&[cmd]).expect("send command");
+        if cmd == b'c' {
+            // Let the server fill the socket buffers before reading anything, so the direct
+            // send of the 8 MiB write is partial and its rest waits in the queue.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let want: Vec<u8> = script(cmd).concat();
+        let got = client.read_n(want.len());
+        assert_bytes_eq(&got, &want, &format!("{kind}: reply to {:?}", cmd as char));
+    }
+    server.stop().expect("stop");
+    let seen = seen.lock().unwrap();
+    seen.after_first.clone()
+}
+
+fn in_order_and_complete(kind: BackendKind) {
+    let seen = run(kind, Some(4096));
+    let direct = kind != BackendKind::StdNet;
+    for (cmd, queued) in seen {
+        match cmd {
+            // The first write of 'a' is small: it is queued whatever the backend.
+            b'a' => assert_eq!(queued, 2, "{kind}: small first write of 'a' is queued"),
+            b'b' | b'd' if direct => assert_eq!(
+                queued, 0,
+                "{kind}: a 64 KiB write with nothing queued should go straight to the kernel"
+            ),
+            b'b' | b'd' => assert_eq!(queued, BIG, "{kind}: stdnet queues every write"),
+            b'c' if direct => assert!(
+                queued < HUGE,
+                "{kind}: the kernel should have taken part of the 8 MiB write directly"
+            ),
+            b'c' => assert_eq!(queued, HUGE),
+            _ => unreachable!(),
+        }
+    }
+}
+
+fn disabled_queues_everything(kind: BackendKind) {
+    let seen = run(kind, None);
+    for (cmd, queued) in seen {
+        let first = script(cmd)[0].len();
+        assert_eq!(
+            queued, first,
+            "{kind}: with direct writes off the first write of {:?} stays queued",
+            cmd as char
+        );
+    }
+}
+
+per_backend!(in_order_and_complete, disabled_queues_everything);
