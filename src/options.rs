@@ -4,10 +4,6 @@ use std::time::Duration;
 
 use gnet_backends::BackendKind;
 
-/// Default of [`Options::direct_write_min`]: below it a copy into the queue (and one send for
-/// the whole callback) is cheaper than a syscall of its own.
-const DIRECT_WRITE_MIN: usize = 4096;
-
 /// How accepted connections are spread over the loops when one acceptor serves them all.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LoadBalancing {
@@ -65,7 +61,8 @@ pub struct Options {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) ring_buffers: u16,
     pub(crate) ring_entries: u32,
-    pub(crate) direct_write_min: Option<usize>,
+    /// `None`: the backend's default.
+    pub(crate) direct_write_min: Option<Option<usize>>,
     pub(crate) backlog: i32,
     pub(crate) honour_env: bool,
 }
@@ -94,7 +91,7 @@ impl Default for Options {
             shutdown_timeout: Duration::from_secs(5),
             ring_buffers: 256,
             ring_entries: 1024,
-            direct_write_min: Some(DIRECT_WRITE_MIN),
+            direct_write_min: None,
             backlog: 1024,
             honour_env: true,
         }
@@ -155,11 +152,12 @@ impl Options {
     /// Writes of at least this many bytes, made while a connection has nothing queued or in
     /// flight, go straight to the socket with a non-blocking `send` from inside the callback;
     /// only what the kernel does not take is copied into the outbound queue. That saves the
-    /// copy for large replies (echoing 16 KiB messages costs ~10% less CPU) while small
-    /// writes keep being coalesced into one send per callback. Default 4 KiB; `None` queues
-    /// every write. Used on epoll and io_uring; stdnet always queues.
+    /// copy for large replies while small writes keep being coalesced into one send per
+    /// callback. The default depends on the backend: 4 KiB on epoll, 16 KiB on io_uring
+    /// (where a queued send costs no syscall of its own); stdnet always queues. `None` queues
+    /// every write.
     pub fn direct_write_min(mut self, bytes: Option<usize>) -> Self {
-        self.direct_write_min = bytes;
+        self.direct_write_min = Some(bytes);
         self
     }
 

@@ -14,6 +14,7 @@ use util::{assert_bytes_eq, opts, Rng, Server, TCP};
 
 const BIG: usize = 64 * 1024;
 const HUGE: usize = 8 << 20;
+const MID: usize = 8 * 1024;
 
 /// The bytes of a write: a deterministic pattern per (tag, length).
 fn blob(tag: u64, len: usize) -> Vec<u8> {
@@ -28,6 +29,7 @@ fn script(cmd: u8) -> Vec<Vec<u8>> {
         b'b' => vec![blob(2, BIG), b"s3".to_vec(), blob(3, BIG)],
         b'c' => vec![blob(4, HUGE), b"end".to_vec()],
         b'd' => vec![blob(5, BIG), blob(6, BIG), blob(7, 100), blob(8, BIG)],
+        b'e' => vec![blob(9, MID), b"s4".to_vec()],
         _ => vec![b"?".to_vec()],
     }
 }
@@ -58,12 +60,18 @@ impl EventHandler for Scripted {
     }
 }
 
-fn run(kind: BackendKind, direct: Option<usize>) -> Vec<(u8, usize)> {
+/// Runs the commands against a server whose `direct_write_min` is `direct` (`None`: the
+/// backend's default) and returns what the handler saw queued after each first write.
+fn run(kind: BackendKind, direct: Option<Option<usize>>, cmds: &[u8]) -> Vec<(u8, usize)> {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let handler = Scripted { seen: seen.clone() };
-    let server = Server::start(handler, &[TCP], opts(kind).direct_write_min(direct));
+    let mut o = opts(kind);
+    if let Some(d) = direct {
+        o = o.direct_write_min(d);
+    }
+    let server = Server::start(handler, &[TCP], o);
     let mut client = server.connect(0);
-    for cmd in [b'a', b'b', b'd', b'c', b'a'] {
+    for &cmd in cmds {
         client.write_all(&[cmd]).expect("send command");
         if cmd == b'c' {
             // Let the server fill the socket buffers before reading anything, so the direct
@@ -80,7 +88,7 @@ fn run(kind: BackendKind, direct: Option<usize>) -> Vec<(u8, usize)> {
 }
 
 fn in_order_and_complete(kind: BackendKind) {
-    let seen = run(kind, Some(4096));
+    let seen = run(kind, Some(Some(4096)), b"abdca");
     let direct = kind != BackendKind::StdNet;
     for (cmd, queued) in seen {
         match cmd {
@@ -102,7 +110,7 @@ fn in_order_and_complete(kind: BackendKind) {
 }
 
 fn disabled_queues_everything(kind: BackendKind) {
-    let seen = run(kind, None);
+    let seen = run(kind, Some(None), b"abdcae");
     for (cmd, queued) in seen {
         let first = script(cmd)[0].len();
         assert_eq!(
@@ -113,4 +121,23 @@ fn disabled_queues_everything(kind: BackendKind) {
     }
 }
 
-per_backend!(in_order_and_complete, disabled_queues_everything);
+/// The defaults: epoll sends an 8 KiB write directly, io_uring queues it (one syscall fewer)
+/// but sends a 64 KiB one directly, stdnet queues both.
+fn backend_defaults(kind: BackendKind) {
+    let seen = run(kind, None, b"eb");
+    let want_mid = match kind {
+        BackendKind::Epoll => 0,
+        _ => MID,
+    };
+    let want_big = match kind {
+        BackendKind::StdNet => BIG,
+        _ => 0,
+    };
+    assert_eq!(seen, vec![(b'e', want_mid), (b'b', want_big)], "{kind}");
+}
+
+per_backend!(
+    in_order_and_complete,
+    disabled_queues_everything,
+    backend_defaults
+);

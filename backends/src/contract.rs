@@ -269,12 +269,13 @@ pub trait Backend: Sized + 'static {
     const KIND: BackendKind;
 
     /// Whether the loop may write to a connection's socket itself, with a non-blocking
-    /// [`Socket::try_send`], while the connection has no send in flight. A backend that says
-    /// yes keeps the socket non-blocking and does not care how its bytes reach the kernel
-    /// between sends; the loop only does it when nothing is queued or in flight, so the byte
-    /// order is kept. Off by default (the thread-based stdnet backend writes from its own
-    /// threads on a blocking socket).
-    const DIRECT_SEND: bool = false;
+    /// [`Socket::try_send`], while the connection has no send in flight, and from what write
+    /// size on by default (`None`: never). A backend that allows it keeps the socket
+    /// non-blocking and does not care how bytes reach the kernel between its sends; the loop
+    /// only does it when nothing is queued or in flight, so the byte order is kept. Off by
+    /// default (the thread-based stdnet backend writes from its own threads on a blocking
+    /// socket).
+    const DIRECT_SEND: Option<usize> = None;
 
     /// Sets the backend up for one loop.
     ///

@@ -274,8 +274,12 @@ impl<H: EventHandler> Core<H> {
                 continue;
             }
             let st = entry.insert(ConnState::new(socket, id, peer));
-            if B::DIRECT_SEND {
-                st.direct_min = self.opts.direct_write_min.unwrap_or(usize::MAX);
+            if let Some(default) = B::DIRECT_SEND {
+                st.direct_min = self
+                    .opts
+                    .direct_write_min
+                    .unwrap_or(Some(default))
+                    .unwrap_or(usize::MAX);
             }
             self.shared.conns.fetch_add(1, Ordering::Relaxed);
             self.open(id);
