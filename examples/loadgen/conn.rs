@@ -28,8 +28,6 @@ pub struct Shared {
     /// reply pattern costs the client per message.
     pub window_reads: u64,
     pub window_writes: u64,
-    pub window_polls: u64,
-    pub window_events: u64,
 }
 
 impl Shared {

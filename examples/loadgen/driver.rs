@@ -69,6 +69,8 @@ pub struct Driver {
     addr: SocketAddr,
     pipeline: u64,
     phase: Phase,
+    /// Polls while measuring, and the events they returned (counted as they are handled).
+    window_polls: (u64, u64),
     pub errors: u64,
     pub connect_retries: u64,
     pub last_error: Option<String>,
@@ -94,12 +96,11 @@ impl Driver {
                 window_msgs: 0,
                 window_reads: 0,
                 window_writes: 0,
-                window_polls: 0,
-                window_events: 0,
             },
             addr,
             pipeline,
             phase: Phase::Probe,
+            window_polls: (0, 0),
             errors: 0,
             connect_retries: 0,
             last_error: None,
@@ -255,10 +256,7 @@ impl Driver {
     fn poll_once(&mut self, timeout: Option<Duration>) -> Result<(), Fatal> {
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {
-                if self.shared.measuring {
-                    self.shared.window_polls += 1;
-                    self.shared.window_events += self.events.iter().count() as u64;
-                }
+                self.window_polls.0 += u64::from(self.shared.measuring);
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
@@ -292,6 +290,7 @@ impl Driver {
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         let mut result = Ok(());
         for ev in events.iter() {
+            self.window_polls.1 += u64::from(self.shared.measuring);
             result = self.load_event(ev.token().0, ev);
             if result.is_err() {
                 break;
@@ -373,7 +372,7 @@ impl Driver {
                     return Ok(Window {
                         secs,
                         msgs: self.shared.window_msgs,
-                        polls: (self.shared.window_polls, self.shared.window_events),
+                        polls: self.window_polls,
                         reads: self.shared.window_reads,
                         writes: self.shared.window_writes,
                         hist: std::mem::replace(&mut self.shared.hist, Histogram::new()),
