@@ -5,8 +5,8 @@
 //! ```
 //!
 //! Options: `--addr URL` (repeatable), `--loops N`, `--backend auto|uring|epoll|stdnet`,
-//! `--read-buffer BYTES`, `--ring-buffers N` (io_uring), `--direct-write-min BYTES|off`,
-//! `--reuseport`, `--pin`, `--lb rr|least|hash`. The first line printed names the backend in
+//! `--read-buffer BYTES`, `--ring-buffers N` and `--no-recv-bundles` (io_uring),
+//! `--direct-write-min BYTES|off`, `--reuseport`, `--pin`, `--lb rr|least|hash`. The first line printed names the backend in
 //! use and the bound address(es).
 
 use std::io::Write;
@@ -29,7 +29,7 @@ fn usage(msg: &str) -> ! {
     eprintln!("echo: {msg}");
     eprintln!(
         "usage: echo [--addr tcp://127.0.0.1:9000]... [--loops N] \
-         [--backend auto|uring|epoll|stdnet] [--read-buffer BYTES] [--ring-buffers N] [--direct-write-min BYTES|off] \
+         [--backend auto|uring|epoll|stdnet] [--read-buffer BYTES] [--ring-buffers N] [--no-recv-bundles] [--direct-write-min BYTES|off] \
          [--reuseport] [--pin] [--lb rr|least|hash]"
     );
     std::process::exit(2)
@@ -84,6 +84,7 @@ fn main() {
                 };
                 opts = opts.direct_write_min(min);
             }
+            "--no-recv-bundles" => opts = opts.recv_bundles(false),
             "--reuseport" => opts = opts.reuse_port(true),
             "--pin" => opts = opts.pin_cores(true),
             "--lb" => {

@@ -33,6 +33,7 @@ pub(crate) fn backend_config(opts: &Options) -> Config {
         read_buffer_size: opts.read_buffer_size,
         ring_buffers: opts.ring_buffers,
         ring_entries: opts.ring_entries,
+        recv_bundles: opts.recv_bundles,
         ..Config::default()
     }
 }

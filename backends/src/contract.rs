@@ -101,7 +101,8 @@ impl std::fmt::Display for BackendKind {
 pub struct Config {
     /// Size of one receive buffer: the per-loop read buffer on readiness backends, the size of
     /// each provided buffer on io_uring, the read size of each reader thread on stdnet. It is
-    /// also the largest slice one [`Sink::received`] call delivers.
+    /// also the largest slice one [`Sink::received`] call delivers, except for io_uring receive
+    /// bundles, whose slice spans as many adjacent buffers as the completion filled.
     pub read_buffer_size: usize,
     /// Number of buffers in the io_uring provided-buffer ring (a power of two).
     pub ring_buffers: u16,
@@ -116,6 +117,10 @@ pub struct Config {
     /// otherwise buffer up to `read_chunk` each). The rest of the ready list waits for the next
     /// `poll`, which does not block. (On io_uring the buffer ring bounds it instead.)
     pub poll_read_budget: usize,
+    /// io_uring: let one receive completion fill several ring buffers (a bundle) where the
+    /// kernel supports it well (6.16+). A socket holding more than one buffer's worth is then
+    /// drained in one receive, which the kernel acknowledges once instead of per buffer.
+    pub recv_bundles: bool,
 }
 
 impl Default for Config {
@@ -126,6 +131,7 @@ impl Default for Config {
             ring_entries: 1024,
             read_chunk: 1024 * 1024,
             poll_read_budget: 4 * 1024 * 1024,
+            recv_bundles: true,
         }
     }
 }

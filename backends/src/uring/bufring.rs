@@ -2,12 +2,21 @@
 //!
 //! Two allocations: the ring of `entries` descriptors (page aligned, as the kernel requires)
 //! and one contiguous block of `entries * buf_size` bytes for the buffers themselves. All
-//! buffers start in the ring. The kernel takes one per receive completion; the completion
-//! names it (`IORING_CQE_F_BUFFER` plus the buffer id), the backend lends its bytes to the sink
-//! and puts it straight back at the tail. The kernel reads the tail with acquire ordering, so
+//! buffers start in the ring, in id order. A plain receive completion takes one buffer, a
+//! bundle as many consecutive ring entries as its bytes span; the completion names the first
+//! (`IORING_CQE_F_BUFFER` plus the buffer id). The backend lends the bytes to the sink and puts
+//! the buffers straight back at the tail. The kernel reads the tail with acquire ordering, so
 //! the descriptor writes are published with a release store of the tail.
+//!
+//! The kernel consumes entries strictly in ring order, so a copy of that order (`order`: the
+//! buffer ids from the kernel's head to our tail) says which buffers a bundle filled; the
+//! descriptors cannot, because by the time a completion is handled its slots may already hold
+//! buffers recycled since. Buffers go back in the order they were taken, so the ring keeps
+//! cycling through ids `0, 1, .., entries - 1` and a bundle's buffers are, but at the wrap,
+//! adjacent in memory: [`BufRing::take_filled`] hands them out as contiguous runs.
 
 use std::alloc::{self, Layout};
+use std::collections::VecDeque;
 use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -31,6 +40,17 @@ pub(super) struct BufRing {
     tail: u16,
     /// Buffers the kernel handed back in completions and we have not recycled yet.
     out: usize,
+    /// The ids of the buffers in the ring, from the kernel's head to our tail.
+    order: VecDeque<u16>,
+}
+
+/// Buffers `first .. first + count` (adjacent in memory) holding `len` bytes of one
+/// receive completion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Run {
+    pub first: u16,
+    pub count: u16,
+    pub len: usize,
 }
 
 impl BufRing {
@@ -75,6 +95,7 @@ impl BufRing {
             buf_size,
             tail: 0,
             out: entries as usize,
+            order: VecDeque::with_capacity(n),
         };
         for bid in 0..entries {
             br.recycle(bid);
@@ -95,20 +116,22 @@ impl BufRing {
         }
     }
 
-    /// The bytes the kernel wrote into buffer `bid`: `len` bytes at its start.
+    /// The bytes the kernel wrote into a run of buffers: `run.len` bytes from the start of
+    /// buffer `run.first`.
     ///
     /// # Safety
-    /// A completion reaped by the caller named `bid` as its buffer and reported `len` bytes,
-    /// and `bid` has not been recycled since (the kernel does not write into it meanwhile).
-    pub unsafe fn data(&self, bid: u16, len: usize) -> &[u8] {
-        debug_assert!(bid < self.entries && len <= self.buf_size);
-        let len = len.min(self.buf_size);
-        let bid = usize::from(bid % self.entries);
-        // SAFETY: the buffer lies inside the `bufs` allocation (`bid < entries`,
-        // `len <= buf_size`); the kernel finished writing it before it posted the completion,
-        // which the caller reaped with acquire ordering; it is not in the ring, so nothing
-        // writes to it while the returned borrow of `self` lives.
-        unsafe { std::slice::from_raw_parts(self.bufs.as_ptr().add(bid * self.buf_size), len) }
+    /// `run` came from [`BufRing::take_filled`] for a completion the caller reaped, and its
+    /// buffers have not been recycled since (the kernel does not write into them meanwhile).
+    pub unsafe fn data(&self, run: Run) -> &[u8] {
+        let start = usize::from(run.first) * self.buf_size;
+        let total = usize::from(self.entries) * self.buf_size;
+        debug_assert!(run.first < self.entries && start + run.len <= total);
+        let len = run.len.min(total.saturating_sub(start));
+        // SAFETY: the bytes lie inside the `bufs` allocation (`start + len <= total`, the
+        // run's buffers are adjacent); the kernel finished writing them before it posted the
+        // completion, which the caller reaped with acquire ordering; they are not in the ring,
+        // so nothing writes to them while the returned borrow of `self` lives.
+        unsafe { std::slice::from_raw_parts(self.bufs.as_ptr().add(start), len) }
     }
 
     /// Puts buffer `bid` back at the tail of the ring, where the kernel can pick it again.
@@ -135,11 +158,61 @@ impl BufRing {
         // Release: the descriptor written above becomes visible before the new tail.
         tail.store(self.tail, Ordering::Release);
         self.out -= 1;
+        self.order.push_back(bid);
     }
 
-    /// Notes that a completion handed buffer `bid` to us (it is out of the ring now).
-    pub fn taken(&mut self) {
-        self.out += 1;
+    /// Puts every buffer of `run` back, in order.
+    pub fn recycle_run(&mut self, run: Run) {
+        for k in 0..run.count {
+            self.recycle(run.first.wrapping_add(k));
+        }
+    }
+
+    /// Takes out of the ring the buffers a receive completion filled, in the order the kernel
+    /// filled them, and appends them to `runs` as runs of buffers adjacent in memory.
+    ///
+    /// `first` is the buffer the completion names, `len` its byte count. A plain receive fills
+    /// one buffer; a bundle fills `ceil(len / buf_size)` consecutive ring entries, every one
+    /// full but the last. A completion naming a buffer that is not in the ring (a kernel or
+    /// bookkeeping bug) is logged and yields nothing, so no buffer is ever put back twice.
+    pub fn take_filled(&mut self, first: u16, len: usize, bundle: bool, runs: &mut Vec<Run>) {
+        let at = if self.order.front() == Some(&first) {
+            0
+        } else if let Some(at) = self.order.iter().position(|&b| b == first) {
+            log::error!(
+                "io_uring: receive completion named buffer {first}, {at} entries past the \
+                 ring's head; taking it from there"
+            );
+            at
+        } else {
+            log::error!("io_uring: receive completion named buffer {first}, not in the ring");
+            return;
+        };
+        let count = if bundle && len > self.buf_size {
+            len.div_ceil(self.buf_size)
+        } else {
+            1
+        };
+        let count = count.min(self.order.len() - at);
+        let mut left = len;
+        let start = runs.len();
+        for bid in self.order.drain(at..at + count) {
+            let n = left.min(self.buf_size);
+            left -= n;
+            let ours = runs.len() > start;
+            match runs.last_mut() {
+                Some(r) if ours && r.first.wrapping_add(r.count) == bid => {
+                    r.count += 1;
+                    r.len += n;
+                }
+                _ => runs.push(Run {
+                    first: bid,
+                    count: 1,
+                    len: n,
+                }),
+            }
+        }
+        self.out += count;
     }
 
     /// Buffers in all.
@@ -163,5 +236,63 @@ impl Drop for BufRing {
             alloc::dealloc(self.ring.as_ptr().cast(), self.ring_layout);
             alloc::dealloc(self.bufs.as_ptr(), self.bufs_layout);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BufRing, Run};
+
+    fn run(first: u16, count: u16, len: usize) -> Run {
+        Run { first, count, len }
+    }
+
+    #[test]
+    fn bundles_come_out_as_adjacent_runs_split_at_the_wrap() {
+        let mut br = BufRing::new(8, 16).unwrap();
+        let mut runs = Vec::new();
+        // A bundle of 40 bytes fills buffers 0, 1 and 2 (16 + 16 + 8).
+        br.take_filled(0, 40, true, &mut runs);
+        assert_eq!(runs, [run(0, 3, 40)]);
+        assert_eq!(br.free(), 5);
+        for r in runs.drain(..) {
+            br.recycle_run(r);
+        }
+        assert_eq!(br.free(), 8);
+        // The ring now reads 3..=7, 0, 1, 2: six full buffers from 3 wrap after 7.
+        br.take_filled(3, 96, true, &mut runs);
+        assert_eq!(runs, [run(3, 5, 80), run(0, 1, 16)]);
+        // A plain receive takes one buffer whatever the length says.
+        br.take_filled(1, 16, false, &mut runs);
+        assert_eq!(runs[2], run(1, 1, 16));
+        assert_eq!(br.free(), 1);
+        for r in runs.drain(..) {
+            br.recycle_run(r);
+        }
+        assert_eq!(br.free(), 8);
+    }
+
+    #[test]
+    fn a_completion_naming_an_absent_buffer_takes_nothing() {
+        let mut br = BufRing::new(4, 16).unwrap();
+        let mut runs = Vec::new();
+        br.take_filled(0, 16, false, &mut runs);
+        // Buffer 0 is out; a second completion naming it must not hand it out twice.
+        br.take_filled(0, 16, false, &mut runs);
+        assert_eq!(runs, [run(0, 1, 16)]);
+        assert_eq!(br.free(), 3);
+        // A completion naming a buffer past the head takes from there (and logs).
+        br.take_filled(2, 16, false, &mut runs);
+        assert_eq!(runs[1], run(2, 1, 16));
+        assert_eq!(br.free(), 2);
+    }
+
+    #[test]
+    fn a_bundle_is_capped_by_the_buffers_in_the_ring() {
+        let mut br = BufRing::new(4, 16).unwrap();
+        let mut runs = Vec::new();
+        br.take_filled(0, 1000, true, &mut runs);
+        assert_eq!(runs, [run(0, 4, 64)]);
+        assert_eq!(br.free(), 0);
     }
 }

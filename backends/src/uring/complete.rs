@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use io_uring::types::{CancelBuilder, Fd};
 use io_uring::{cqueue, opcode};
 
-use super::bufring::BGID;
+use super::bufring::{Run, BGID};
 use super::ops::{cqe_error, Kind, Tag};
 use super::Uring;
 use crate::contract::{ConnId, Flow, ListenerId, Sink};
@@ -58,9 +58,6 @@ impl Uring {
         let (res, flags) = (cqe.result(), cqe.flags());
         let more = cqueue::more(flags);
         let bid = cqueue::buffer_select(flags);
-        if bid.is_some() {
-            self.bufs.taken();
-        }
         if !more {
             self.inflight = self.inflight.saturating_sub(1);
         }
@@ -70,12 +67,23 @@ impl Uring {
                 cqe.user_data()
             );
             if let Some(b) = bid {
-                self.bufs.recycle(b);
+                self.return_bufs(b, res);
             }
             return;
         };
         match tag.kind {
-            Kind::Recv => self.on_recv(tag.conn_id(), res, more, bid, sink),
+            Kind::Recv => {
+                let mut filled = std::mem::take(&mut self.filled);
+                if let Some(b) = bid {
+                    let len = usize::try_from(res).unwrap_or(0);
+                    self.bufs.take_filled(b, len, self.bundles, &mut filled);
+                }
+                self.on_recv(tag.conn_id(), res, more, &filled, sink);
+                for run in filled.drain(..) {
+                    self.bufs.recycle_run(run);
+                }
+                self.filled = filled;
+            }
             Kind::Send => self.on_send(tag.conn_id(), res, sink),
             Kind::ConnCancel => self.on_cancel(tag.conn_id(), res, sink),
             Kind::Accept => self.on_accept(tag, res, more, sink),
@@ -95,30 +103,17 @@ impl Uring {
         }
         if let Some(b) = bid {
             if tag.kind != Kind::Recv {
-                self.bufs.recycle(b);
+                self.return_bufs(b, res);
             }
         }
     }
 
-    fn on_recv<S: Sink>(
-        &mut self,
-        id: ConnId,
-        res: i32,
-        more: bool,
-        bid: Option<u16>,
-        sink: &mut S,
-    ) {
+    fn on_recv<S: Sink>(&mut self, id: ConnId, res: i32, more: bool, filled: &[Run], sink: &mut S) {
         let Some(conn) = self.conns.get_mut(id.index()).and_then(Option::as_mut) else {
-            if let Some(b) = bid {
-                self.bufs.recycle(b);
-            }
             return;
         };
         if conn.id != id {
             // A late completion for an older connection on a reused index.
-            if let Some(b) = bid {
-                self.bufs.recycle(b);
-            }
             return;
         }
         if !more {
@@ -127,20 +122,24 @@ impl Uring {
         }
         let mut cancel_recv = false;
         if res > 0 {
-            if let Some(b) = bid {
-                if !conn.closing && !conn.ended {
-                    // SAFETY: this completion named buffer `b` with `res` bytes and `b` has
-                    // not been recycled yet (that happens right below).
-                    let data = unsafe { self.bufs.data(b, res as usize) };
-                    self.poll_read += data.len();
-                    if sink.received(id, data) == Flow::Pause && !conn.paused {
-                        conn.paused = true;
-                        cancel_recv = conn.recv_armed && conn.cancels == 0;
-                    }
-                }
-                self.bufs.recycle(b);
-            } else {
+            if filled.is_empty() {
                 log::error!("io_uring: receive completion without a buffer on {id:?}");
+            }
+            // A bundle may span a wrap of the ring (two runs): both are delivered, in order,
+            // even after the sink asked to pause (the contract allows completions already on
+            // their way).
+            for &run in filled {
+                if run.len == 0 || conn.closing || conn.ended {
+                    continue;
+                }
+                // SAFETY: this completion filled `run`, which stays out of the ring until the
+                // caller recycles it after this function returns.
+                let data = unsafe { self.bufs.data(run) };
+                self.poll_read += data.len();
+                if sink.received(id, data) == Flow::Pause && !conn.paused {
+                    conn.paused = true;
+                    cancel_recv = conn.recv_armed && conn.cancels == 0;
+                }
             }
         } else if res == 0 {
             if !conn.closing && !conn.ended {
@@ -319,12 +318,27 @@ impl Uring {
         }
         c.recv_armed = true;
         c.ops += 1;
-        let sqe = opcode::RecvMulti::new(Fd(c.fd), BGID)
-            .build()
-            .user_data(Tag::conn(Kind::Recv, c.id).encode());
+        let sqe = if self.bundles {
+            opcode::RecvMultiBundle::new(Fd(c.fd), BGID).build()
+        } else {
+            opcode::RecvMulti::new(Fd(c.fd), BGID).build()
+        }
+        .user_data(Tag::conn(Kind::Recv, c.id).encode());
         // SAFETY: no pointers: the kernel picks buffers from the registered ring, which lives
         // as long as the io_uring.
         unsafe { self.push(sqe) };
+    }
+
+    /// Puts back the buffers of a completion that is not a receive this backend delivers
+    /// (none should carry one).
+    fn return_bufs(&mut self, first: u16, res: i32) {
+        let mut filled = std::mem::take(&mut self.filled);
+        let len = usize::try_from(res).unwrap_or(0);
+        self.bufs.take_filled(first, len, self.bundles, &mut filled);
+        for run in filled.drain(..) {
+            self.bufs.recycle_run(run);
+        }
+        self.filled = filled;
     }
 
     /// Re-arms connections that ran out of buffers, now that buffers are back.

@@ -11,6 +11,12 @@
 //!   cancellations) go to the kernel with the next poll, in one batch.
 //! * **Receiving** (`bufring.rs`): one multishot `RECV` per connection selecting from the loop's
 //!   buffer ring; each completion's buffer is lent to [`Sink::received`] and put back at once.
+//!   On 6.16+ the receive is a bundle (`IORING_RECVSEND_BUNDLE`): one completion fills as many
+//!   buffers as the socket holds. Buffers return in the order they were taken, so a bundle's
+//!   buffers are adjacent in memory (but at the ring's wrap) and reach the sink as one slice:
+//!   the handler sees everything that arrived at once and can answer with one large write.
+//!   Several back-to-back receives of one socket would also cost extra TCP ACK segments
+//!   (each receive that frees window is acknowledged at once) that a reply would have carried.
 //!   An empty ring ends the multishot with `ENOBUFS`: the connection waits on a list and is
 //!   re-armed when buffers are back. `Flow::Pause` cancels the multishot; completions already
 //!   on their way are still delivered (the contract allows it), so no byte is lost.
@@ -92,6 +98,10 @@ pub struct Uring {
     poll_read_budget: usize,
     /// Bytes delivered by the current `poll`.
     poll_read: usize,
+    /// Receives are bundles (several buffers per completion), see [`setup::use_bundles`].
+    bundles: bool,
+    /// Scratch: the buffers one receive completion filled.
+    filled: Vec<bufring::Run>,
     /// Finished send operations kept for reuse (at most [`SPARE_SENDS`]), so a send costs
     /// no allocation of its own in the steady state. Boxed because an operation is moved
     /// into its connection and must keep its address while the kernel reads it.
@@ -139,6 +149,11 @@ impl Uring {
         self.tier.describe()
     }
 
+    /// Whether receives are bundles (one completion may fill several ring buffers).
+    pub fn recv_bundles(&self) -> bool {
+        self.bundles
+    }
+
     /// Releases a finished send's bytes and keeps the operation for reuse.
     fn recycle_send(&mut self, mut op: Box<SendOp>) {
         op.clear();
@@ -166,6 +181,7 @@ impl Backend for Uring {
         let waker = EventFdWaker::new().map_err(OpenError::Failed)?;
         let (ring, tier) = setup::build(config)?;
         setup::probe(&ring)?;
+        let bundles = setup::use_bundles(config, &ring);
         let bufs = BufRing::new(config.ring_buffers, config.read_buffer_size)
             .map_err(OpenError::Failed)?;
         // SAFETY: `bufs` is stored in the `Uring` below next to the ring; its `Drop` unregisters
@@ -173,12 +189,13 @@ impl Backend for Uring {
         unsafe { bufs.register(&ring.submitter()) }
             .map_err(|e| setup::map_error("io_uring_register(IORING_REGISTER_PBUF_RING)", e))?;
         log::debug!(
-            "io_uring backend: {}, sq {} cq {}, {} buffers of {} bytes",
+            "io_uring backend: {}, sq {} cq {}, {} buffers of {} bytes, {} receives",
             tier.describe(),
             ring.params().sq_entries(),
             ring.params().cq_entries(),
             config.ring_buffers,
-            config.read_buffer_size
+            config.read_buffer_size,
+            if bundles { "bundled" } else { "plain" }
         );
         let mut me = Uring {
             ring: ManuallyDrop::new(ring),
@@ -199,6 +216,8 @@ impl Backend for Uring {
             nobufs: 0,
             poll_read_budget: config.poll_read_budget.max(1),
             poll_read: 0,
+            bundles,
+            filled: Vec::new(),
             spare_sends: Vec::new(),
         };
         me.arm_wake();

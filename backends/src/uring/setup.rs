@@ -152,3 +152,62 @@ pub(super) fn probe(ring: &IoUring) -> Result<(), OpenError> {
     }
     Ok(())
 }
+
+/// The first kernel release whose receive bundles this backend uses. Bundles arrived in 6.10,
+/// but fixes to their ordering and buffer accounting landed through 2025; older kernels keep
+/// the plain multishot receive, which is only slower, never wrong.
+const BUNDLES_FROM: (u32, u32) = (6, 16);
+
+/// Whether receives should be bundles: asked for by the configuration, announced by the ring
+/// (`IORING_FEAT_RECVSEND_BUNDLE`) and on a kernel from [`BUNDLES_FROM`] on.
+pub(super) fn use_bundles(config: &Config, ring: &IoUring) -> bool {
+    if !config.recv_bundles {
+        return false;
+    }
+    if !ring.params().is_feature_recvsend_bundle() {
+        log::debug!("io_uring: no IORING_FEAT_RECVSEND_BUNDLE; plain multishot receives");
+        return false;
+    }
+    match std::fs::read_to_string("/proc/sys/kernel/osrelease") {
+        Ok(release) => match parse_release(&release) {
+            Some(v) if v >= BUNDLES_FROM => true,
+            _ => {
+                log::debug!(
+                    "io_uring: kernel {} predates {}.{}; plain multishot receives",
+                    release.trim(),
+                    BUNDLES_FROM.0,
+                    BUNDLES_FROM.1
+                );
+                false
+            }
+        },
+        Err(e) => {
+            log::debug!("io_uring: kernel release unknown ({e}); plain multishot receives");
+            false
+        }
+    }
+}
+
+/// `(major, minor)` of a kernel release string such as `6.18.44-fc-v657`.
+fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+#[cfg(test)]
+mod release_tests {
+    use super::parse_release;
+
+    #[test]
+    fn kernel_release_strings() {
+        assert_eq!(parse_release("6.18.44-fc-v657\n"), Some((6, 18)));
+        assert_eq!(parse_release("6.9.0"), Some((6, 9)));
+        assert_eq!(parse_release("5.15.0-105-generic"), Some((5, 15)));
+        assert!(parse_release("6.16.0") >= Some((6, 16)));
+        assert!(parse_release("6.9.12") < Some((6, 16)));
+        assert_eq!(parse_release("garbage"), None);
+        assert_eq!(parse_release(""), None);
+    }
+}
