@@ -164,7 +164,8 @@ impl Options {
     }
 
     /// Size of one receive buffer (the largest chunk one `on_traffic` sees fresh from the
-    /// kernel). At least 1 KiB.
+    /// kernel, except with io_uring receive bundles, where one chunk spans every buffer the
+    /// completion filled; see [`Options::recv_bundles`]). At least 1 KiB.
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.read_buffer_size = bytes.max(1024);
         self
