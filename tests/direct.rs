@@ -36,7 +36,9 @@ fn script(cmd: u8) -> Vec<Vec<u8>> {
 
 #[derive(Default)]
 struct Seen {
-    /// `outbound_buffered()` right after the first write of each command.
+    /// What the first write of each command added to `outbound_buffered()`. (The queue may
+    /// still count an earlier reply that reached the client: stdnet reports sends from its
+    /// writer thread, so the next command can be handled before that report.)
     after_first: Vec<(u8, usize)>,
 }
 
@@ -48,10 +50,11 @@ impl EventHandler for Scripted {
     type Context = ();
     fn on_traffic(&self, c: &mut Conn<'_, ()>) -> Action {
         while let Some(cmd) = c.next(1).map(|b| b[0]) {
+            let before = c.outbound_buffered();
             for (i, w) in script(cmd).iter().enumerate() {
                 c.write(w);
                 if i == 0 {
-                    let queued = c.outbound_buffered();
+                    let queued = c.outbound_buffered() - before;
                     self.seen.lock().unwrap().after_first.push((cmd, queued));
                 }
             }
