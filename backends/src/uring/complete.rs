@@ -57,33 +57,33 @@ impl Uring {
     fn complete<S: Sink>(&mut self, cqe: cqueue::Entry, sink: &mut S) {
         let (res, flags) = (cqe.result(), cqe.flags());
         let more = cqueue::more(flags);
-        let bid = cqueue::buffer_select(flags);
         if !more {
             self.inflight = self.inflight.saturating_sub(1);
         }
-        let Some(tag) = Tag::decode(cqe.user_data()) else {
-            log::warn!(
+        // Whatever buffers the completion carries are out of the ring from here until they
+        // are put back at the end, after the receive (the only kind that should carry any)
+        // lent them to the sink.
+        let mut filled = std::mem::take(&mut self.filled);
+        if let Some(first) = cqueue::buffer_select(flags) {
+            let len = usize::try_from(res).unwrap_or(0);
+            self.bufs.take_filled(first, len, self.bundles, &mut filled);
+        }
+        match Tag::decode(cqe.user_data()) {
+            Some(tag) => self.dispatch(tag, res, more, &filled, sink),
+            None => log::warn!(
                 "io_uring: completion with unknown user_data {:#x}",
                 cqe.user_data()
-            );
-            if let Some(b) = bid {
-                self.return_bufs(b, res);
-            }
-            return;
-        };
+            ),
+        }
+        for run in filled.drain(..) {
+            self.bufs.recycle_run(run);
+        }
+        self.filled = filled;
+    }
+
+    fn dispatch<S: Sink>(&mut self, tag: Tag, res: i32, more: bool, filled: &[Run], sink: &mut S) {
         match tag.kind {
-            Kind::Recv => {
-                let mut filled = std::mem::take(&mut self.filled);
-                if let Some(b) = bid {
-                    let len = usize::try_from(res).unwrap_or(0);
-                    self.bufs.take_filled(b, len, self.bundles, &mut filled);
-                }
-                self.on_recv(tag.conn_id(), res, more, &filled, sink);
-                for run in filled.drain(..) {
-                    self.bufs.recycle_run(run);
-                }
-                self.filled = filled;
-            }
+            Kind::Recv => self.on_recv(tag.conn_id(), res, more, filled, sink),
             Kind::Send => self.on_send(tag.conn_id(), res, sink),
             Kind::ConnCancel => self.on_cancel(tag.conn_id(), res, sink),
             Kind::Accept => self.on_accept(tag, res, more, sink),
@@ -100,11 +100,6 @@ impl Uring {
                 }
             }
             Kind::Cancel => {}
-        }
-        if let Some(b) = bid {
-            if tag.kind != Kind::Recv {
-                self.return_bufs(b, res);
-            }
         }
     }
 
@@ -327,18 +322,6 @@ impl Uring {
         // SAFETY: no pointers: the kernel picks buffers from the registered ring, which lives
         // as long as the io_uring.
         unsafe { self.push(sqe) };
-    }
-
-    /// Puts back the buffers of a completion that is not a receive this backend delivers
-    /// (none should carry one).
-    fn return_bufs(&mut self, first: u16, res: i32) {
-        let mut filled = std::mem::take(&mut self.filled);
-        let len = usize::try_from(res).unwrap_or(0);
-        self.bufs.take_filled(first, len, self.bundles, &mut filled);
-        for run in filled.drain(..) {
-            self.bufs.recycle_run(run);
-        }
-        self.filled = filled;
     }
 
     /// Re-arms connections that ran out of buffers, now that buffers are back.
