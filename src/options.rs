@@ -155,9 +155,8 @@ impl Options {
     /// flight, go straight to the socket with a non-blocking `send` from inside the callback;
     /// only what the kernel does not take is copied into the outbound queue. That saves the
     /// copy for large replies while small writes keep being coalesced into one send per
-    /// callback. The default depends on the backend: 4 KiB on epoll, 16 KiB on io_uring
-    /// (where a queued send costs no syscall of its own); stdnet always queues. `None` queues
-    /// every write.
+    /// callback. The default depends on the backend: 4 KiB on epoll and io_uring; stdnet
+    /// always queues. `None` queues every write.
     pub fn direct_write_min(mut self, bytes: Option<usize>) -> Self {
         self.direct_write_min = Some(bytes);
         self

@@ -172,10 +172,13 @@ impl Uring {
 
 impl Backend for Uring {
     const KIND: BackendKind = BackendKind::Uring;
-    // A direct send is a syscall of its own where a queued one rides in io_uring_enter, and
-    // replies of a few KiB (pipelined small messages) measured slower sent directly; from
-    // 16 KiB the saved copy wins clearly.
-    const DIRECT_SEND: Option<usize> = Some(16 * 1024);
+    // A direct send is a syscall of its own where a queued one rides in io_uring_enter, but
+    // it saves the copy into the queue, the send's completion and often a second
+    // io_uring_enter (the one whose wait the send's completion ends at once). Measured at
+    // 1,000 connections, 512 B pipeline 16 (8 KiB replies): 6% less server CPU per message
+    // at a fixed rate than queuing them, and the same or better throughput at saturation.
+    // Smaller writes are coalesced per callback and queued.
+    const DIRECT_SEND: Option<usize> = Some(4096);
 
     fn open(config: &Config) -> Result<Self, OpenError> {
         let waker = EventFdWaker::new().map_err(OpenError::Failed)?;
