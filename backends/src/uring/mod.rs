@@ -107,6 +107,8 @@ pub struct Uring {
     /// into its connection and must keep its address while the kernel reads it.
     #[allow(clippy::vec_box)]
     spare_sends: Vec<Box<SendOp>>,
+    /// Flags added to every `io_uring_enter` (`IORING_ENTER_NO_IOWAIT` where known).
+    enter_flags: u32,
 }
 
 /// The most finished send operations kept for reuse.
@@ -152,6 +154,12 @@ impl Uring {
     /// Whether receives are bundles (one completion may fill several ring buffers).
     pub fn recv_bundles(&self) -> bool {
         self.bundles
+    }
+
+    /// Whether the loop's waits are kept out of the I/O wait figures
+    /// (`IORING_ENTER_NO_IOWAIT`, Linux 6.15+).
+    pub fn waits_without_iowait(&self) -> bool {
+        self.enter_flags & submit::ENTER_NO_IOWAIT != 0
     }
 
     /// Releases a finished send's bytes and keeps the operation for reuse.
@@ -222,9 +230,10 @@ impl Backend for Uring {
             bundles,
             filled: Vec::new(),
             spare_sends: Vec::new(),
+            enter_flags: 0,
         };
         me.arm_wake();
-        me.enter(Some(Duration::ZERO)).map_err(OpenError::Failed)?;
+        me.first_enter().map_err(OpenError::Failed)?;
         Ok(me)
     }
 

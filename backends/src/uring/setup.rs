@@ -189,7 +189,7 @@ pub(super) fn use_bundles(config: &Config, ring: &IoUring) -> bool {
 }
 
 /// `(major, minor)` of a kernel release string such as `6.18.44-fc-v657`.
-fn parse_release(release: &str) -> Option<(u32, u32)> {
+pub(super) fn parse_release(release: &str) -> Option<(u32, u32)> {
     let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
     let major = parts.next()?.parse().ok()?;
     let minor = parts.next()?.parse().ok()?;

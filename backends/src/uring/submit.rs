@@ -14,6 +14,30 @@ use super::Uring;
 use crate::contract::{ConnId, Flow, ListenerId, Sink};
 use crate::socket::{Addr, Socket};
 
+/// `IORING_ENTER_GETEVENTS`: run the ring's deferred work and wait for `min_complete`.
+const ENTER_GETEVENTS: u32 = 1 << 0;
+/// `IORING_ENTER_EXT_ARG`: the argument is an `io_uring_getevents_arg` (carrying a timeout).
+const ENTER_EXT_ARG: u32 = 1 << 3;
+/// `IORING_ENTER_NO_IOWAIT` (Linux 6.15): a loop waiting for traffic is idle, not waiting for
+/// I/O. Without it a server on io_uring shows its idle time as `iowait` in `top`.
+pub(super) const ENTER_NO_IOWAIT: u32 = 1 << 7;
+
+/// `struct io_uring_getevents_arg` (`linux/io_uring.h`).
+#[repr(C)]
+struct GeteventsArg {
+    sigmask: u64,
+    sigmask_sz: u32,
+    min_wait_usec: u32,
+    ts: u64,
+}
+
+/// `struct __kernel_timespec`.
+#[repr(C)]
+struct KernelTimespec {
+    tv_sec: i64,
+    tv_nsec: i64,
+}
+
 impl Uring {
     /// Queues one submission, flushing the queue to the kernel first when it is full.
     ///
@@ -50,17 +74,37 @@ impl Uring {
         }
     }
 
-    /// Submits what is queued and waits up to `wait` for a completion.
+    /// Submits what is queued, runs the ring's deferred work and waits up to `wait` for a
+    /// completion (`None`: no limit). A zero `wait` arms no timer: it is a plain
+    /// `GETEVENTS` with nothing to wait for, where a zero timeout would set one up.
     pub(super) fn enter(&mut self, wait: Option<Duration>) -> io::Result<()> {
+        let to_submit = u32::try_from(self.ring.submission().len()).unwrap_or(u32::MAX);
+        let flags = ENTER_GETEVENTS | self.enter_flags;
         let sub = self.ring.submitter();
         let r = match wait {
-            None => sub.submit_and_wait(1),
+            None => {
+                // SAFETY: no argument; every queued entry's pointers are kept valid by the
+                // code that pushed it, until its completion.
+                unsafe { sub.enter::<libc::sigset_t>(to_submit, 1, flags, None) }
+            }
+            Some(d) if d.is_zero() => {
+                // SAFETY: as above.
+                unsafe { sub.enter::<libc::sigset_t>(to_submit, 0, flags, None) }
+            }
             Some(d) => {
-                let ts = io_uring::types::Timespec::new()
-                    .sec(d.as_secs())
-                    .nsec(d.subsec_nanos());
-                let args = io_uring::types::SubmitArgs::new().timespec(&ts);
-                sub.submit_with_args(1, &args)
+                let ts = KernelTimespec {
+                    tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                    tv_nsec: i64::from(d.subsec_nanos()),
+                };
+                let arg = GeteventsArg {
+                    sigmask: 0,
+                    sigmask_sz: 0,
+                    min_wait_usec: 0,
+                    ts: std::ptr::addr_of!(ts) as u64,
+                };
+                // SAFETY: `arg` is the `io_uring_getevents_arg` that `ENTER_EXT_ARG` announces,
+                // passed with its size; it and the timespec it points to outlive the call.
+                unsafe { sub.enter(to_submit, 1, flags | ENTER_EXT_ARG, Some(&arg)) }
             }
         };
         match r {
@@ -71,6 +115,20 @@ impl Uring {
                 }
                 _ => Err(e),
             },
+        }
+    }
+
+    /// The first `io_uring_enter`, at start-up: asks for `IORING_ENTER_NO_IOWAIT` and drops
+    /// it if the kernel does not know it (before 6.15 it answers `EINVAL` and does nothing).
+    pub(super) fn first_enter(&mut self) -> io::Result<()> {
+        self.enter_flags = ENTER_NO_IOWAIT;
+        match self.enter(Some(Duration::ZERO)) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                log::debug!("io_uring: no IORING_ENTER_NO_IOWAIT here; waits count as I/O wait");
+                self.enter_flags = 0;
+                self.enter(Some(Duration::ZERO))
+            }
+            r => r,
         }
     }
 

@@ -548,3 +548,43 @@ fn uring_without_bundles_every_slice_fits_one_buffer() {
     assert!(!u.recv_bundles());
     assert!(sizes.iter().all(|&n| n <= 1024), "{sizes:?}");
 }
+
+/// The start-up probe keeps `IORING_ENTER_NO_IOWAIT` where the kernel has it (6.15+) and drops
+/// it where the kernel refuses it, and every kind of wait still behaves: a zero wait returns
+/// at once, a timed one after its timeout, an unbounded one on a wake-up.
+#[test]
+fn uring_waits_keep_out_of_iowait_where_the_kernel_allows() {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let version = super::setup::parse_release(&release).expect("a kernel release");
+    let mut u = open(&config(8, 1024));
+    assert_eq!(
+        u.waits_without_iowait(),
+        version >= (6, 15),
+        "kernel {version:?}"
+    );
+    let mut rec = Rec::default();
+    let t = Instant::now();
+    u.poll(Some(Duration::ZERO), &mut rec).unwrap();
+    u.poll(Some(Duration::ZERO), &mut rec).unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "a zero wait blocked"
+    );
+    let t = Instant::now();
+    u.poll(Some(Duration::from_millis(30)), &mut rec).unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(25),
+        "a timed wait returned early"
+    );
+    let waker = u.waker();
+    let t0 = Instant::now();
+    let th = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        waker.wake().unwrap();
+    });
+    while rec.woken == 0 {
+        u.poll(None, &mut rec).unwrap();
+    }
+    assert!(t0.elapsed() >= Duration::from_millis(25));
+    th.join().unwrap();
+}
