@@ -486,4 +486,37 @@ per_backend!(
     count_connections,
     ticker,
     boot_shutdown,
+    restart_binds_the_same_port_at_once,
 );
+
+/// After `Engine::stop` returns through `wait`, the port is free again at once: no armed
+/// operation (io_uring's multishot accept holds a reference to the listener) outlives the
+/// engine, so a restarted server binds the same address without retrying.
+fn restart_binds_the_same_port_at_once(kind: BackendKind) {
+    let h = Arc::new(Counter::default());
+    let server = Server::start(CounterH(h.clone()), &[util::TCP], opts(kind).loops(2));
+    let addr = server.addr(0);
+    let mut clients: Vec<Client> = (0..4)
+        .map(|_| {
+            let mut c = server.connect(0);
+            c.expect(b"hi");
+            c.echo(b"ping");
+            c
+        })
+        .collect();
+    server.stop().expect("engine result");
+    for c in &mut clients {
+        assert_eq!(c.read_to_eof(), b"", "a client did not see EOF");
+    }
+    let again = Server::start(
+        CounterH(Arc::default()),
+        &[&addr.to_string()],
+        opts(kind).loops(2),
+    );
+    assert_eq!(again.addr(0), addr);
+    let mut c = again.connect(0);
+    c.expect(b"hi");
+    c.echo(b"pong");
+    again.stop().expect("second engine result");
+    h.failures.assert_none();
+}
