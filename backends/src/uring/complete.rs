@@ -148,7 +148,7 @@ impl Uring {
                     self.nobufs += 1;
                     if !conn.starved && !conn.paused && !conn.closing {
                         conn.starved = true;
-                        self.starved.push(id);
+                        self.starved.push_back(id);
                     }
                 }
                 libc::ECANCELED | libc::EAGAIN | libc::EINTR => {}
@@ -303,13 +303,14 @@ impl Uring {
         }
     }
 
-    /// Arms the multishot receive of connection `index` if it should be running.
-    pub(super) fn maybe_arm(&mut self, index: usize) {
+    /// Arms the multishot receive of connection `index` if it should be running; says
+    /// whether it did.
+    pub(super) fn maybe_arm(&mut self, index: usize) -> bool {
         let Some(Some(c)) = self.conns.get_mut(index) else {
-            return;
+            return false;
         };
         if c.recv_armed || c.paused || c.closing || c.ended || c.starved || c.cancels > 0 {
-            return;
+            return false;
         }
         c.recv_armed = true;
         c.ops += 1;
@@ -322,24 +323,26 @@ impl Uring {
         // SAFETY: no pointers: the kernel picks buffers from the registered ring, which lives
         // as long as the io_uring.
         unsafe { self.push(sqe) };
+        true
     }
 
-    /// Re-arms connections that ran out of buffers, now that buffers are back.
+    /// Re-arms connections that ran out of buffers, now that buffers are back: the longest
+    /// waiting first, and no more of them than there are free buffers. Each of them has data
+    /// waiting and takes at least one buffer at once, so re-arming them all would send most
+    /// straight back to `ENOBUFS`: with thousands starved and a few buffers free, every poll
+    /// would cost thousands of submissions and failed receives.
     fn rearm_starved(&mut self) {
-        if self.starved.is_empty() || self.bufs.free() == 0 {
-            return;
-        }
-        let list = std::mem::take(&mut self.starved);
-        for id in &list {
-            if let Some(c) = self.conn_mut(*id) {
+        let mut budget = self.bufs.free();
+        while budget > 0 {
+            let Some(id) = self.starved.pop_front() else {
+                break;
+            };
+            if let Some(c) = self.conn_mut(id) {
                 c.starved = false;
-                self.maybe_arm(id.index());
+                if self.maybe_arm(id.index()) {
+                    budget -= 1;
+                }
             }
-        }
-        let mut list = list;
-        list.clear();
-        if self.starved.is_empty() {
-            self.starved = list;
         }
     }
 

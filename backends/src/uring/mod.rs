@@ -18,7 +18,8 @@
 //!   Several back-to-back receives of one socket would also cost extra TCP ACK segments
 //!   (each receive that frees window is acknowledged at once) that a reply would have carried.
 //!   An empty ring ends the multishot with `ENOBUFS`: the connection waits on a list and is
-//!   re-armed when buffers are back. `Flow::Pause` cancels the multishot; completions already
+//!   re-armed when buffers are back, the longest waiting first and one connection per free
+//!   buffer (each has data waiting, so re-arming more would only fail again). `Flow::Pause` cancels the multishot; completions already
 //!   on their way are still delivered (the contract allows it), so no byte is lost.
 //!   One `poll` delivers at most [`Config::poll_read_budget`] bytes; completions past it wait
 //!   in a backlog for the next `poll` (which does not block), so the loop flushes replies
@@ -82,7 +83,7 @@ pub struct Uring {
     listeners: Vec<Option<ListenerState>>,
     listener_epoch: u32,
     /// Connections whose receive ended on an empty buffer ring.
-    starved: Vec<ConnId>,
+    starved: VecDeque<ConnId>,
     /// Events produced outside `poll`, reported by the next one.
     pending: VecDeque<Pending>,
     /// Completions reaped outside `poll` (to make room while submitting).
@@ -218,7 +219,7 @@ impl Backend for Uring {
             nconns: 0,
             listeners: Vec::new(),
             listener_epoch: 0,
-            starved: Vec::new(),
+            starved: VecDeque::new(),
             pending: VecDeque::new(),
             backlog: Vec::new(),
             scratch: Vec::new(),
