@@ -26,6 +26,8 @@ use std::time::Instant;
 
 #[path = "echo/build.rs"]
 mod build;
+#[path = "echo/cgroup.rs"]
+mod cgroup;
 #[path = "echo/json.rs"]
 mod json;
 #[path = "echo/loadrun.rs"]
@@ -81,6 +83,8 @@ struct Bench {
     servers: Vec<ServerSpec>,
     /// `(server core, load core)`, or `None` when running unpinned.
     cores: Option<(usize, usize)>,
+    /// The CPU cap every server runs under (`--server-cpu`).
+    cap: Option<cgroup::CpuCap>,
     notes: Vec<String>,
     mismatches: Vec<String>,
     done: usize,
@@ -92,6 +96,9 @@ impl Bench {
     fn measure(&mut self, spec: &ServerSpec, load: &Load) -> Result<json::Object, String> {
         let server = server::start(spec, self.cores.map(|c| c.0))
             .map_err(|e| format!("server did not start: {e}"))?;
+        if let Some(cap) = &self.cap {
+            cap.add(server.pid)?;
+        }
         let outcome = loadrun::run(&self.loadgen, self.cores.map(|c| c.1), &server, load);
         drop(server);
         match outcome {
@@ -178,10 +185,15 @@ impl Bench {
         self.rounds(p, None, &mut runs);
         // One rate for every server: a fraction of the reference's median saturation.
         let reference = runs.iter().find_map(results::median_sat);
-        let rate = reference.map(|r| (r * self.opts.rate_fraction).max(1.0).round());
+        // Under a CPU cap the fixed-rate runs are skipped: a server throttled by the cgroup
+        // would report the throttling's cost, not its own.
+        let rate = reference
+            .filter(|_| self.cap.is_none())
+            .map(|r| (r * self.opts.rate_fraction).max(1.0).round());
         match rate {
             Some(r) => self.rounds(p, Some(r), &mut runs),
-            None => self.done += self.opts.repeats * self.servers.len(),
+            None if self.cap.is_none() => self.done += self.opts.repeats * self.servers.len(),
+            None => {}
         }
         PointResult {
             point: p,
@@ -338,6 +350,15 @@ fn write_results(bench: &Bench, points: &[PointResult], idle: &[IdleResult], sec
         o.duration,
         o.warmup
     ));
+    if let Some(cap) = &bench.cap {
+        md.push_str(&format!(
+            "- Every server runs capped at {}, so that at saturation the server, not the load \
+             generator, is the limit; server utilisation is out of that share. Fixed-rate runs are \
+             skipped under the cap (a throttled server's CPU per message measures the \
+             throttling).\n",
+            cap.describe()
+        ));
+    }
     for n in &bench.notes {
         md.push_str(&format!("- Note: {n}\n"));
     }
@@ -345,7 +366,11 @@ fn write_results(bench: &Bench, points: &[PointResult], idle: &[IdleResult], sec
         md.push_str(&format!("- **{m}**\n"));
     }
     md.push_str("\n## Throughput, CPU per message and latency\n\n");
-    md.push_str(&results::throughput_table(points, &reference));
+    md.push_str(&results::throughput_table(
+        points,
+        &reference,
+        bench.cap.as_ref().map_or(1.0, |c| c.fraction()),
+    ));
     if !idle.is_empty() {
         md.push_str("\n## Memory per idle connection\n\n");
         md.push_str("Server RSS (VmRSS) before the connections and after each has echoed once and sat idle.\n\n");
@@ -408,6 +433,13 @@ fn main() -> ExitCode {
         eprintln!("echo bench: no server is usable");
         return ExitCode::FAILURE;
     }
+    let cap = match opts.server_cpu.map(cgroup::CpuCap::create).transpose() {
+        Ok(cap) => cap,
+        Err(e) => {
+            eprintln!("echo bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let max_conns = fd_limit.saturating_sub(FD_SLACK) as usize;
     let mut points = Vec::new();
     for &conns in &opts.conns {
@@ -435,12 +467,14 @@ fn main() -> ExitCode {
         idle_conns = max_conns;
     }
     let per_round = servers.len() * opts.repeats;
-    let total = points.len() * 2 * per_round + if idle_conns > 0 { per_round } else { 0 };
+    let modes = if cap.is_some() { 1 } else { 2 };
+    let total = points.len() * modes * per_round + if idle_conns > 0 { per_round } else { 0 };
     let mut bench = Bench {
         opts,
         loadgen: dir.join("loadgen"),
         servers,
         cores: pin,
+        cap,
         notes,
         mismatches: Vec::new(),
         done: 0,

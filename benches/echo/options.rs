@@ -19,6 +19,9 @@ usage: cargo bench --bench echo -- [options]
   --idle-hold SECS        how long the idle connections are held before RSS is read (default 2)
   --loops N               event loops / threads of every server (default 1)
   --no-pin                do not pin the server to core 0 and the load to core 1
+  --server-cpu F          cap every server at F (0 < F < 1) of one core with a CPU-bandwidth
+                          cgroup (needs root), so that the server, not the one-core load
+                          generator, limits saturation runs; fixed-rate runs are skipped
   --out DIR               where results.md and the SVG charts go (default bench-results)
 ";
 
@@ -35,6 +38,7 @@ pub struct Options {
     pub idle_hold: f64,
     pub loops: usize,
     pub pin: bool,
+    pub server_cpu: Option<f64>,
     pub out: String,
 }
 
@@ -82,6 +86,7 @@ pub fn parse(argv: Vec<String>) -> Result<Options, String> {
         idle_hold: if quick { 0.5 } else { 2.0 },
         loops: 1,
         pin: true,
+        server_cpu: None,
         out: "bench-results".to_string(),
     };
     let mut it = argv.into_iter();
@@ -109,6 +114,7 @@ pub fn parse(argv: Vec<String>) -> Result<Options, String> {
             "--idle-conns" => o.idle_conns = one(&flag, &v)?,
             "--idle-hold" => o.idle_hold = one(&flag, &v)?,
             "--loops" => o.loops = one(&flag, &v)?,
+            "--server-cpu" => o.server_cpu = Some(one(&flag, &v)?),
             "--out" => o.out = v,
             _ => return Err(format!("unknown option {flag}")),
         }

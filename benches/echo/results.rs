@@ -76,7 +76,9 @@ fn size_label(size: usize) -> String {
 }
 
 /// The throughput table: one row per point and server.
-pub fn throughput_table(points: &[PointResult], reference: &str) -> String {
+/// `share` is the part of a core each server may use (1 unless `--server-cpu` capped it);
+/// the saturation notes judge the server's utilisation against it.
+pub fn throughput_table(points: &[PointResult], reference: &str, share: f64) -> String {
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -101,14 +103,14 @@ pub fn throughput_table(points: &[PointResult], reference: &str) -> String {
             let bound = s
                 .sat
                 .iter()
-                .any(|r| r.client_util > 0.95 && r.server_util.is_some_and(|u| u < 0.9));
+                .any(|r| r.client_util > 0.95 && r.server_util.is_some_and(|u| u < 0.9 * share));
             if bound {
                 notes.push("load generator saturated first".to_string());
             }
             let stalled = s
                 .sat
                 .iter()
-                .any(|r| r.client_util < 0.6 && r.server_util.is_some_and(|u| u < 0.6));
+                .any(|r| r.client_util < 0.6 && r.server_util.is_some_and(|u| u < 0.6 * share));
             if stalled {
                 notes.push("a saturation run left both sides mostly idle (stall)".to_string());
             }
