@@ -19,8 +19,9 @@
 //!   (each receive that frees window is acknowledged at once) that a reply would have carried.
 //!   An empty ring ends the multishot with `ENOBUFS`: the connection waits on a list and is
 //!   re-armed when buffers are back, the longest waiting first and one connection per free
-//!   buffer (each has data waiting, so re-arming more would only fail again). `Flow::Pause` cancels the multishot; completions already
-//!   on their way are still delivered (the contract allows it), so no byte is lost.
+//!   buffer (each has data waiting, so re-arming more would only fail again). `Flow::Pause`
+//!   cancels the multishot; completions already on their way are still delivered (the
+//!   contract allows it), so no byte is lost.
 //!   One `poll` delivers at most [`Config::poll_read_budget`] bytes; completions past it wait
 //!   in a backlog for the next `poll` (which does not block), so the loop flushes replies
 //!   before it reads more.

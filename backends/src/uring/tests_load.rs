@@ -115,7 +115,8 @@ fn uring_more_traffic_than_buffers_is_backpressure() {
 /// Many connections, a ring of 8 buffers: each starved connection is re-armed only when a
 /// buffer is free for it, so the `ENOBUFS` count stays near one per connection. Re-arming
 /// every starved connection whenever any buffer came back made it grow with the square of
-/// the connection count (4,503 here before the change), each failure a wasted receive and submission.
+/// the connection count (4,503 here before the change), each failure a wasted receive and
+/// submission.
 #[test]
 fn uring_starved_connections_rearm_as_buffers_allow() {
     const CONNS: usize = 300;
