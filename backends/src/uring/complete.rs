@@ -44,6 +44,7 @@ impl Uring {
             let over = !cqes.as_slice().is_empty();
             self.backlog.extend(cqes);
             self.rearm_starved();
+            self.bufs.replenish();
             if over {
                 break;
             }
@@ -52,6 +53,7 @@ impl Uring {
             }
         }
         self.scratch = batch;
+        self.bufs.adapt();
     }
 
     fn complete<S: Sink>(&mut self, cqe: cqueue::Entry, sink: &mut S) {
@@ -327,12 +329,15 @@ impl Uring {
     }
 
     /// Re-arms connections that ran out of buffers, now that buffers are back: the longest
-    /// waiting first, and no more of them than there are free buffers. Each of them has data
-    /// waiting and takes at least one buffer at once, so re-arming them all would send most
-    /// straight back to `ENOBUFS`: with thousands starved and a few buffers free, every poll
-    /// would cost thousands of submissions and failed receives.
+    /// waiting first, and no more of them than the buffers the ring will hold can serve. Each
+    /// of them has data waiting and takes a receive's worth of buffers (several, with
+    /// bundles) as soon as the kernel sees it, so re-arming more would send them straight
+    /// back to `ENOBUFS`: with thousands starved and a few buffers free, every poll would
+    /// cost thousands of submissions and failed receives. Re-arms queued but not yet
+    /// submitted have their buffers promised already.
     fn rearm_starved(&mut self) {
-        let mut budget = self.bufs.free();
+        let mut budget = (self.bufs.available() / self.bufs.buffers_per_recv())
+            .saturating_sub(self.rearms_queued);
         while budget > 0 {
             let Some(id) = self.starved.pop_front() else {
                 break;
@@ -341,6 +346,7 @@ impl Uring {
                 c.starved = false;
                 if self.maybe_arm(id.index()) {
                     budget -= 1;
+                    self.rearms_queued += 1;
                 }
             }
         }

@@ -10,18 +10,21 @@
 //!   timeout passed through `EXT_ARG`). Submissions queued between polls (re-arms, sends,
 //!   cancellations) go to the kernel with the next poll, in one batch.
 //! * **Receiving** (`bufring.rs`): one multishot `RECV` per connection selecting from the loop's
-//!   buffer ring; each completion's buffer is lent to [`Sink::received`] and put back at once.
-//!   On 6.16+ the receive is a bundle (`IORING_RECVSEND_BUNDLE`): one completion fills as many
-//!   buffers as the socket holds. Buffers return in the order they were taken, so a bundle's
-//!   buffers are adjacent in memory (but at the ring's wrap) and reach the sink as one slice:
-//!   the handler sees everything that arrived at once and can answer with one large write.
-//!   Several back-to-back receives of one socket would also cost extra TCP ACK segments
-//!   (each receive that frees window is acknowledged at once) that a reply would have carried.
+//!   buffer ring; each completion's buffers are lent to [`Sink::received`] and taken back when
+//!   it returns. On 6.16+ the receive is a bundle (`IORING_RECVSEND_BUNDLE`): one completion
+//!   fills as many buffers as the socket holds, and buffers adjacent in memory reach the sink
+//!   as one slice: the handler sees everything that arrived at once and can answer with one
+//!   large write. Several back-to-back receives of one socket would also cost extra TCP ACK
+//!   segments (each receive that frees window is acknowledged at once) that a reply would
+//!   have carried. Only a window of the free buffers is posted, refilled with the most
+//!   recently returned ones and sized so the ring cycles through about 512 KiB of buffer
+//!   memory at the current message sizes: received bytes are still in cache when the reply
+//!   copies them out (see `bufring.rs`).
 //!   An empty ring ends the multishot with `ENOBUFS`: the connection waits on a list and is
-//!   re-armed when buffers are back, the longest waiting first and one connection per free
-//!   buffer (each has data waiting, so re-arming more would only fail again). `Flow::Pause`
-//!   cancels the multishot; completions already on their way are still delivered (the
-//!   contract allows it), so no byte is lost.
+//!   re-armed when buffers are back, the longest waiting first and only as many connections
+//!   as the buffers can serve at the recent buffers per receive (each has data waiting, so
+//!   re-arming more would only fail again). `Flow::Pause` cancels the multishot; completions
+//!   already on their way are still delivered (the contract allows it), so no byte is lost.
 //!   One `poll` delivers at most [`Config::poll_read_budget`] bytes; completions past it wait
 //!   in a backlog for the next `poll` (which does not block), so the loop flushes replies
 //!   before it reads more.
@@ -95,6 +98,9 @@ pub struct Uring {
     shutting_down: bool,
     /// Receives that ended on an empty buffer ring (backpressure events), for tests.
     nobufs: u64,
+    /// Starved receives re-armed since the last submission: each takes buffers as soon as
+    /// the kernel sees it, so they count against the buffers available.
+    rearms_queued: usize,
     /// [`Config::poll_read_budget`]: received bytes one `poll` delivers before the rest of the
     /// completions wait in `backlog` for the next one.
     poll_read_budget: usize,
@@ -227,6 +233,7 @@ impl Backend for Uring {
             inflight: 0,
             shutting_down: false,
             nobufs: 0,
+            rearms_queued: 0,
             poll_read_budget: config.poll_read_budget.max(1),
             poll_read: 0,
             bundles,

@@ -57,6 +57,9 @@ impl Uring {
     /// Submits what is queued without waiting; on `EBUSY`/`EAGAIN` moves completions to the
     /// backlog so that the kernel can go on.
     pub(super) fn flush(&mut self) {
+        self.bufs.replenish();
+        self.rearms_queued = 0;
+        self.rearms_queued = 0;
         match self.ring.submit() {
             Ok(_) => {}
             Err(e) => match e.raw_os_error() {
@@ -78,6 +81,9 @@ impl Uring {
     /// completion (`None`: no limit). A zero `wait` arms no timer: it is a plain
     /// `GETEVENTS` with nothing to wait for, where a zero timeout would set one up.
     pub(super) fn enter(&mut self, wait: Option<Duration>) -> io::Result<()> {
+        self.bufs.replenish();
+        self.rearms_queued = 0;
+        self.rearms_queued = 0;
         let to_submit = u32::try_from(self.ring.submission().len()).unwrap_or(u32::MAX);
         let flags = ENTER_GETEVENTS | self.enter_flags;
         let sub = self.ring.submitter();
