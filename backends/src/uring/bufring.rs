@@ -24,10 +24,11 @@
 //!
 //! The ring's order (`order`: the buffer ids from the kernel's head to our tail) says which
 //! buffers a bundle filled; the descriptors cannot, because by the time a completion is
-//! handled its slots may already hold buffers posted since. A run of buffers returned together
-//! is stacked so that it comes off the stack in ascending order; a bundle therefore mostly
+//! handled its slots may already hold buffers posted since. Each replenishing posts its
+//! buffers in ascending id order, continuing after the last one posted, so a bundle mostly
 //! fills buffers adjacent in memory, and [`BufRing::take_filled`] hands its buffers out as
-//! runs of adjacent buffers (a bundle that crosses from one run to another yields two).
+//! runs of adjacent buffers (a bundle that crosses a wrap yields two; with a small window,
+//! wraps come every few bundles).
 
 use std::alloc::{self, Layout};
 use std::collections::VecDeque;
@@ -71,6 +72,8 @@ pub(super) struct BufRing {
     fill16: usize,
     /// Buffers a receive takes, a moving average in sixteenths.
     per_recv16: usize,
+    /// The buffer posted last.
+    last_posted: u16,
     /// The highest buffer id ever posted (buffers are first posted in id order).
     #[cfg(test)]
     pub highest: u16,
@@ -132,6 +135,7 @@ impl BufRing {
             window: n.min(MIN_WINDOW),
             fill16: 0,
             per_recv16: 16,
+            last_posted: entries - 1,
             #[cfg(test)]
             highest: 0,
         };
@@ -177,23 +181,37 @@ impl BufRing {
         self.spare.push(bid % self.entries);
     }
 
-    /// Takes every buffer of `run` back, stacked so that they are posted again in ascending
-    /// order (adjacent in memory, as a later bundle would like them).
+    /// Takes every buffer of `run` back.
     pub fn recycle_run(&mut self, run: Run) {
-        for k in (0..run.count).rev() {
+        for k in 0..run.count {
             self.recycle(run.first.wrapping_add(k));
         }
     }
 
     /// Posts spare buffers, the most recently returned first, until the ring holds the
     /// window (or no spare is left), and publishes them to the kernel.
+    ///
+    /// The buffers to post are taken from the top of the stack and posted in ascending id
+    /// order, starting after the last buffer posted: a bundle fills consecutive ring entries,
+    /// and when those are adjacent in memory the handler gets its bytes as one slice (two
+    /// slices cost two callbacks and, for a reply of each, two sends). Posting them in stack
+    /// order split half of all 16 KiB bundles and cost 7% more CPU per message.
     pub fn replenish(&mut self) {
+        let want = self
+            .window
+            .saturating_sub(self.order.len())
+            .min(self.spare.len());
+        if want == 0 {
+            return;
+        }
         let mask = self.entries - 1;
-        let mut posted = false;
-        while self.order.len() < self.window {
-            let Some(bid) = self.spare.pop() else {
-                break;
-            };
+        let mut spare = std::mem::take(&mut self.spare);
+        let from = spare.len() - want;
+        let batch = &mut spare[from..];
+        batch.sort_unstable();
+        let after = batch.partition_point(|&b| b <= self.last_posted);
+        batch.rotate_left(after);
+        for &bid in &spare[from..] {
             let slot = usize::from(self.tail & mask);
             // SAFETY: `slot < entries`, inside the ring allocation. The kernel only reads
             // descriptors between its head and our published tail; the ring holds fewer than
@@ -212,16 +230,16 @@ impl BufRing {
             {
                 self.highest = self.highest.max(bid);
             }
-            posted = true;
         }
-        if posted {
-            // SAFETY: `BufRingEntry::tail` needs the address of the ring's first entry, which
-            // `self.ring` is; the tail is a naturally aligned u16 inside the allocation. The
-            // kernel reads it concurrently, hence the atomic access.
-            let tail = unsafe { &*(BufRingEntry::tail(self.ring.as_ptr()) as *const AtomicU16) };
-            // Release: the descriptors written above become visible before the new tail.
-            tail.store(self.tail, Ordering::Release);
-        }
+        self.last_posted = spare[spare.len() - 1];
+        spare.truncate(from);
+        self.spare = spare;
+        // SAFETY: `BufRingEntry::tail` needs the address of the ring's first entry, which
+        // `self.ring` is; the tail is a naturally aligned u16 inside the allocation. The
+        // kernel reads it concurrently, hence the atomic access.
+        let tail = unsafe { &*(BufRingEntry::tail(self.ring.as_ptr()) as *const AtomicU16) };
+        // Release: the descriptors written above become visible before the new tail.
+        tail.store(self.tail, Ordering::Release);
     }
 
     /// Resizes the window to the traffic seen: as many buffers as hold [`CYCLE_BYTES`] at
@@ -367,6 +385,30 @@ mod tests {
         assert_eq!(br.free(), 1);
         give_back(&mut br, &mut runs);
         assert_eq!(br.free(), 8);
+    }
+
+    #[test]
+    fn buffers_returned_out_of_order_are_posted_adjacent() {
+        let mut br = BufRing::new(8, 16).unwrap();
+        let mut runs = Vec::new();
+        // Two bundles, handed back newest first (as a stack would pop them).
+        br.take_filled(0, 32, true, &mut runs);
+        br.take_filled(2, 32, true, &mut runs);
+        assert_eq!(runs, [run(0, 2, 32), run(2, 2, 32)]);
+        br.recycle_run(runs[1]);
+        br.recycle_run(runs[0]);
+        runs.clear();
+        br.replenish();
+        assert_eq!(br.order, [4, 5, 6, 7, 0, 1, 2, 3]);
+        // A bundle over the whole ring: 4..8, then 0..4 past the wrap, two runs.
+        br.take_filled(4, 128, true, &mut runs);
+        assert_eq!(runs, [run(4, 4, 64), run(0, 4, 64)]);
+        // Returned and posted again in ascending order after the last one posted (3).
+        br.recycle_run(runs[0]);
+        br.recycle_run(runs[1]);
+        runs.clear();
+        br.replenish();
+        assert_eq!(br.order, [4, 5, 6, 7, 0, 1, 2, 3]);
     }
 
     #[test]
