@@ -110,15 +110,7 @@ fn uring_more_traffic_than_buffers_is_backpressure() {
         "{} ENOBUFS for {buffers_of_data} buffers of data: re-arms outrun the buffers",
         u.nobufs
     );
-    let clients: Vec<TcpStream> = writers.into_iter().map(|w| w.join().unwrap()).collect();
-    for (id, _) in &servers {
-        u.close(*id);
-    }
-    pump(&mut u, &mut rec, "all closed", |_, r| {
-        r.count(|e| matches!(e, Ev::Closed(_))) == CONNS
-    });
-    drop(clients);
-    assert_whole(&u);
+    close_all(&mut u, &mut rec, &servers, writers);
     assert_eq!(u.stats().conns, 0);
 }
 
@@ -209,18 +201,29 @@ fn uring_few_busy_connections_reuse_few_buffers() {
     assert!(
         u.bufs.highest < 64,
         "{} MiB received through buffers up to id {}: the ring cycles through cold memory",
-        CONNS * EACH >> 20,
+        (CONNS * EACH) >> 20,
         u.bufs.highest
     );
+    close_all(&mut u, &mut rec, &servers, writers);
+}
+
+/// Joins the writer threads, closes every server side, waits until all are reported closed
+/// and checks that every buffer is back in the ring.
+fn close_all(
+    u: &mut super::Uring,
+    rec: &mut Rec,
+    servers: &[(ConnId, crate::socket::Socket)],
+    writers: Vec<std::thread::JoinHandle<TcpStream>>,
+) {
     let clients: Vec<TcpStream> = writers.into_iter().map(|w| w.join().unwrap()).collect();
-    for (id, _) in &servers {
+    for (id, _) in servers {
         u.close(*id);
     }
-    pump(&mut u, &mut rec, "all closed", |_, r| {
-        r.count(|e| matches!(e, Ev::Closed(_))) == CONNS
+    pump(u, rec, "all closed", |_, r| {
+        r.count(|e| matches!(e, Ev::Closed(_))) == servers.len()
     });
     drop(clients);
-    assert_whole(&u);
+    assert_whole(u);
 }
 
 fn small_sndbuf(s: &crate::socket::Socket) {
