@@ -188,8 +188,8 @@ impl BufRing {
         }
     }
 
-    /// Posts spare buffers, the most recently returned first, until the ring holds the
-    /// window (or no spare is left), and publishes them to the kernel.
+    /// Posts the most recently returned spare buffers until the ring holds the window (or no
+    /// spare is left), and publishes them to the kernel.
     ///
     /// The buffers to post are taken from the top of the stack and posted in ascending id
     /// order, starting after the last buffer posted: a bundle fills consecutive ring entries,
@@ -350,6 +350,8 @@ impl Drop for BufRing {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::{BufRing, Run, CYCLE_BYTES, MIN_WINDOW};
 
     fn run(first: u16, count: u16, len: usize) -> Run {
@@ -361,6 +363,21 @@ mod tests {
             br.recycle_run(r);
         }
         br.replenish();
+    }
+
+    /// `n` receives of `len` bytes, each taken from the ring's head, given back and followed
+    /// by the end-of-poll resize, as the backend does; returns the buffers they used.
+    fn feed(br: &mut BufRing, n: usize, len: usize, bundle: bool) -> BTreeSet<u16> {
+        let mut runs = Vec::new();
+        let mut used = BTreeSet::new();
+        for _ in 0..n {
+            let first = *br.order.front().unwrap();
+            br.take_filled(first, len, bundle, &mut runs);
+            used.extend(runs.iter().flat_map(|r| r.first..r.first + r.count));
+            give_back(br, &mut runs);
+            br.adapt();
+        }
+        used
     }
 
     #[test]
@@ -416,15 +433,7 @@ mod tests {
         // Large fills: the window is the minimum, most buffers stay spare.
         let mut br = BufRing::new(64, 64 * 1024).unwrap();
         assert_eq!(br.order.len(), MIN_WINDOW);
-        let mut runs = Vec::new();
-        let mut used = std::collections::BTreeSet::new();
-        for _ in 0..200 {
-            let first = *br.order.front().unwrap();
-            br.take_filled(first, 64 * 1024, true, &mut runs);
-            used.extend(runs.iter().map(|r| r.first));
-            give_back(&mut br, &mut runs);
-            br.adapt();
-        }
+        let used = feed(&mut br, 200, 64 * 1024, true);
         assert_eq!(br.window(), MIN_WINDOW);
         // 200 receives went round the same few buffers; the rest were never posted.
         assert_eq!(used.len(), MIN_WINDOW, "buffers used: {used:?}");
@@ -434,25 +443,16 @@ mod tests {
     #[test]
     fn the_window_follows_the_fill() {
         let mut br = BufRing::new(256, 64 * 1024).unwrap();
-        let mut runs = Vec::new();
-        let mut feed = |br: &mut BufRing, len: usize, bundle: bool| {
-            for _ in 0..64 {
-                let first = *br.order.front().unwrap();
-                br.take_filled(first, len, bundle, &mut runs);
-                give_back(br, &mut runs);
-                br.adapt();
-            }
-        };
         // Small messages touch a few bytes per buffer: the whole ring is posted.
-        feed(&mut br, 100, false);
+        feed(&mut br, 64, 100, false);
         assert_eq!(br.window(), 256);
         assert_eq!(br.order.len(), 256);
         // 16 KiB in each buffer: 512 KiB worth.
-        feed(&mut br, 16 * 1024, false);
+        feed(&mut br, 64, 16 * 1024, false);
         assert_eq!(br.window(), CYCLE_BYTES / (16 * 1024));
         // Bundles filling their buffers: the minimum. A shrunken window posts nothing more
         // until the ring drains below it.
-        feed(&mut br, 4 * 64 * 1024, true);
+        feed(&mut br, 64, 4 * 64 * 1024, true);
         assert_eq!(br.window(), MIN_WINDOW);
         assert_eq!(br.buffers_per_recv(), 4);
         assert!(br.order.len() <= 32);

@@ -54,12 +54,17 @@ impl Uring {
         }
     }
 
+    /// Tops the buffer ring up before the kernel sees the queued submissions (re-armed
+    /// receives take buffers as soon as it does); the re-arms are no longer pending after.
+    fn before_submit(&mut self) {
+        self.bufs.replenish();
+        self.rearms_queued = 0;
+    }
+
     /// Submits what is queued without waiting; on `EBUSY`/`EAGAIN` moves completions to the
     /// backlog so that the kernel can go on.
     pub(super) fn flush(&mut self) {
-        self.bufs.replenish();
-        self.rearms_queued = 0;
-        self.rearms_queued = 0;
+        self.before_submit();
         match self.ring.submit() {
             Ok(_) => {}
             Err(e) => match e.raw_os_error() {
@@ -81,9 +86,7 @@ impl Uring {
     /// completion (`None`: no limit). A zero `wait` arms no timer: it is a plain
     /// `GETEVENTS` with nothing to wait for, where a zero timeout would set one up.
     pub(super) fn enter(&mut self, wait: Option<Duration>) -> io::Result<()> {
-        self.bufs.replenish();
-        self.rearms_queued = 0;
-        self.rearms_queued = 0;
+        self.before_submit();
         let to_submit = u32::try_from(self.ring.submission().len()).unwrap_or(u32::MAX);
         let flags = ENTER_GETEVENTS | self.enter_flags;
         let sub = self.ring.submitter();
