@@ -338,8 +338,10 @@ fn write_results(bench: &Bench, points: &[PointResult], idle: &[IdleResult], sec
          every server, with latency measured from each message's scheduled send time.\n\
          - CPU µs/msg is the server's CPU time over the measured window (per-thread schedstat, \
          or utime+stime from /proc/PID/stat) divided by the messages echoed in it.\n\
-         - {} round(s) of {} s measured after {} s of warm-up; rounds alternate the servers; \
-         cells show median (min–max) when there is more than one round.\n",
+         - {} round(s) of {} s measured after a warm-up of at least {} s that also lasts until \
+         every connection has had 10 echoes (the load generator's default), so that start-up \
+         effects stay out of the window; rounds alternate the servers; cells show median \
+         (min–max) when there is more than one round.\n",
         o.loops,
         match bench.cores {
             Some((s, l)) => format!(", pinned to core {s}; the load generator to core {l}"),

@@ -113,10 +113,16 @@ fn main() -> ExitCode {
         }
         report.rss_after = rss(&pid);
     } else {
-        let window = match driver.run_load(args.rate, args.warmup, args.duration, pid.as_deref()) {
+        let window = match driver.run_load(
+            args.rate,
+            (args.warmup, args.warmup_msgs),
+            args.duration,
+            pid.as_deref(),
+        ) {
             Ok(w) => w,
             Err(f) => return fail(f),
         };
+        report.warmup_secs = window.warmup_secs;
         report.window_secs = window.secs;
         report.msgs = window.msgs;
         report.reads = window.reads;

@@ -11,6 +11,11 @@ usage: loadgen --addr [tcp://]HOST:PORT [options]
   --pipeline D             messages in flight per connection (default 1)
   --duration SECS          measured window (default 5)
   --warmup SECS            load before the window opens (default 1)
+  --warmup-msgs N          the warm-up also lasts until every connection has had N
+                           echoes, so that start-up effects (every connection's first
+                           message at once, receive windows and allocators growing)
+                           stay out of the window (default 10; 0 turns it off; the
+                           wait gives up 10 s after --warmup)
   --rate M                 open loop: M messages/s over all connections, sent in
                            bursts of --pipeline messages; latency measured from each
                            message's scheduled send time; without it the load is
@@ -30,6 +35,7 @@ pub struct Args {
     pub pipeline: u64,
     pub duration: Duration,
     pub warmup: Duration,
+    pub warmup_msgs: u64,
     pub rate: Option<f64>,
     pub server_pid: Option<u32>,
     pub idle: bool,
@@ -76,6 +82,7 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
         pipeline: 1,
         duration: Duration::from_secs(5),
         warmup: Duration::from_secs(1),
+        warmup_msgs: 10,
         rate: None,
         server_pid: None,
         idle: false,
@@ -105,6 +112,7 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--pipeline" => args.pipeline = number(&flag, &value)?,
             "--duration" => args.duration = secs(&value)?,
             "--warmup" => args.warmup = secs(&value)?,
+            "--warmup-msgs" => args.warmup_msgs = number(&flag, &value)?,
             "--rate" => args.rate = Some(number(&flag, &value)?),
             "--server-pid" => args.server_pid = Some(number(&flag, &value)?),
             "--connect-concurrency" => args.connect_concurrency = number(&flag, &value)?,

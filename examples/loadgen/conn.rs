@@ -24,6 +24,10 @@ pub struct Shared {
     pub measuring: bool,
     pub hist: Histogram,
     pub window_msgs: u64,
+    /// Echoes a connection must have had for the warm-up to count it (0: none needed).
+    pub warm_after: u64,
+    /// Connections that have had `warm_after` echoes.
+    pub warm_conns: usize,
     /// Reads and writes that moved data while measuring: how many syscalls the server's
     /// reply pattern costs the client per message.
     pub window_reads: u64,
@@ -228,6 +232,9 @@ impl Conn {
             if self.rx_off == size {
                 self.rx_off = 0;
                 self.rx_seq += 1;
+                if self.rx_seq == shared.warm_after {
+                    shared.warm_conns += 1;
+                }
                 done += 1;
                 let sent = self.inflight.pop_front().unwrap_or(now);
                 if shared.measuring {

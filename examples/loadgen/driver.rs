@@ -31,6 +31,9 @@ use super::procfs::{self, CpuSample};
 const SCRATCH_LEN: usize = 64 * 1024;
 const RBUF_LEN: usize = 256 * 1024;
 const MS: u64 = 1_000_000;
+/// How long past `--warmup` the load waits for every connection to have had its warm-up
+/// echoes before measuring anyway (a server starving some connection must not hang the run).
+const WARMUP_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -48,6 +51,8 @@ pub enum Fatal {
 
 /// What the measured window of a load run saw.
 pub struct Window {
+    /// How long the warm-up took.
+    pub warmup_secs: f64,
     pub secs: f64,
     pub msgs: u64,
     pub reads: u64,
@@ -94,6 +99,8 @@ impl Driver {
                 measuring: false,
                 hist: Histogram::new(),
                 window_msgs: 0,
+                warm_after: 0,
+                warm_conns: 0,
                 window_reads: 0,
                 window_writes: 0,
             },
@@ -325,13 +332,14 @@ impl Driver {
         }
     }
 
-    /// Runs the load for `warmup`, then measures for `duration`. With `rate`, messages are
-    /// issued on a fixed schedule (open loop); otherwise each connection keeps `pipeline`
-    /// messages in flight (closed loop).
+    /// Runs the load for `warmup` and until every connection has had `warmup_msgs` echoes
+    /// (waiting at most [`WARMUP_GRACE`] past `warmup` for that), then measures for
+    /// `duration`. With `rate`, messages are issued on a fixed schedule (open loop);
+    /// otherwise each connection keeps `pipeline` messages in flight (closed loop).
     pub fn run_load(
         &mut self,
         rate: Option<f64>,
-        warmup: Duration,
+        (warmup, warmup_msgs): (Duration, u64),
         duration: Duration,
         server_pid: Option<&str>,
     ) -> Result<Window, Fatal> {
@@ -344,7 +352,18 @@ impl Driver {
         let interval = rate.map_or(0.0, |r| 1e9 * self.pipeline as f64 / r);
         let t0 = self.shared.now_ns();
         let measure_at = t0 + warmup.as_nanos() as u64;
+        let give_up_at = measure_at + WARMUP_GRACE.as_nanos() as u64;
+        // Counted from here: every connection has had its one probe echo already.
+        let warm_needed = if warmup_msgs == 0 {
+            0
+        } else {
+            self.shared.warm_after =
+                self.conns.iter().map(|c| c.rx_seq).max().unwrap_or(0) + warmup_msgs;
+            self.shared.warm_conns = 0;
+            self.live_conns()
+        };
         let mut issued = 0u64;
+        let mut warmup_secs = 0.0;
         let mut window: Option<(u64, u64, CpuSample, Option<CpuSample>)> = None;
         for id in 0..self.conns.len() {
             if self.conns[id].state == State::Ready {
@@ -355,11 +374,13 @@ impl Driver {
         }
         loop {
             let now = self.shared.now_ns();
-            if window.is_none() && now >= measure_at {
+            let warm = self.shared.warm_conns >= warm_needed || now >= give_up_at;
+            if window.is_none() && now >= measure_at && warm {
                 let client = sample("self").unwrap_or_default();
                 let server = server_pid.and_then(sample);
                 let start = self.shared.now_ns();
                 window = Some((start, start + duration.as_nanos() as u64, client, server));
+                warmup_secs = (start - t0) as f64 / 1e9;
                 self.shared.measuring = true;
             }
             if let Some((start, end, client0, server0)) = window {
@@ -370,6 +391,7 @@ impl Driver {
                     let server1 = server_pid.and_then(sample);
                     let both = server0.zip(server1);
                     return Ok(Window {
+                        warmup_secs,
                         secs,
                         msgs: self.shared.window_msgs,
                         polls: self.window_polls,
@@ -382,7 +404,9 @@ impl Driver {
                     });
                 }
             }
-            let mut wake = window.map_or(measure_at, |w| w.1);
+            // Past `measure_at` and still warming up: look again within a few milliseconds
+            // (echoes arriving end the poll sooner).
+            let mut wake = window.map_or(measure_at.max(now + 3 * MS), |w| w.1);
             if rate.is_some() {
                 self.issue_due(&mut issued, t0, interval, now);
                 wake = wake.min(t0 + (issued as f64 * interval) as u64);

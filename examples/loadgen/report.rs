@@ -15,6 +15,9 @@ pub struct Report {
     pub connect_retries: u64,
     pub errors: u64,
     pub last_error: Option<String>,
+    /// How long the warm-up took (at least `--warmup`, longer while connections waited
+    /// for their warm-up echoes).
+    pub warmup_secs: f64,
     pub window_secs: f64,
     pub msgs: u64,
     /// Client reads and writes that moved data during the window.
@@ -86,6 +89,7 @@ impl Report {
                 );
             }
         } else {
+            let _ = writeln!(s, "  warm-up      {:.2} s", self.warmup_secs);
             let _ = writeln!(
                 s,
                 "  throughput   {:.0} msg/s, {:.2} MB/s each way ({} messages in {:.2} s)",
@@ -141,6 +145,7 @@ impl Report {
             let client_util = self.client_cpu_secs / self.window_secs.max(1e-9);
             let server_util = self.server_cpu_secs.map(|c| c / self.window_secs.max(1e-9));
             fields.extend([
+                ("warmup_secs", format!("{:.3}", self.warmup_secs)),
                 ("window_secs", format!("{:.4}", self.window_secs)),
                 ("msgs", self.msgs.to_string()),
                 ("msgs_per_sec", format!("{:.1}", self.msgs_per_sec())),
