@@ -339,9 +339,9 @@ fn write_results(bench: &Bench, points: &[PointResult], idle: &[IdleResult], sec
          - CPU µs/msg is the server's CPU time over the measured window (per-thread schedstat, \
          or utime+stime from /proc/PID/stat) divided by the messages echoed in it.\n\
          - {} round(s) of {} s measured after a warm-up of at least {} s that also lasts until \
-         every connection has had 10 echoes (the load generator's default), so that start-up \
-         effects stay out of the window; rounds alternate the servers; cells show median \
-         (min–max) when there is more than one round.\n",
+         every connection has had {} echoes, so that start-up effects stay out of the window; \
+         rounds alternate the servers; cells show median (min–max) when there is more than one \
+         round.\n",
         o.loops,
         match bench.cores {
             Some((s, l)) => format!(", pinned to core {s}; the load generator to core {l}"),
@@ -350,7 +350,8 @@ fn write_results(bench: &Bench, points: &[PointResult], idle: &[IdleResult], sec
         o.rate_fraction * 100.0,
         o.repeats,
         o.duration,
-        o.warmup
+        o.warmup,
+        loadrun::WARMUP_MSGS
     ));
     if let Some(cap) = &bench.cap {
         md.push_str(&format!(

@@ -5,6 +5,11 @@ use std::path::Path;
 use super::json::{self, Object};
 use super::server::{pinned, Running};
 
+/// Echoes every connection must have had before a window opens (`loadgen --warmup-msgs`):
+/// at 10,000 connections a round trip can take 150 ms, and the first second of a run is a
+/// start-up transient for every server.
+pub const WARMUP_MSGS: u64 = 10;
+
 /// What to ask the load generator for.
 pub struct Load {
     pub conns: usize,
@@ -44,6 +49,8 @@ pub fn run(loadgen: &Path, core: Option<usize>, server: &Running, load: &Load) -
         .arg(load.duration.to_string())
         .arg("--warmup")
         .arg(load.warmup.to_string())
+        .arg("--warmup-msgs")
+        .arg(WARMUP_MSGS.to_string())
         .arg("--server-pid")
         .arg(server.pid.to_string())
         .arg("--connect-timeout")

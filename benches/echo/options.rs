@@ -11,8 +11,8 @@ usage: cargo bench --bench echo -- [options]
   --pipelines LIST        messages in flight per connection (default 1,16)
   --repeats N             rounds; each round runs every server once per point (default 3)
   --duration SECS         measured window of each run (default 3)
-  --warmup SECS           load before each window, at least (default 1; the load
-                          generator also waits for 10 echoes on every connection)
+  --warmup SECS           load before each window, at least (default 1; the window
+                          also waits until every connection has had a few echoes)
   --rate-fraction F       fixed-rate runs use F x the reference server's median
                           saturation throughput (default 0.5); the reference is tokio
                           when it runs, else the first server
