@@ -5,7 +5,7 @@ use std::net::TcpStream;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
-use io_uring::types::{CancelBuilder, Fd};
+use io_uring::types::Fd;
 use io_uring::{cqueue, opcode};
 
 use super::bufring::{Run, BGID};
@@ -381,29 +381,38 @@ impl Uring {
 
     /// Cancels the multishot receive of `id` (after `Flow::Pause` or a failure).
     fn cancel_recv(&mut self, id: ConnId) {
+        self.cancel_op(id, Kind::Recv);
+    }
+
+    /// Cancels the connection's operation of `kind`, found by its `user_data`.
+    ///
+    /// By `user_data` the kernel finds an armed operation in a hash table; cancelling by
+    /// descriptor instead walks every armed operation of the ring, and closing all of 4,000
+    /// connections that way took 142 ms against 9 ms for 1,000 (quadratic).
+    fn cancel_op(&mut self, id: ConnId, kind: Kind) {
         let Some(c) = self.conn_mut(id) else {
             return;
         };
         c.ops += 1;
         c.cancels += 1;
-        let sqe = opcode::AsyncCancel::new(Tag::conn(Kind::Recv, id).encode())
+        let sqe = opcode::AsyncCancel::new(Tag::conn(kind, id).encode())
             .build()
             .user_data(Tag::conn(Kind::ConnCancel, id).encode());
         // SAFETY: no pointers.
         unsafe { self.push(sqe) };
     }
 
-    /// Cancels every operation on the connection's descriptor (close).
+    /// Cancels whatever the connection has in flight (close): its receive and its send.
     pub(super) fn cancel_conn(&mut self, index: usize) {
-        let Some(Some(c)) = self.conns.get_mut(index) else {
+        let Some(Some(c)) = self.conns.get(index) else {
             return;
         };
-        c.ops += 1;
-        c.cancels += 1;
-        let sqe = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(c.fd)).all())
-            .build()
-            .user_data(Tag::conn(Kind::ConnCancel, c.id).encode());
-        // SAFETY: no pointers.
-        unsafe { self.push(sqe) };
+        let (id, recv, send) = (c.id, c.recv_armed, c.send.is_some());
+        if recv {
+            self.cancel_op(id, Kind::Recv);
+        }
+        if send {
+            self.cancel_op(id, Kind::Send);
+        }
     }
 }
