@@ -70,13 +70,7 @@ fn uring_more_traffic_than_buffers_is_backpressure() {
     });
     let mut rec = Rec::default();
     let (_l, addr) = listen(&mut u);
-    let mut servers = Vec::new();
-    let mut clients = Vec::new();
-    for i in 0..CONNS {
-        let (c, id, s) = connect(&mut u, &mut rec, addr, i);
-        servers.push((id, s));
-        clients.push(c);
-    }
+    let (clients, servers) = connect_many(&mut u, &mut rec, addr, CONNS);
     let writers: Vec<_> = clients
         .into_iter()
         .map(|mut c| {
@@ -125,13 +119,7 @@ fn uring_starved_connections_rearm_as_buffers_allow() {
     let mut u = open(&config(8, 4096));
     let mut rec = Rec::default();
     let (_l, addr) = listen(&mut u);
-    let mut clients = Vec::new();
-    let mut ids = Vec::new();
-    for i in 0..CONNS {
-        let (c, id, s) = connect(&mut u, &mut rec, addr, i);
-        ids.push((id, s));
-        clients.push(c);
-    }
+    let (mut clients, ids) = connect_many(&mut u, &mut rec, addr, CONNS);
     for (i, c) in clients.iter_mut().enumerate() {
         c.write_all(&pattern(64, i)).unwrap();
     }
@@ -205,6 +193,21 @@ fn uring_few_busy_connections_reuse_few_buffers() {
         u.bufs.highest
     );
     close_all(&mut u, &mut rec, &servers, writers);
+}
+
+/// Opens `n` connections to `addr` and adds their server sides to the backend.
+fn connect_many(
+    u: &mut super::Uring,
+    rec: &mut Rec,
+    addr: std::net::SocketAddr,
+    n: usize,
+) -> (Vec<TcpStream>, Vec<(ConnId, crate::socket::Socket)>) {
+    (0..n)
+        .map(|i| {
+            let (c, id, s) = connect(u, rec, addr, i);
+            (c, (id, s))
+        })
+        .unzip()
 }
 
 /// Joins the writer threads, closes every server side, waits until all are reported closed
