@@ -21,7 +21,7 @@
 //!   `--duration` and report how much the server's RSS grew per connection.
 //!
 //! With `--server-pid` the server's CPU time over the window is divided by the messages in
-//! it. The client's own reads, writes and polls per message are reported too: when the
+//! it; with `--server-core` the busy time of the core it is pinned to, too. The client's own reads, writes and polls per message are reported too: when the
 //! client is the bottleneck (its CPU near 100%), they show whether a server's reply pattern
 //! (split replies, small bursts) is what costs it. `--json` prints one line for harnesses (`cargo bench --bench echo` reads it).
 
@@ -118,6 +118,7 @@ fn main() -> ExitCode {
             (args.warmup, args.warmup_msgs),
             args.duration,
             pid.as_deref(),
+            args.server_core,
         ) {
             Ok(w) => w,
             Err(f) => return fail(f),
@@ -136,6 +137,7 @@ fn main() -> ExitCode {
         report.client_cpu_secs = window.client_cpu_secs;
         report.server_cpu_secs = window.server_cpu_secs;
         report.server_stat_cpu_secs = window.server_stat_cpu_secs;
+        report.server_core = args.server_core.zip(window.server_core_secs);
         debug_assert_eq!(window.hist.count(), window.msgs);
     }
     report.errors = driver.errors;

@@ -21,6 +21,11 @@ usage: loadgen --addr [tcp://]HOST:PORT [options]
                            message's scheduled send time; without it the load is
                            closed-loop at saturation
   --server-pid PID         also report the server's CPU per message (or its RSS with --idle)
+  --server-core N          also report how busy core N was per message (wall time minus
+                           its idle time in /proc/stat):
+                           with the server pinned there, this includes the softirq work
+                           the core does while the server sleeps (receive processing
+                           steered to it), which the process's own CPU time misses
   --idle                   open the connections, echo once on each, hold them idle for
                            --duration and report the server's RSS per connection
   --connect-concurrency C  connections being opened at once (default 256)
@@ -38,6 +43,7 @@ pub struct Args {
     pub warmup_msgs: u64,
     pub rate: Option<f64>,
     pub server_pid: Option<u32>,
+    pub server_core: Option<usize>,
     pub idle: bool,
     pub connect_concurrency: usize,
     pub connect_timeout: Duration,
@@ -66,9 +72,13 @@ fn resolve(text: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("--addr {text}: {e}"))?
         .next()
         .ok_or_else(|| format!("--addr {text}: no address"))?;
-    if !addr.ip().is_loopback() {
+    let private = match addr.ip() {
+        std::net::IpAddr::V4(ip) => ip.is_private(),
+        std::net::IpAddr::V6(_) => false,
+    };
+    if !addr.ip().is_loopback() && !private {
         return Err(format!(
-            "--addr {addr}: only loopback addresses are allowed"
+            "--addr {addr}: only loopback and private (10/8, 172.16/12, 192.168/16) addresses are allowed"
         ));
     }
     Ok(addr)
@@ -85,6 +95,7 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
         warmup_msgs: 10,
         rate: None,
         server_pid: None,
+        server_core: None,
         idle: false,
         connect_concurrency: 256,
         connect_timeout: Duration::from_secs(30),
@@ -115,6 +126,7 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--warmup-msgs" => args.warmup_msgs = number(&flag, &value)?,
             "--rate" => args.rate = Some(number(&flag, &value)?),
             "--server-pid" => args.server_pid = Some(number(&flag, &value)?),
+            "--server-core" => args.server_core = Some(number(&flag, &value)?),
             "--connect-concurrency" => args.connect_concurrency = number(&flag, &value)?,
             "--connect-timeout" => args.connect_timeout = secs(&value)?,
             _ => return Err(format!("unknown option {flag}")),
@@ -141,4 +153,36 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
         return Err("--idle needs --server-pid to read the server's RSS".into());
     }
     Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    fn args(list: &[&str]) -> Result<super::Args, String> {
+        parse(list.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn loopback_and_private_addresses_only() {
+        for ok in [
+            "tcp://127.0.0.1:9000",
+            "[::1]:9000",
+            "10.199.0.1:80",
+            "192.168.1.2:80",
+        ] {
+            assert!(args(&["--addr", ok]).is_ok(), "{ok} refused");
+        }
+        let err = args(&["--addr", "8.8.8.8:53"])
+            .err()
+            .expect("a public address refused");
+        assert!(err.contains("only loopback and private"), "{err}");
+    }
+
+    #[test]
+    fn server_core_is_parsed() {
+        assert_eq!(args(&["--server-core", "3"]).unwrap().server_core, Some(3));
+        assert_eq!(args(&[]).unwrap().server_core, None);
+        assert!(args(&["--server-core", "x"]).is_err());
+    }
 }

@@ -64,6 +64,8 @@ pub struct Window {
     pub server_cpu_secs: Option<f64>,
     /// The server's CPU from `/proc/PID/stat` alone (10 ms resolution).
     pub server_stat_cpu_secs: Option<f64>,
+    /// Busy time of the server's core (`--server-core`).
+    pub server_core_secs: Option<f64>,
 }
 
 pub struct Driver {
@@ -83,6 +85,32 @@ pub struct Driver {
 
 fn sample(pid: &str) -> Option<CpuSample> {
     procfs::cpu_sample(pid).ok()
+}
+
+/// The CPU counters read when the window opens and when it closes.
+struct Samples {
+    client: CpuSample,
+    server: Option<CpuSample>,
+    /// When, and the idle seconds of the server's core then.
+    core: Option<(Instant, f64)>,
+}
+
+impl Samples {
+    fn take(server_pid: Option<&str>, server_core: Option<usize>) -> Samples {
+        Samples {
+            client: sample("self").unwrap_or_default(),
+            server: server_pid.and_then(sample),
+            core: server_core.and_then(|c| Some((Instant::now(), procfs::core_idle_secs(c).ok()?))),
+        }
+    }
+}
+
+/// The measured window, once open: its bounds on the shared clock and the counters at its
+/// start.
+struct Opened {
+    start: u64,
+    end: u64,
+    cpu: Samples,
 }
 
 impl Driver {
@@ -342,6 +370,7 @@ impl Driver {
         (warmup, warmup_msgs): (Duration, u64),
         duration: Duration,
         server_pid: Option<&str>,
+        server_core: Option<usize>,
     ) -> Result<Window, Fatal> {
         self.phase = if rate.is_some() {
             Phase::Open
@@ -364,7 +393,7 @@ impl Driver {
         };
         let mut issued = 0u64;
         let mut warmup_secs = 0.0;
-        let mut window: Option<(u64, u64, CpuSample, Option<CpuSample>)> = None;
+        let mut window: Option<Opened> = None;
         for id in 0..self.conns.len() {
             if self.conns[id].state == State::Ready {
                 if let Err(e) = self.pump(id) {
@@ -376,20 +405,22 @@ impl Driver {
             let now = self.shared.now_ns();
             let warm = self.shared.warm_conns >= warm_needed || now >= give_up_at;
             if window.is_none() && now >= measure_at && warm {
-                let client = sample("self").unwrap_or_default();
-                let server = server_pid.and_then(sample);
+                let cpu = Samples::take(server_pid, server_core);
                 let start = self.shared.now_ns();
-                window = Some((start, start + duration.as_nanos() as u64, client, server));
+                window = Some(Opened {
+                    start,
+                    end: start + duration.as_nanos() as u64,
+                    cpu,
+                });
                 warmup_secs = (start - t0) as f64 / 1e9;
                 self.shared.measuring = true;
             }
-            if let Some((start, end, client0, server0)) = window {
-                if now >= end {
+            if let Some(Opened { start, end, cpu }) = &window {
+                if now >= *end {
                     self.shared.measuring = false;
                     let secs = (self.shared.now_ns() - start) as f64 / 1e9;
-                    let client1 = sample("self").unwrap_or_default();
-                    let server1 = server_pid.and_then(sample);
-                    let both = server0.zip(server1);
+                    let cpu1 = Samples::take(server_pid, server_core);
+                    let both = cpu.server.zip(cpu1.server);
                     return Ok(Window {
                         warmup_secs,
                         secs,
@@ -398,15 +429,21 @@ impl Driver {
                         reads: self.shared.window_reads,
                         writes: self.shared.window_writes,
                         hist: std::mem::replace(&mut self.shared.hist, Histogram::new()),
-                        client_cpu_secs: client0.until(&client1),
+                        client_cpu_secs: cpu.client.until(&cpu1.client),
                         server_cpu_secs: both.map(|(a, b)| a.until(&b)),
                         server_stat_cpu_secs: both.map(|(a, b)| b.stat_secs - a.stat_secs),
+                        server_core_secs: cpu
+                            .core
+                            .zip(cpu1.core)
+                            .map(|(a, b)| (b.0 - a.0).as_secs_f64() - (b.1 - a.1)),
                     });
                 }
             }
             // Past `measure_at` and still warming up: look again within a few milliseconds
             // (echoes arriving end the poll sooner).
-            let mut wake = window.map_or(measure_at.max(now + 3 * MS), |w| w.1);
+            let mut wake = window
+                .as_ref()
+                .map_or(measure_at.max(now + 3 * MS), |w| w.end);
             if rate.is_some() {
                 self.issue_due(&mut issued, t0, interval, now);
                 wake = wake.min(t0 + (issued as f64 * interval) as u64);

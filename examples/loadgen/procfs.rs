@@ -74,6 +74,41 @@ pub fn cpu_sample(pid: &str) -> io::Result<CpuSample> {
     })
 }
 
+/// Clock ticks core `core` has spent idle (idle plus iowait) according to `stat`, the text
+/// of `/proc/stat`.
+///
+/// The busy fields cannot be used instead: they are sampled by the scheduler tick, which a
+/// tickless kernel stops while the core idles, so a core that is busy in bursts shorter
+/// than a tick shows almost no busy ticks at all. The idle time is measured exactly.
+fn idle_ticks(stat: &str, core: usize) -> Option<u64> {
+    let name = format!("cpu{core}");
+    let mut fields = stat
+        .lines()
+        .map(str::split_whitespace)
+        .find_map(|mut f| (f.next() == Some(name.as_str())).then_some(f))?;
+    // user nice system idle iowait ...
+    let mut ticks = [0u64; 5];
+    for t in &mut ticks {
+        *t = fields.next()?.parse().ok()?;
+    }
+    Some(ticks[3] + ticks[4])
+}
+
+/// Seconds core `core` has spent idle since boot (reported in clock ticks of 10 ms). The
+/// wall time between two readings minus the idle time between them is how busy the core
+/// was, softirq work it did while no task ran (such as receive processing steered to it)
+/// included, which a process's CPU time leaves out.
+pub fn core_idle_secs(core: usize) -> io::Result<f64> {
+    let stat = fs::read_to_string("/proc/stat")?;
+    let ticks = idle_ticks(&stat, core).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no complete cpu{core} line in /proc/stat"),
+        )
+    })?;
+    Ok(ticks as f64 / clock_ticks_per_sec())
+}
+
 /// `VmRSS` of `pid`, in bytes.
 pub fn vm_rss_bytes(pid: &str) -> io::Result<u64> {
     let text = fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -104,4 +139,31 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     #[allow(clippy::unnecessary_cast)] // `rlim_t` is not `u64` on every target.
     let soft = limit.rlim_cur as u64;
     Ok(soft)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::idle_ticks;
+
+    const STAT: &str = "cpu  900 0 900 9000 90 0 90 0 0 0
+cpu0 100 1 200 5000 40 3 60 7 11 0
+cpu1 800 0 700 4000 50 0 30 0 0 0
+intr 12345
+";
+
+    #[test]
+    fn idle_ticks_are_idle_plus_iowait() {
+        assert_eq!(idle_ticks(STAT, 0), Some(5040));
+        assert_eq!(idle_ticks(STAT, 1), Some(4050));
+        // "cpu" (the total) is not core 1's line, nor is "cpu1" core 10's.
+        assert_eq!(idle_ticks(STAT, 10), None);
+        assert_eq!(idle_ticks("cpu0 1 2 3\n", 0), None);
+    }
+
+    #[test]
+    fn this_machine_reports_core_0() {
+        let a = super::core_idle_secs(0).expect("core 0 in /proc/stat");
+        let b = super::core_idle_secs(0).unwrap();
+        assert!(a > 0.0 && b >= a, "{a} then {b}");
+    }
 }

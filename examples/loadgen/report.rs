@@ -32,6 +32,8 @@ pub struct Report {
     pub client_cpu_secs: f64,
     pub server_cpu_secs: Option<f64>,
     pub server_stat_cpu_secs: Option<f64>,
+    /// Busy time of the server's core, with the core's number.
+    pub server_core: Option<(usize, f64)>,
     pub rss_before: Option<u64>,
     pub rss_after: Option<u64>,
 }
@@ -107,6 +109,14 @@ impl Report {
                 let util = self.server_cpu_secs.unwrap_or(0.0) / self.window_secs * 100.0;
                 let _ = writeln!(s, "  server cpu   {us:.3} us/msg ({util:.0}% of a core)");
             }
+            if let Some((core, busy)) = self.server_core {
+                let us = self.per_msg_us(Some(busy)).unwrap_or(f64::NAN);
+                let util = busy / self.window_secs.max(1e-9) * 100.0;
+                let _ = writeln!(
+                    s,
+                    "  server core  {us:.3} us/msg (core {core} {util:.0}% busy)"
+                );
+            }
             let _ = writeln!(
                 s,
                 "  client cpu   {:.0}% of a core; per message {:.3} reads, {:.3} writes, {:.4} polls \
@@ -172,6 +182,14 @@ impl Report {
                 (
                     "server_stat_cpu_us_per_msg",
                     num(self.per_msg_us(self.server_stat_cpu_secs)),
+                ),
+                (
+                    "server_core_us_per_msg",
+                    num(self.per_msg_us(self.server_core.map(|c| c.1))),
+                ),
+                (
+                    "server_core_util",
+                    num(self.server_core.map(|c| c.1 / self.window_secs.max(1e-9))),
                 ),
             ]);
         }
