@@ -15,6 +15,10 @@
 //! cells show the median over rounds with the min–max range. An idle-memory run opens
 //! `--idle-conns` connections per server and reports the RSS growth per connection.
 //!
+//! With `--net veth` the load generator runs in a network namespace of its own behind a
+//! veth pair, so that each side's packets are received on its own core (see
+//! `echo/netns.rs`), and the CPU column is the busy time of the server's core.
+//!
 //! Results go to `bench-results/results.md`, `throughput.svg` and `cpu_per_msg.svg`; server
 //! logs to `bench-results/tmp/`. A byte echoed wrong anywhere fails the bench.
 
@@ -32,6 +36,8 @@ mod cgroup;
 mod json;
 #[path = "echo/loadrun.rs"]
 mod loadrun;
+#[path = "echo/netns.rs"]
+mod netns;
 #[path = "echo/options.rs"]
 mod options;
 #[path = "echo/results.rs"]
@@ -85,6 +91,8 @@ struct Bench {
     cores: Option<(usize, usize)>,
     /// The CPU cap every server runs under (`--server-cpu`).
     cap: Option<cgroup::CpuCap>,
+    /// The client's namespace and the veth pair to it (`--net veth`).
+    veth: Option<netns::Veth>,
     notes: Vec<String>,
     mismatches: Vec<String>,
     done: usize,
@@ -94,12 +102,23 @@ struct Bench {
 impl Bench {
     /// Starts a fresh server, runs one load against it and stops it.
     fn measure(&mut self, spec: &ServerSpec, load: &Load) -> Result<json::Object, String> {
-        let server = server::start(spec, self.cores.map(|c| c.0))
+        let ip = if self.veth.is_some() {
+            netns::SERVER_IP
+        } else {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        };
+        let server = server::start(spec, self.cores.map(|c| c.0), ip)
             .map_err(|e| format!("server did not start: {e}"))?;
         if let Some(cap) = &self.cap {
             cap.add(server.pid)?;
         }
-        let outcome = loadrun::run(&self.loadgen, self.cores.map(|c| c.1), &server, load);
+        let outcome = loadrun::run(
+            &self.loadgen,
+            self.cores,
+            self.veth.is_some(),
+            &server,
+            load,
+        );
         drop(server);
         match outcome {
             Outcome::Done(o) => Ok(o),
@@ -147,7 +166,7 @@ impl Bench {
                 );
                 match self.measure(spec, &self.load(p, rate)) {
                     Ok(o) => {
-                        let run = Run::from_json(&o);
+                        let run = Run::from_json(&o, self.veth.is_some());
                         self.progress(&format!(
                             "{head}: {} msgs/s, p99 {} µs, cpu {} µs/msg (server {:.0}%, load {:.0}% of a core)",
                             stats::thousands(run.msgs_per_sec),
@@ -336,8 +355,7 @@ fn write_results(bench: &Bench, points: &[PointResult], idle: &[IdleResult], sec
          with `pipeline` messages in flight per connection; fixed-rate runs are open loop at \
          {:.0}% of {reference}'s median saturation throughput at that point, the same rate for \
          every server, with latency measured from each message's scheduled send time.\n\
-         - CPU µs/msg is the server's CPU time over the measured window (per-thread schedstat, \
-         or utime+stime from /proc/PID/stat) divided by the messages echoed in it.\n\
+         - {}\n\
          - {} round(s) of {} s measured after a warm-up of at least {} s that also lasts until \
          every connection has had {} echoes, so that start-up effects stay out of the window; \
          rounds alternate the servers; cells show median (min–max) when there is more than one \
@@ -348,6 +366,19 @@ fn write_results(bench: &Bench, points: &[PointResult], idle: &[IdleResult], sec
             None => ", unpinned".to_string(),
         },
         o.rate_fraction * 100.0,
+        match &bench.veth {
+            None => "CPU µs/msg is the server's CPU time over the measured window (per-thread \
+                     schedstat, or utime+stime from /proc/PID/stat) divided by the messages \
+                     echoed in it."
+                .to_string(),
+            Some(v) => format!(
+                "Network: {}. CPU µs/msg is the busy time of the server's core over the \
+                 measured window (from /proc/stat, 10 ms resolution: the receive processing \
+                 the core does while the server sleeps counts too) divided by the messages \
+                 echoed in it; server utilisation is that core's.",
+                v.describe()
+            ),
+        },
         o.repeats,
         o.duration,
         o.warmup,
@@ -443,6 +474,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let veth = match (opts.veth, pin) {
+        (false, _) => None,
+        (true, None) => {
+            eprintln!(
+                "echo bench: --net veth steers each side's packets to its core: it needs pinning"
+            );
+            return ExitCode::FAILURE;
+        }
+        (true, Some((server_core, load_core))) => {
+            match netns::Veth::setup(server_core, load_core) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    eprintln!("echo bench: --net veth: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
     let max_conns = fd_limit.saturating_sub(FD_SLACK) as usize;
     let mut points = Vec::new();
     for &conns in &opts.conns {
@@ -478,6 +527,7 @@ fn main() -> ExitCode {
         servers,
         cores: pin,
         cap,
+        veth,
         notes,
         mismatches: Vec::new(),
         done: 0,

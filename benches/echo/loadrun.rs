@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use super::json::{self, Object};
+use super::netns::Veth;
 use super::server::{pinned, Running};
 
 /// Echoes every connection must have had before a window opens (`loadgen --warmup-msgs`):
@@ -35,8 +36,29 @@ fn connect_timeout(conns: usize) -> u64 {
     (conns as u64 / 1000).clamp(5, 30)
 }
 
-pub fn run(loadgen: &Path, core: Option<usize>, server: &Running, load: &Load) -> Outcome {
-    let mut cmd = pinned(core, loadgen);
+/// Runs `loadgen` against `server`: pinned to the load core of `cores` (server core, load
+/// core) when given, and inside the veth pair's namespace with `veth`.
+pub fn run(
+    loadgen: &Path,
+    cores: Option<(usize, usize)>,
+    veth: bool,
+    server: &Running,
+    load: &Load,
+) -> Outcome {
+    let load_core = cores.map(|c| c.1);
+    let mut cmd = if veth {
+        let mut c = Veth::exec();
+        if let Some(core) = load_core {
+            c.arg("taskset").arg("-c").arg(core.to_string());
+        }
+        c.arg(loadgen);
+        c
+    } else {
+        pinned(load_core, loadgen)
+    };
+    if let Some((server_core, _)) = cores {
+        cmd.arg("--server-core").arg(server_core.to_string());
+    }
     cmd.arg("--addr")
         .arg(format!("tcp://{}", server.addr))
         .arg("--conns")

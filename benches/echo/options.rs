@@ -23,6 +23,10 @@ usage: cargo bench --bench echo -- [options]
   --server-cpu F          cap every server at F (0 < F < 1) of one core with a CPU-bandwidth
                           cgroup (needs root), so that the server, not the one-core load
                           generator, limits saturation runs; fixed-rate runs are skipped
+  --net loopback|veth     loopback (default), or veth: the load generator in a network
+                          namespace behind a veth pair, each side's packets received on its
+                          own core (needs root and iproute2); CPU per message is then the
+                          busy time of the server's core, which includes that receive work
   --out DIR               where results.md and the SVG charts go (default bench-results)
 ";
 
@@ -40,6 +44,8 @@ pub struct Options {
     pub loops: usize,
     pub pin: bool,
     pub server_cpu: Option<f64>,
+    /// `--net veth`.
+    pub veth: bool,
     pub out: String,
 }
 
@@ -88,6 +94,7 @@ pub fn parse(argv: Vec<String>) -> Result<Options, String> {
         loops: 1,
         pin: true,
         server_cpu: None,
+        veth: false,
         out: "bench-results".to_string(),
     };
     let mut it = argv.into_iter();
@@ -116,6 +123,13 @@ pub fn parse(argv: Vec<String>) -> Result<Options, String> {
             "--idle-hold" => o.idle_hold = one(&flag, &v)?,
             "--loops" => o.loops = one(&flag, &v)?,
             "--server-cpu" => o.server_cpu = Some(one(&flag, &v)?),
+            "--net" => {
+                o.veth = match v.as_str() {
+                    "loopback" => false,
+                    "veth" => true,
+                    _ => return Err(format!("--net: {v:?} is neither loopback nor veth")),
+                }
+            }
             "--out" => o.out = v,
             _ => return Err(format!("unknown option {flag}")),
         }

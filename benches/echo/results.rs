@@ -24,12 +24,19 @@ pub struct Run {
 }
 
 impl Run {
-    pub fn from_json(o: &Object) -> Run {
+    /// With `core`, CPU and utilisation are the busy time of the server's core rather than
+    /// the server process's CPU time.
+    pub fn from_json(o: &Object, core: bool) -> Run {
+        let (cpu, util) = if core {
+            ("server_core_us_per_msg", "server_core_util")
+        } else {
+            ("server_cpu_us_per_msg", "server_util")
+        };
         Run {
             msgs_per_sec: o.num("msgs_per_sec").unwrap_or(0.0),
             p99_us: o.num("p99_us").unwrap_or(f64::NAN),
-            cpu_us_per_msg: o.num("server_cpu_us_per_msg"),
-            server_util: o.num("server_util"),
+            cpu_us_per_msg: o.num(cpu),
+            server_util: o.num(util),
             client_util: o.num("client_util").unwrap_or(f64::NAN),
             errors: o.num("errors").unwrap_or(0.0),
         }

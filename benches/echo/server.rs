@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -47,8 +47,8 @@ impl Drop for Running {
 }
 
 /// A port nobody listens on right now.
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+fn free_port(ip: IpAddr) -> std::io::Result<u16> {
+    Ok(TcpListener::bind((ip, 0))?.local_addr()?.port())
 }
 
 /// The value of `key=` in a line such as `gnet echo: backend=epoll addr=tcp://127.0.0.1:9000`.
@@ -75,17 +75,18 @@ pub fn pinned(core: Option<usize>, program: &Path) -> Command {
     }
 }
 
-/// Starts the server (on `core` when given) and waits for its first stdout line.
-pub fn start(spec: &ServerSpec, core: Option<usize>) -> Result<Running, String> {
+/// Starts the server listening on `ip` (on `core` when given) and waits for its first
+/// stdout line.
+pub fn start(spec: &ServerSpec, core: Option<usize>, ip: IpAddr) -> Result<Running, String> {
     if !spec.binary.is_file() {
         return Err(format!("{} is not built", spec.binary.display()));
     }
-    let port = free_port().map_err(|e| format!("no free port: {e}"))?;
+    let port = free_port(ip).map_err(|e| format!("no free port on {ip}: {e}"))?;
     let log_path = spec.log_dir.join(format!("{}.stderr", spec.label()));
     let log = File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
     let mut cmd = pinned(core, &spec.binary);
     cmd.arg("--addr")
-        .arg(format!("tcp://127.0.0.1:{port}"))
+        .arg(format!("tcp://{}", SocketAddr::from((ip, port))))
         .arg("--loops")
         .arg(spec.loops.to_string());
     if spec.name != "tokio" {
@@ -127,7 +128,7 @@ pub fn start(spec: &ServerSpec, core: Option<usize>) -> Result<Running, String> 
     let addr = token(&first, "addr")
         .map(|a| a.trim_start_matches("tcp://"))
         .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], port)));
+        .unwrap_or_else(|| SocketAddr::from((ip, port)));
     Ok(running(&backend, addr))
 }
 
@@ -161,7 +162,7 @@ fn echo_check(addr: SocketAddr) -> Result<(), String> {
 
 /// Starts `spec` once and checks that it runs the backend it was asked for and echoes.
 pub fn probe(spec: &ServerSpec) -> Result<(), String> {
-    let server = start(spec, None)?;
+    let server = start(spec, None, IpAddr::from([127, 0, 0, 1]))?;
     if server.backend != spec.name {
         return Err(format!(
             "asked for backend {}, the server reported backend={}",
