@@ -43,7 +43,9 @@ impl Histogram {
         }
         let shift = index / HALF - 1;
         let mantissa = index % HALF + HALF;
-        ((mantissa + 1) << shift) - 1
+        // The top bucket's edge is 2^64 - 1: computed in u128, which cannot overflow.
+        let edge = (u128::from(mantissa + 1) << shift) - 1;
+        u64::try_from(edge).unwrap_or(u64::MAX)
     }
 
     pub fn record(&mut self, value: u64) {
