@@ -373,9 +373,10 @@ fn write_results(bench: &Bench, points: &[PointResult], idle: &[IdleResult], sec
                 .to_string(),
             Some(v) => format!(
                 "Network: {}. CPU µs/msg is the busy time of the server's core over the \
-                 measured window (from /proc/stat, 10 ms resolution: the receive processing \
-                 the core does while the server sleeps counts too) divided by the messages \
-                 echoed in it; server utilisation is that core's.",
+                 measured window (the window's length minus the core's idle time in \
+                 /proc/stat, 10 ms resolution; the receive processing the core does while \
+                 the server sleeps counts too) divided by the messages echoed in it; server \
+                 utilisation is that core's.",
                 v.describe()
             ),
         },
