@@ -32,13 +32,14 @@ pub struct Veth {
     pub congestion: (String, String),
 }
 
-fn ip(args: &[&str]) -> Result<(), String> {
+/// Runs `ip ARGS` and returns what it printed.
+fn ip(args: &[&str]) -> Result<String, String> {
     let out = Command::new("ip")
         .args(args)
         .output()
         .map_err(|e| format!("cannot run ip (iproute2): {e}"))?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     } else {
         Err(format!(
             "ip {}: {}",
@@ -51,18 +52,7 @@ fn ip(args: &[&str]) -> Result<(), String> {
 /// Runs `sh -c script` inside the client's namespace, where `/sys/class/net` shows its
 /// devices, and returns what it printed.
 fn in_ns(script: &str) -> Result<String, String> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", NS, "sh", "-c", script])
-        .output()
-        .map_err(|e| format!("cannot run ip netns exec: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(format!(
-            "in namespace {NS}: {script}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    ip(&["netns", "exec", NS, "sh", "-c", script])
 }
 
 /// The `rps_cpus` mask that names one core.
