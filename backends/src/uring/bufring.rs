@@ -1,43 +1,43 @@
 //! The provided-buffer ring: one per loop, shared by every connection's multishot receive.
 //!
-//! Two allocations: the ring of `entries` descriptors (page aligned, as the kernel requires)
-//! and one contiguous block of `entries * buf_size` bytes for the buffers themselves. A plain
-//! receive completion takes one buffer, a bundle as many consecutive ring entries as its bytes
-//! span; the completion names the first (`IORING_CQE_F_BUFFER` plus the buffer id). The
-//! backend lends the bytes to the sink and takes the buffers back when the callback ends. The
-//! kernel reads the tail with acquire ordering, so the descriptor writes are published with a
-//! release store of the tail.
+//! Two pieces of memory: the ring of `entries` descriptors (page aligned, as the kernel
+//! requires) and the **area** the descriptors point into. Each descriptor ("entry") is a
+//! slice of the area; a plain receive completion fills one entry, a bundle as many
+//! consecutive entries as its bytes span; the completion names the first (by its buffer id).
+//! The backend lends the bytes to the sink and takes the entries back when the callback ends.
+//! The kernel reads the tail with acquire ordering, so the descriptor writes are published
+//! with a release store of the tail.
 //!
-//! **Hot reuse.** Not every free buffer sits in the ring. The kernel consumes entries strictly
-//! in ring order, so a ring holding all its buffers walks through every one of them in turn:
-//! with 256 buffers of 64 KiB, received bytes land in up to 16 MiB of memory cycled FIFO, far
-//! more than a core's cache, and by the time a reply copies them out again they have been
-//! evicted. Instead only a window of buffers is posted: [`BufRing::replenish`] tops the ring
-//! up before each submission with buffers `0 .. window`, cycled in order, so the kernel keeps
-//! filling the same few buffers. The window is sized from the traffic ([`BufRing::adapt`],
-//! once per poll): as many buffers as hold [`CYCLE_BYTES`] at the recent fill per buffer.
-//! Small messages touch a few bytes of each buffer and get the whole ring; large ones (a
-//! bundle fills its buffers) get a few buffers, and the connections they leave without one
-//! wait on `ENOBUFS`, which costs a re-arm (measured: far less than the cache misses it
-//! saves, even at 10,000 connections). Buffers never posted are never touched, so their
-//! pages are never faulted in either.
+//! **A byte ring.** Entries are carved from the area one after the other, as from a circular
+//! byte buffer: each starts where the previous one ended, and the carving goes round when it
+//! reaches the end, as far as the oldest bytes still in use (in the ring, or lent to the
+//! sink) allow. The kernel consumes entries strictly in ring order, so a bundle always fills
+//! entries adjacent in memory, and its bytes reach the sink as one slice. The area is mapped
+//! twice, back to back (one `memfd`, two mappings), so that an entry or a bundle that runs
+//! past the end of the area continues, contiguously, in the second mapping: no bundle is ever
+//! split, not even at the wrap. (Where the second mapping cannot be made, entries stop short
+//! of the end and a bundle across it arrives as two slices.)
 //!
-//! **Adjacent bundles.** The ring's order (`order`: the buffer ids from the kernel's head to
-//! our tail) says which buffers a bundle filled; the descriptors cannot, because by the time
-//! a completion is handled its slots may already hold buffers posted since.
-//! [`BufRing::take_filled`] hands a bundle's buffers out as runs of buffers adjacent in
-//! memory, and each run is one callback (and, for an echo, one send): a bundle should fill
-//! adjacent buffers. Buffers are posted in ascending id order, continuing after the last one
-//! posted while the ring still holds some (so that the kernel's next bundle runs on into
-//! them), and from buffer 0 when the ring has drained, which under load it mostly has: the
-//! window's wrap is then at the ring's end, where no bundle can cross it. (The first version
-//! reposted the most recently returned buffers, sorted; as the window grew and shrank the set
-//! it cycled scattered over the ring, and half of all 16 KiB bundles at 1,000 connections
-//! came out as two runs.)
+//! **Sized for the cache.** The area is small, [`AREA_BYTES`] by default (never more than
+//! the configured `ring_buffers × read_buffer_size`), so the bytes a receive writes are still
+//! cached when the reply copies them out. The size of the entries follows the traffic
+//! ([`BufRing::adapt`], once per poll): about one receive's worth, between the area divided by
+//! the ring's entries and `read_buffer_size`. Small messages get many small entries (a
+//! thousand connections with a few bytes each are served in one pass), large ones a few
+//! large entries, and the connections they leave without one wait on `ENOBUFS`, which costs
+//! a re-arm. Earlier versions gave every entry a whole `read_buffer_size` buffer and posted
+//! only a window of them: small messages then spread over hundreds of buffers, and a bundle
+//! that crossed the window's wrap came out as two slices (two callbacks and, for an echo, two
+//! sends: 23% of all bundles at 1,000 connections, 16 KiB pipeline 16).
+//!
+//! The ring's order (`posted`: the entries from the kernel's head to our tail) says which
+//! entries a bundle filled; the descriptors cannot, because by the time a completion is
+//! handled its slots may already hold entries posted since.
 
 use std::alloc::{self, Layout};
 use std::collections::VecDeque;
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
 
@@ -49,57 +49,205 @@ pub(super) const BGID: u16 = 0;
 
 const PAGE: usize = 4096;
 
-/// The bytes of buffer memory the ring should cycle through: a quarter of a typical 2 MiB L2,
-/// so that received bytes are still cached when the reply copies them out (see the module
-/// documentation). Measured at 16 KiB messages, capped server: 256 KiB and 1 MiB do no better.
-const CYCLE_BYTES: usize = 512 * 1024;
-/// The smallest window.
+/// The size of the area: a quarter of a typical 2 MiB L2, so that received bytes are still
+/// cached when the reply copies them out. (Measured with whole buffers at 16 KiB messages,
+/// capped server: 256 KiB and 1 MiB do no better.)
+const AREA_BYTES: usize = 512 * 1024;
+/// The area holds at least this many entries of `read_buffer_size` (when the configuration
+/// allows as much).
 const MIN_WINDOW: usize = 8;
+/// The smallest entry.
+const MIN_CHUNK: usize = 512;
+/// Entries start on cache lines.
+const ALIGN: usize = 64;
+
+/// The memory entries are carved from, mapped twice in a row where possible.
+struct Area {
+    base: NonNull<u8>,
+    /// Bytes of memory, a multiple of the page size.
+    size: usize,
+    /// `base + size + i` is the same memory as `base + i`, for `i < size`.
+    mirrored: bool,
+}
+
+impl Area {
+    fn new(size: usize, mirror: bool) -> io::Result<Area> {
+        if mirror {
+            match Area::mirrored(size) {
+                Ok(area) => return Ok(area),
+                Err(e) => log::debug!(
+                    "io_uring buffer ring: no mirrored mapping ({e}); a bundle across the end \
+                     of the buffer area arrives as two slices"
+                ),
+            }
+        }
+        // SAFETY: an anonymous private mapping at an address the kernel chooses; no existing
+        // memory is affected.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Area {
+            base: NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?,
+            size,
+            mirrored: false,
+        })
+    }
+
+    /// Maps one `memfd` of `size` bytes twice, back to back.
+    fn mirrored(size: usize) -> io::Result<Area> {
+        let len = libc::off_t::try_from(size).map_err(|_| io::Error::other("area too large"))?;
+        // SAFETY: a NUL-terminated name and valid flags; the result is checked below.
+        let fd = unsafe { libc::memfd_create(c"gnet-bufring".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by memfd_create and nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: `fd` is an open memfd; ftruncate only sets its size.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), len) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // Reserve the address range first, so that the two halves are adjacent.
+        // SAFETY: an anonymous inaccessible reservation at an address the kernel chooses.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                2 * size,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        for half in 0..2 {
+            // SAFETY: the target lies inside the reservation made above, which nothing else
+            // uses; MAP_FIXED replaces exactly that part of it with the memfd's pages.
+            let p = unsafe {
+                libc::mmap(
+                    base.cast::<u8>().add(half * size).cast(),
+                    size,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_FIXED,
+                    fd.as_raw_fd(),
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                let e = io::Error::last_os_error();
+                // SAFETY: the whole reservation is ours and nothing points into it yet.
+                unsafe { libc::munmap(base, 2 * size) };
+                return Err(e);
+            }
+        }
+        Ok(Area {
+            base: NonNull::new(base.cast())
+                .ok_or_else(|| io::Error::other("mmap returned null"))?,
+            size,
+            mirrored: true,
+        })
+    }
+
+    /// Bytes addressable from `base`.
+    fn mapped(&self) -> usize {
+        if self.mirrored {
+            2 * self.size
+        } else {
+            self.size
+        }
+    }
+}
+
+impl Drop for Area {
+    fn drop(&mut self) {
+        // SAFETY: the range is exactly what `Area::new` mapped; the owner drops the area only
+        // once the kernel can no longer write into it (see `BufRing`'s drop).
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.mapped()) };
+    }
+}
+
+/// One descriptor in the ring.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    bid: u16,
+    /// Byte position in the area, counted from the start without wrapping.
+    pos: u64,
+    len: u32,
+}
+
+/// Bytes lent out in a completion, not yet recycled.
+#[derive(Debug)]
+struct Held {
+    pos: u64,
+    count: u16,
+    done: bool,
+}
 
 pub(super) struct BufRing {
     ring: NonNull<BufRingEntry>,
     ring_layout: Layout,
-    bufs: NonNull<u8>,
-    bufs_layout: Layout,
+    area: Area,
     entries: u16,
-    buf_size: usize,
+    /// The largest entry (`read_buffer_size`).
+    max_chunk: usize,
+    /// The smallest entry: the area divided by the ring's entries (at least [`MIN_CHUNK`]).
+    min_chunk: usize,
     /// Our copy of the tail: the next ring slot to fill.
     tail: u16,
-    /// Buffers the kernel handed back in completions and we have not recycled yet.
+    /// Where the next entry is carved (a byte position counted without wrapping).
+    pos: u64,
+    /// The entries in the ring, from the kernel's head to our tail.
+    posted: VecDeque<Entry>,
+    /// Runs lent out in completions, oldest first.
+    held: VecDeque<Held>,
+    /// Entries in `held` not recycled yet.
     out: usize,
-    /// The ids of the buffers in the ring, from the kernel's head to our tail.
-    order: VecDeque<u16>,
-    /// Per buffer: posted to the ring or handed out in a completion (not free to post).
-    busy: Vec<bool>,
-    /// Buffers neither in the ring nor handed out.
-    spare: usize,
-    /// How many buffers [`BufRing::replenish`] keeps in the ring.
+    /// The size of the entries posted next.
+    chunk: usize,
+    /// How many entries [`BufRing::replenish`] keeps in the ring.
     window: usize,
-    /// Bytes a receive leaves in each buffer it takes, a moving average in sixteenths.
+    /// Bytes per receive, a moving average in sixteenths (a plain receive that filled its
+    /// entry counts as one of `max_chunk`: the socket probably held more).
     fill16: usize,
-    /// Buffers a receive takes, a moving average in sixteenths.
+    /// Entries a receive takes, a moving average in sixteenths.
     per_recv16: usize,
-    /// The buffer posted last.
-    last_posted: u16,
-    /// The highest buffer id ever posted (buffers are first posted in id order).
+    /// Completions whose bytes came out as more than one run.
     #[cfg(test)]
-    pub highest: u16,
+    pub splits: usize,
 }
 
-/// Buffers `first .. first + count` (adjacent in memory) holding `len` bytes of one
-/// receive completion.
+/// `len` bytes of one receive completion, adjacent in memory from byte position `pos`,
+/// spread over `count` entries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Run {
-    pub first: u16,
+    pub pos: u64,
     pub count: u16,
     pub len: usize,
 }
 
 impl BufRing {
-    /// Allocates the ring and its buffers and posts the first [`MIN_WINDOW`] of them.
+    /// Allocates the ring and its area and posts the first entries.
     ///
-    /// `entries` must be a power of two in `1..=32768`, `buf_size` in `1..=u32::MAX`.
+    /// `entries` must be a power of two in `1..=32768`, `buf_size` (the largest entry) in
+    /// `1..=u32::MAX`. The area is the smaller of [`AREA_BYTES`] (or [`MIN_WINDOW`] entries
+    /// of `buf_size`, if larger) and `entries * buf_size`, rounded up to pages.
     pub fn new(entries: u16, buf_size: usize) -> io::Result<BufRing> {
+        BufRing::build(entries, buf_size, true)
+    }
+
+    fn build(entries: u16, buf_size: usize, mirror: bool) -> io::Result<BufRing> {
         if !entries.is_power_of_two() || entries > 32768 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -116,36 +264,36 @@ impl BufRing {
         let too_big = || io::Error::new(io::ErrorKind::InvalidInput, "buffer ring too large");
         let ring_bytes = (n * std::mem::size_of::<BufRingEntry>()).next_multiple_of(PAGE);
         let ring_layout = Layout::from_size_align(ring_bytes, PAGE).map_err(|_| too_big())?;
-        let bufs_bytes = n.checked_mul(buf_size).ok_or_else(too_big)?;
-        let bufs_layout = Layout::from_size_align(bufs_bytes, 64).map_err(|_| too_big())?;
-
+        let configured = n.checked_mul(buf_size).ok_or_else(too_big)?;
+        let wanted = AREA_BYTES.max(buf_size.saturating_mul(MIN_WINDOW));
+        let size = configured
+            .min(wanted)
+            .checked_next_multiple_of(PAGE)
+            .ok_or_else(too_big)?;
+        let area = Area::new(size, mirror)?;
         // SAFETY: `ring_layout` has a non-zero size (at least one page).
         let ring = NonNull::new(unsafe { alloc::alloc_zeroed(ring_layout) }.cast::<BufRingEntry>())
             .ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
-        // SAFETY: `bufs_layout` has a non-zero size (`entries >= 1`, `buf_size >= 1`).
-        let Some(bufs) = NonNull::new(unsafe { alloc::alloc(bufs_layout) }) else {
-            // SAFETY: `ring` was allocated just above with `ring_layout` and is not used again.
-            unsafe { alloc::dealloc(ring.as_ptr().cast(), ring_layout) };
-            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
-        };
+        let max_chunk = buf_size.min(size);
+        let min_chunk = (size / n).max(MIN_CHUNK).min(max_chunk);
         let mut br = BufRing {
             ring,
             ring_layout,
-            bufs,
-            bufs_layout,
+            area,
             entries,
-            buf_size,
+            max_chunk,
+            min_chunk,
             tail: 0,
+            pos: 0,
+            posted: VecDeque::with_capacity(n),
+            held: VecDeque::new(),
             out: 0,
-            order: VecDeque::with_capacity(n),
-            busy: vec![false; n],
-            spare: n,
-            window: n.min(MIN_WINDOW),
+            chunk: max_chunk,
+            window: (size / max_chunk).clamp(1, n),
             fill16: 0,
             per_recv16: 16,
-            last_posted: entries - 1,
             #[cfg(test)]
-            highest: 0,
+            splits: 0,
         };
         br.replenish();
         Ok(br)
@@ -164,98 +312,95 @@ impl BufRing {
         }
     }
 
-    /// The bytes the kernel wrote into a run of buffers: `run.len` bytes from the start of
-    /// buffer `run.first`.
+    /// Where byte position `pos` lies in the area.
+    fn offset(&self, pos: u64) -> usize {
+        (pos % self.area.size as u64) as usize
+    }
+
+    /// The bytes the kernel wrote for a run: `run.len` bytes from its position.
     ///
     /// # Safety
-    /// `run` came from [`BufRing::take_filled`] for a completion the caller reaped, and its
-    /// buffers have not been recycled since (the kernel does not write into them meanwhile).
+    /// `run` came from [`BufRing::take_filled`] for a completion the caller reaped, and has
+    /// not been recycled since (the kernel does not write into it meanwhile).
     pub unsafe fn data(&self, run: Run) -> &[u8] {
-        let start = usize::from(run.first) * self.buf_size;
-        let total = usize::from(self.entries) * self.buf_size;
-        debug_assert!(run.first < self.entries && start + run.len <= total);
-        let len = run.len.min(total.saturating_sub(start));
-        // SAFETY: the bytes lie inside the `bufs` allocation (`start + len <= total`, the
-        // run's buffers are adjacent); the kernel finished writing them before it posted the
-        // completion, which the caller reaped with acquire ordering; they are not in the ring,
-        // so nothing writes to them while the returned borrow of `self` lives.
-        unsafe { std::slice::from_raw_parts(self.bufs.as_ptr().add(start), len) }
+        let start = self.offset(run.pos);
+        debug_assert!(start + run.len <= self.area.mapped());
+        let len = run.len.min(self.area.mapped() - start);
+        // SAFETY: the bytes lie inside the mapping (`start + len <= mapped`; a run that goes
+        // past the end of the area only exists when the area is mirrored); the kernel finished
+        // writing them before it posted the completion, which the caller reaped with acquire
+        // ordering; they are not in the ring, so nothing writes to them while the returned
+        // borrow of `self` lives.
+        unsafe { std::slice::from_raw_parts(self.area.base.as_ptr().add(start), len) }
     }
 
-    /// Takes buffer `bid` back from the backend, free to be posted again.
-    pub fn recycle(&mut self, bid: u16) {
-        let bid = usize::from(bid % self.entries);
-        debug_assert!(self.busy[bid], "buffer {bid} recycled twice");
-        if std::mem::replace(&mut self.busy[bid], false) {
-            self.out -= 1;
-            self.spare += 1;
-        }
-    }
-
-    /// Takes every buffer of `run` back.
+    /// Takes the entries of `run` back from the backend.
     pub fn recycle_run(&mut self, run: Run) {
-        for k in 0..run.count {
-            self.recycle(run.first.wrapping_add(k));
+        match self.held.iter_mut().find(|h| h.pos == run.pos && !h.done) {
+            Some(h) => {
+                h.done = true;
+                self.out -= usize::from(h.count);
+            }
+            None => log::error!("io_uring: buffer run at {} recycled twice", run.pos),
+        }
+        while self.held.front().is_some_and(|h| h.done) {
+            self.held.pop_front();
         }
     }
 
-    /// The next buffer to post: the first free one from `from` up to the window's end, then
-    /// from the window's start, then (when the backend holds buffers of the window in a
-    /// callback) beyond the window.
-    fn next_free(&self, from: usize) -> Option<u16> {
-        let window = self.window.min(self.total());
-        let from = if from < window { from } else { 0 };
-        (from..window)
-            .chain(0..from)
-            .chain(window..self.total())
-            .find(|&b| !self.busy[b])
-            .map(|b| b as u16)
+    /// The oldest byte position still in use: lent out, or in the ring.
+    fn oldest(&self) -> u64 {
+        let held = self.held.front().map_or(self.pos, |h| h.pos);
+        let posted = self.posted.front().map_or(self.pos, |e| e.pos);
+        held.min(posted)
     }
 
-    /// Tops the ring up to the window with free buffers and publishes them to the kernel.
-    ///
-    /// Buffers are posted in ascending id order within `0 .. window`, after the last one
-    /// posted while the ring still holds buffers, from 0 once it has drained (see the module
-    /// documentation): a bundle fills consecutive ring entries, and when those are adjacent
-    /// in memory the handler gets its bytes as one slice (two slices cost two callbacks and,
-    /// for a reply of each, two sends).
+    /// Where the next entry of `chunk` bytes would go, if the area has room for it.
+    fn next_slot(&self, chunk: u64) -> Option<u64> {
+        let size = self.area.size as u64;
+        let mut at = self.pos;
+        if !self.area.mirrored && at % size + chunk > size {
+            // Without the second mapping an entry must not run past the end.
+            at = at.next_multiple_of(size);
+        }
+        (at + chunk - self.oldest() <= size).then_some(at)
+    }
+
+    /// Tops the ring up to the window with entries carved after the last one, and publishes
+    /// them to the kernel.
     pub fn replenish(&mut self) {
-        let want = self.window.saturating_sub(self.order.len()).min(self.spare);
-        if want == 0 {
-            return;
-        }
         let mask = self.entries - 1;
-        let mut from = if self.order.is_empty() {
-            0
-        } else {
-            usize::from(self.last_posted) + 1
-        };
-        for _ in 0..want {
-            let Some(bid) = self.next_free(from) else {
+        let want = self.window.min(usize::from(self.entries));
+        let before = self.tail;
+        while self.posted.len() < want {
+            let chunk = self.chunk as u64;
+            let Some(at) = self.next_slot(chunk) else {
                 break;
             };
-            from = usize::from(bid) + 1;
-            self.busy[usize::from(bid)] = true;
-            self.spare -= 1;
-            self.last_posted = bid;
-            let slot = usize::from(self.tail & mask);
+            let slot = self.tail & mask;
             // SAFETY: `slot < entries`, inside the ring allocation. The kernel only reads
             // descriptors between its head and our published tail; the ring holds fewer than
-            // `entries` buffers, so this slot is beyond the tail (the kernel consumed it, or it
-            // was never filled) and nothing reads it concurrently. The setters write only
-            // addr/len/bid, never the `resv` field that doubles as the tail in slot 0.
+            // `entries` descriptors (`posted` counts every one the kernel may not have consumed
+            // yet), so this slot is beyond the tail and nothing reads it concurrently. The
+            // setters write only addr/len/bid, never the `resv` field that doubles as the tail
+            // in slot 0. The address and length stay inside the mapping: `offset < size` and
+            // `chunk <= size`, with the area mapped twice, or `offset + chunk <= size`.
             unsafe {
-                let entry = &mut *self.ring.as_ptr().add(slot);
-                entry.set_addr(self.bufs.as_ptr().add(usize::from(bid) * self.buf_size) as u64);
-                entry.set_len(self.buf_size as u32);
-                entry.set_bid(bid);
+                let entry = &mut *self.ring.as_ptr().add(usize::from(slot));
+                entry.set_addr(self.area.base.as_ptr().add(self.offset(at)) as u64);
+                entry.set_len(self.chunk as u32);
+                entry.set_bid(slot);
             }
             self.tail = self.tail.wrapping_add(1);
-            self.order.push_back(bid);
-            #[cfg(test)]
-            {
-                self.highest = self.highest.max(bid);
-            }
+            self.posted.push_back(Entry {
+                bid: slot,
+                pos: at,
+                len: self.chunk as u32,
+            });
+            self.pos = at + chunk;
+        }
+        if self.tail == before {
+            return;
         }
         // SAFETY: `BufRingEntry::tail` needs the address of the ring's first entry, which
         // `self.ring` is; the tail is a naturally aligned u16 inside the allocation. The
@@ -265,44 +410,53 @@ impl BufRing {
         tail.store(self.tail, Ordering::Release);
     }
 
-    /// Resizes the window to the traffic seen: as many buffers as hold [`CYCLE_BYTES`] at
-    /// the recent fill, at least [`MIN_WINDOW`], at most all of them. Called once per poll.
+    /// Sizes the entries to the traffic seen: about one receive's worth, within
+    /// `min_chunk ..= max_chunk`, and as many of them as the area holds. Called once per poll.
     pub fn adapt(&mut self) {
         if self.fill16 == 0 {
             // Nothing received yet.
             return;
         }
-        let fill = (self.fill16 / 16).max(1);
-        self.window = (CYCLE_BYTES / fill).max(MIN_WINDOW).min(self.total());
+        let fill = (self.fill16 / 16).next_multiple_of(ALIGN);
+        self.chunk = fill.clamp(self.min_chunk, self.max_chunk);
+        self.window = (self.area.size / self.chunk).clamp(1, usize::from(self.entries));
     }
 
-    /// Free buffers the kernel will find in the ring after the next [`BufRing::replenish`].
+    /// Entries the kernel will find in the ring after the next [`BufRing::replenish`].
     pub fn available(&self) -> usize {
-        self.free().min(self.window)
+        let used = (self.pos - self.oldest()) as usize;
+        let room = self.area.size.saturating_sub(used) / self.chunk;
+        (self.posted.len() + room).min(self.window)
     }
 
-    /// How many buffers a receive takes, on recent average (at least one).
+    /// How many entries a receive takes, on recent average (at least one).
     pub fn buffers_per_recv(&self) -> usize {
         self.per_recv16.div_ceil(16).max(1)
     }
 
-    /// How many buffers the ring is kept at.
+    /// How many entries the ring is kept at.
     #[cfg(test)]
     pub fn window(&self) -> usize {
         self.window
     }
 
-    /// Takes out of the ring the buffers a receive completion filled, in the order the kernel
-    /// filled them, and appends them to `runs` as runs of buffers adjacent in memory.
+    /// Whether the area is mapped twice (bundles never split).
+    #[cfg(test)]
+    pub fn mirrored(&self) -> bool {
+        self.area.mirrored
+    }
+
+    /// Takes out of the ring the entries a receive completion filled and appends its bytes to
+    /// `runs`: one run, or two where a bundle crosses the end of an area mapped once.
     ///
-    /// `first` is the buffer the completion names, `len` its byte count. A plain receive fills
-    /// one buffer; a bundle fills `ceil(len / buf_size)` consecutive ring entries, every one
-    /// full but the last. A completion naming a buffer that is not in the ring (a kernel or
-    /// bookkeeping bug) is logged and yields nothing, so no buffer is ever put back twice.
+    /// `first` is the buffer id the completion names, `len` its byte count. A plain receive
+    /// fills one entry; a bundle as many consecutive entries as `len` spans, every one full
+    /// but the last. A completion naming an entry that is not in the ring (a kernel or
+    /// bookkeeping bug) is logged and yields nothing, so nothing is ever lent twice.
     pub fn take_filled(&mut self, first: u16, len: usize, bundle: bool, runs: &mut Vec<Run>) {
-        let at = if self.order.front() == Some(&first) {
+        let at = if self.posted.front().is_some_and(|e| e.bid == first) {
             0
-        } else if let Some(at) = self.order.iter().position(|&b| b == first) {
+        } else if let Some(at) = self.posted.iter().position(|e| e.bid == first) {
             log::error!(
                 "io_uring: receive completion named buffer {first}, {at} entries past the \
                  ring's head; taking it from there"
@@ -312,48 +466,71 @@ impl BufRing {
             log::error!("io_uring: receive completion named buffer {first}, not in the ring");
             return;
         };
-        let count = if bundle && len > self.buf_size {
-            len.div_ceil(self.buf_size)
-        } else {
-            1
-        };
-        let count = count.min(self.order.len() - at);
+        let mut count = 1;
+        let mut cap = self.posted[at].len as usize;
+        if bundle {
+            while cap < len && at + count < self.posted.len() {
+                cap += self.posted[at + count].len as usize;
+                count += 1;
+            }
+        }
+        let size = self.area.size as u64;
         let mut left = len;
         let start = runs.len();
-        for bid in self.order.drain(at..at + count) {
-            let n = left.min(self.buf_size);
+        let mut end = 0;
+        for e in self.posted.drain(at..at + count) {
+            let n = left.min(e.len as usize);
             left -= n;
-            let ours = runs.len() > start;
+            let adjacent =
+                runs.len() > start && end == e.pos && (self.area.mirrored || e.pos % size != 0);
             match runs.last_mut() {
-                Some(r) if ours && r.first.wrapping_add(r.count) == bid => {
+                Some(r) if adjacent => {
                     r.count += 1;
                     r.len += n;
                 }
                 _ => runs.push(Run {
-                    first: bid,
+                    pos: e.pos,
                     count: 1,
                     len: n,
                 }),
             }
+            end = e.pos + u64::from(e.len);
+        }
+        for r in &runs[start..] {
+            self.held.push_back(Held {
+                pos: r.pos,
+                count: r.count,
+                done: false,
+            });
         }
         self.out += count;
-        // Moving averages over the last few receives, in sixteenths.
-        let fill = len.min(count * self.buf_size) / count.max(1);
-        self.fill16 = if self.fill16 == 0 {
-            fill * 16
+        #[cfg(test)]
+        {
+            self.splits += (runs.len() - start).saturating_sub(1);
+        }
+        // Moving averages over the last few receives, in sixteenths. A plain receive that
+        // filled its entry was probably limited by it: ask for the largest entries (the ring
+        // still holds a window of entries carved before, so a smaller step would take many
+        // windows to reach the size the traffic needs).
+        let demand = if !bundle && len >= cap {
+            self.max_chunk
         } else {
-            (self.fill16 * 7 + fill * 16) / 8
+            len
+        };
+        self.fill16 = if self.fill16 == 0 {
+            demand * 16
+        } else {
+            (self.fill16 * 7 + demand * 16) / 8
         };
         self.per_recv16 = (self.per_recv16 * 7 + count * 16) / 8;
     }
 
-    /// Buffers in all.
+    /// Entries in all (the ring's capacity).
     pub fn total(&self) -> usize {
         usize::from(self.entries)
     }
 
-    /// Buffers in the ring or in flight to us inside completions not yet reaped, that is, not
-    /// held by the backend.
+    /// `total` less the entries lent out in completions and not recycled yet.
     pub fn free(&self) -> usize {
         self.total() - self.out
     }
@@ -361,190 +538,218 @@ impl BufRing {
 
 impl Drop for BufRing {
     fn drop(&mut self) {
-        // SAFETY: both blocks were allocated in `new` with these layouts and are freed once.
-        // The owner (`Uring`) drops this only after the buffer group was unregistered and the
-        // io_uring destroyed with nothing in flight, or leaks it instead.
-        unsafe {
-            alloc::dealloc(self.ring.as_ptr().cast(), self.ring_layout);
-            alloc::dealloc(self.bufs.as_ptr(), self.bufs_layout);
-        }
+        // SAFETY: the ring was allocated in `build` with this layout and is freed once. The
+        // owner (`Uring`) drops this only after the buffer group was unregistered and the
+        // io_uring destroyed with nothing in flight, or leaks it instead; the area is unmapped
+        // by its own drop right after.
+        unsafe { alloc::dealloc(self.ring.as_ptr().cast(), self.ring_layout) };
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
+    use super::{BufRing, Run, AREA_BYTES, MIN_CHUNK};
 
-    use super::{BufRing, Run, CYCLE_BYTES, MIN_WINDOW};
-
-    fn run(first: u16, count: u16, len: usize) -> Run {
-        Run { first, count, len }
+    /// Writes `bytes` where the entries from the ring's head start, as the kernel does for a
+    /// receive (through the first mapping only: the entry's own address).
+    fn kernel_write(br: &BufRing, bytes: &[u8]) {
+        let mut left = bytes;
+        for e in &br.posted {
+            if left.is_empty() {
+                break;
+            }
+            let n = left.len().min(e.len as usize);
+            let at = br.offset(e.pos);
+            assert!(at + n <= br.area.mapped());
+            // SAFETY: the entry lies inside the mapping (checked above) and nothing else
+            // accesses the area during the test.
+            unsafe {
+                std::ptr::copy_nonoverlapping(left.as_ptr(), br.area.base.as_ptr().add(at), n)
+            };
+            left = &left[n..];
+        }
+        assert!(left.is_empty(), "more bytes than the ring holds");
     }
 
-    fn give_back(br: &mut BufRing, runs: &mut Vec<Run>) {
-        for r in runs.drain(..) {
+    /// One receive of `bytes`: written, taken, checked through `data`, handed back and
+    /// followed by the replenish and resize of the end of a poll. Returns the runs.
+    fn receive(br: &mut BufRing, bytes: &[u8], bundle: bool) -> Vec<Run> {
+        let head = *br.posted.front().expect("an entry in the ring");
+        // A plain receive gets what fits its entry, the rest stays in the socket.
+        let bytes = if bundle {
+            bytes
+        } else {
+            &bytes[..bytes.len().min(head.len as usize)]
+        };
+        kernel_write(br, bytes);
+        let mut runs = Vec::new();
+        br.take_filled(head.bid, bytes.len(), bundle, &mut runs);
+        let mut got = Vec::new();
+        for &r in &runs {
+            // SAFETY: the run was just taken and is not recycled until below.
+            got.extend_from_slice(unsafe { br.data(r) });
+        }
+        assert!(got == bytes, "the runs do not hold the bytes written");
+        for &r in &runs {
             br.recycle_run(r);
         }
         br.replenish();
+        br.adapt();
+        runs
     }
 
-    /// `n` receives of `len` bytes, each taken from the ring's head, given back and followed
-    /// by the end-of-poll resize, as the backend does; returns the buffers they used.
-    fn feed(br: &mut BufRing, n: usize, len: usize, bundle: bool) -> BTreeSet<u16> {
-        let mut runs = Vec::new();
-        let mut used = BTreeSet::new();
-        for _ in 0..n {
-            let first = *br.order.front().unwrap();
-            br.take_filled(first, len, bundle, &mut runs);
-            used.extend(runs.iter().flat_map(|r| r.first..r.first + r.count));
-            give_back(br, &mut runs);
-            br.adapt();
-        }
-        used
+    fn pattern(n: usize, seed: usize) -> Vec<u8> {
+        (0..n).map(|i| ((i * 7 + seed * 13) % 251) as u8).collect()
     }
 
     #[test]
-    fn bundles_come_out_as_adjacent_runs() {
-        let mut br = BufRing::new(8, 16).unwrap();
-        assert_eq!(br.order, [0, 1, 2, 3, 4, 5, 6, 7]);
-        let mut runs = Vec::new();
-        // A bundle of 40 bytes fills buffers 0, 1 and 2 (16 + 16 + 8).
-        br.take_filled(0, 40, true, &mut runs);
-        assert_eq!(runs, [run(0, 3, 40)]);
-        assert_eq!(br.free(), 5);
-        // They come back as a run and are posted again in ascending order.
-        give_back(&mut br, &mut runs);
-        assert_eq!(br.free(), 8);
-        assert_eq!(br.order, [3, 4, 5, 6, 7, 0, 1, 2]);
-        // Six full buffers from 3: five adjacent, then 0 (not adjacent to 7).
-        br.take_filled(3, 96, true, &mut runs);
-        assert_eq!(runs, [run(3, 5, 80), run(0, 1, 16)]);
-        // A plain receive takes one buffer whatever the length says.
-        br.take_filled(1, 16, false, &mut runs);
-        assert_eq!(runs[2], run(1, 1, 16));
-        assert_eq!(br.free(), 1);
-        give_back(&mut br, &mut runs);
-        assert_eq!(br.free(), 8);
-    }
-
-    #[test]
-    fn buffers_returned_out_of_order_are_posted_adjacent() {
-        let mut br = BufRing::new(8, 16).unwrap();
-        let mut runs = Vec::new();
-        // Two bundles, handed back newest first (as a stack would pop them).
-        br.take_filled(0, 32, true, &mut runs);
-        br.take_filled(2, 32, true, &mut runs);
-        assert_eq!(runs, [run(0, 2, 32), run(2, 2, 32)]);
-        br.recycle_run(runs[1]);
-        br.recycle_run(runs[0]);
-        runs.clear();
-        br.replenish();
-        assert_eq!(br.order, [4, 5, 6, 7, 0, 1, 2, 3]);
-        // A bundle over the whole ring: 4..8, then 0..4 past the wrap, two runs.
-        br.take_filled(4, 128, true, &mut runs);
-        assert_eq!(runs, [run(4, 4, 64), run(0, 4, 64)]);
-        // The ring has drained: posted again from buffer 0, so the wrap is at the ring's end.
-        br.recycle_run(runs[0]);
-        br.recycle_run(runs[1]);
-        runs.clear();
-        br.replenish();
-        assert_eq!(br.order, [0, 1, 2, 3, 4, 5, 6, 7]);
-    }
-
-    #[test]
-    fn the_most_recently_returned_buffers_are_posted_next() {
-        // Large fills: the window is the minimum, most buffers stay spare.
-        let mut br = BufRing::new(64, 64 * 1024).unwrap();
-        assert_eq!(br.order.len(), MIN_WINDOW);
-        let used = feed(&mut br, 200, 64 * 1024, true);
-        assert_eq!(br.window(), MIN_WINDOW);
-        // 200 receives went round the same few buffers; the rest were never posted.
-        assert_eq!(used.len(), MIN_WINDOW, "buffers used: {used:?}");
-        assert_eq!(br.free(), 64);
-    }
-
-    #[test]
-    fn the_window_follows_the_fill() {
+    fn bundles_are_one_slice_even_across_the_end_of_the_area() {
         let mut br = BufRing::new(256, 64 * 1024).unwrap();
-        // Small messages touch a few bytes per buffer: the whole ring is posted.
-        feed(&mut br, 64, 100, false);
-        assert_eq!(br.window(), 256);
-        assert_eq!(br.order.len(), 256);
-        // 16 KiB in each buffer: 512 KiB worth.
-        feed(&mut br, 64, 16 * 1024, false);
-        assert_eq!(br.window(), CYCLE_BYTES / (16 * 1024));
-        // Bundles filling their buffers: the minimum. A shrunken window posts nothing more
-        // until the ring drains below it.
-        feed(&mut br, 64, 4 * 64 * 1024, true);
-        assert_eq!(br.window(), MIN_WINDOW);
-        assert_eq!(br.buffers_per_recv(), 4);
-        assert!(br.order.len() <= 32);
-        assert_eq!(br.available(), MIN_WINDOW);
-        assert_eq!(br.free(), 256);
+        assert!(br.mirrored(), "no mirrored mapping here");
+        assert_eq!(br.area.size, AREA_BYTES);
+        assert_eq!(br.posted.len(), AREA_BYTES / (64 * 1024));
+        // Bundles of one to three and a half entries go round the area dozens of times.
+        let mut wraps = 0;
+        for i in 0..400 {
+            let len = 20_000 + (i * 37_919) % (3 * 64 * 1024);
+            let before = br.offset(br.pos);
+            let runs = receive(&mut br, &pattern(len, i), true);
+            assert_eq!(runs.len(), 1, "receive {i} of {len} bytes: {runs:?}");
+            assert_eq!(runs[0].len, len);
+            wraps += usize::from(br.offset(br.pos) < before);
+        }
+        assert!(wraps > 20, "the carving went round only {wraps} times");
+        assert_eq!(br.splits, 0);
+        assert_eq!(br.free(), br.total());
     }
 
     #[test]
-    fn the_cycled_buffers_stay_adjacent_as_the_window_changes() {
-        let mut br = BufRing::new(64, 64 * 1024).unwrap();
-        // The window grows (small fills) and shrinks (full buffers) a few times.
-        for _ in 0..3 {
-            feed(&mut br, 40, 1000, false);
-            feed(&mut br, 40, 3 * 64 * 1024, true);
-        }
-        // Then bundles of one to three buffers, two receives per poll, so that the ring
-        // rarely drains: the kernel goes on into what was posted after the last buffer.
-        let mut runs = Vec::new();
-        let (mut receives, mut splits) = (0, 0);
-        let mut used = BTreeSet::new();
-        for i in 0..300usize {
-            for k in 0..2 {
-                let Some(&first) = br.order.front() else {
-                    break;
-                };
-                let before = runs.len();
-                br.take_filled(first, (1 + (i + k) % 3) * 64 * 1024 - 100, true, &mut runs);
-                receives += 1;
-                splits += runs.len() - before - 1;
+    fn without_the_second_mapping_a_bundle_across_the_end_is_two_slices() {
+        let mut br = BufRing::build(256, 64 * 1024, false).unwrap();
+        assert!(!br.mirrored());
+        let mut splits = 0;
+        for i in 0..200 {
+            let len = 20_000 + (i * 37_919) % (3 * 64 * 1024);
+            let runs = receive(&mut br, &pattern(len, i), true);
+            assert!(runs.len() <= 2, "{runs:?}");
+            // No entry runs past the end of the area.
+            for e in &br.posted {
+                assert!(br.offset(e.pos) + e.len as usize <= br.area.size, "{e:?}");
             }
-            used.extend(runs.iter().flat_map(|r| r.first..r.first + r.count));
-            give_back(&mut br, &mut runs);
-            br.adapt();
+            splits += runs.len() - 1;
         }
-        assert_eq!(br.window(), MIN_WINDOW);
-        // Only the window's first buffers are cycled, so a bundle splits only at the wrap
-        // from the last of them back to buffer 0.
-        let window: BTreeSet<u16> = (0..MIN_WINDOW as u16).collect();
-        assert!(
-            used.is_subset(&window),
-            "buffers used: {used:?}; splits {splits} in {receives} receives"
-        );
-        assert!(
-            splits * 4 < receives,
-            "{splits} splits in {receives} receives"
-        );
+        assert!(splits > 0, "no bundle crossed the end");
+        assert_eq!(br.free(), br.total());
+    }
+
+    #[test]
+    fn entries_follow_the_size_of_the_receives() {
+        let mut br = BufRing::new(256, 64 * 1024).unwrap();
+        // Small messages: the smallest entries, as many as the ring has.
+        for i in 0..40 {
+            receive(&mut br, &pattern(100, i), true);
+        }
+        assert_eq!(br.chunk, (AREA_BYTES / 256).max(MIN_CHUNK));
+        assert_eq!(br.window(), 256);
+        assert_eq!(br.posted.len(), 256);
+        // 16 KiB messages: 16 KiB entries, the area's worth of them.
+        for i in 0..100 {
+            receive(&mut br, &pattern(16 * 1024, i), true);
+        }
+        assert_eq!(br.chunk, 16 * 1024);
+        assert_eq!(br.window(), AREA_BYTES / (16 * 1024));
+        // Large bundles: the largest entries.
+        for i in 0..40 {
+            receive(&mut br, &pattern(200 * 1024, i), true);
+        }
+        assert_eq!(br.chunk, 64 * 1024);
+        assert_eq!(br.window(), AREA_BYTES / (64 * 1024));
+        assert_eq!(br.free(), br.total());
+    }
+
+    #[test]
+    fn plain_receives_that_fill_their_entry_grow_the_entries() {
+        let mut br = BufRing::new(256, 64 * 1024).unwrap();
+        for i in 0..40 {
+            receive(&mut br, &pattern(100, i), false);
+        }
+        assert_eq!(br.chunk, (AREA_BYTES / 256).max(MIN_CHUNK));
+        // The socket holds 48 KiB each time; a plain receive gets one entry's worth. Entries
+        // that come back full ask for the largest, and once the 256 small entries already in
+        // the ring are used up, one receive takes it all.
+        for i in 0..300 {
+            let runs = receive(&mut br, &pattern(48 * 1024, i), false);
+            assert_eq!(runs.len(), 1);
+        }
+        assert!(br.chunk >= 48 * 1024, "entries of {} bytes", br.chunk);
+    }
+
+    #[test]
+    fn bytes_lent_out_are_never_posted_again_until_recycled() {
+        let mut br = BufRing::new(16, 64 * 1024).unwrap();
+        let mut runs = Vec::new();
+        // Hold the first receive's bytes while many more go round the area.
+        let first = br.posted.front().unwrap().bid;
+        br.take_filled(first, 100 * 1024, true, &mut runs);
+        let held = runs[0];
+        let size = br.area.size as u64;
+        for i in 0..100 {
+            br.replenish();
+            let Some(e) = br.posted.front().copied() else {
+                break;
+            };
+            // No entry in the ring reaches round the area onto the held bytes.
+            for p in &br.posted {
+                assert!(
+                    p.pos + u64::from(p.len) - held.pos <= size,
+                    "{p:?}, {held:?} ({i})"
+                );
+            }
+            let mut more = Vec::new();
+            br.take_filled(e.bid, e.len as usize, true, &mut more);
+            for r in more {
+                br.recycle_run(r);
+            }
+        }
+        // The ring ran dry behind the held run rather than carve over it.
+        assert!(br.available() < br.window(), "available {}", br.available());
+        br.recycle_run(held);
+        br.replenish();
+        assert_eq!(br.available(), br.window());
+        assert_eq!(br.free(), br.total());
     }
 
     #[test]
     fn a_completion_naming_an_absent_buffer_takes_nothing() {
         let mut br = BufRing::new(4, 16).unwrap();
         let mut runs = Vec::new();
+        let ids: Vec<u16> = br.posted.iter().map(|e| e.bid).collect();
+        assert_eq!(ids, [0, 1, 2, 3]);
         br.take_filled(0, 16, false, &mut runs);
-        // Buffer 0 is out; a second completion naming it must not hand it out twice.
+        // Entry 0 is out; a second completion naming it must not hand it out twice.
         br.take_filled(0, 16, false, &mut runs);
-        assert_eq!(runs, [run(0, 1, 16)]);
+        assert_eq!(runs.len(), 1);
         assert_eq!(br.free(), 3);
-        // A completion naming a buffer past the head takes from there (and logs).
+        // A completion naming an entry past the head takes from there (and logs).
         br.take_filled(2, 16, false, &mut runs);
-        assert_eq!(runs[1], run(2, 1, 16));
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[1].pos, 32);
         assert_eq!(br.free(), 2);
     }
 
     #[test]
-    fn a_bundle_is_capped_by_the_buffers_in_the_ring() {
+    fn a_bundle_is_capped_by_the_entries_in_the_ring() {
         let mut br = BufRing::new(4, 16).unwrap();
         let mut runs = Vec::new();
         br.take_filled(0, 1000, true, &mut runs);
-        assert_eq!(runs, [run(0, 4, 64)]);
+        assert_eq!(
+            runs,
+            [Run {
+                pos: 0,
+                count: 4,
+                len: 64
+            }]
+        );
         assert_eq!(br.free(), 0);
     }
 }
