@@ -152,6 +152,10 @@ impl Area {
                 return Err(e);
             }
         }
+        // A shared mapping would otherwise be shared with a child after `fork` (private memory
+        // is copied on write instead): keep children out of it. Failure leaves the default.
+        // SAFETY: advice on the range mapped above; it does not change its contents.
+        unsafe { libc::madvise(base, 2 * size, libc::MADV_DONTFORK) };
         Ok(Area {
             base: NonNull::new(base.cast())
                 .ok_or_else(|| io::Error::other("mmap returned null"))?,
@@ -717,6 +721,21 @@ mod tests {
         br.replenish();
         assert_eq!(br.available(), br.window());
         assert_eq!(br.free(), br.total());
+    }
+
+    #[test]
+    fn the_mirrored_area_is_not_inherited_by_a_child() {
+        let br = BufRing::new(256, 64 * 1024).unwrap();
+        assert!(br.mirrored());
+        // /proc/self/smaps: each mapping's header line starts with its address range, and its
+        // VmFlags line lists `dc` (do not copy on fork) when MADV_DONTFORK applies.
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let start = format!("{:x}-", br.area.base.as_ptr() as usize);
+        let flags = smaps
+            .split_once(&start)
+            .and_then(|(_, rest)| rest.lines().find(|l| l.starts_with("VmFlags:")))
+            .expect("the area's mapping in /proc/self/smaps");
+        assert!(flags.split_whitespace().any(|f| f == "dc"), "{flags}");
     }
 
     #[test]
