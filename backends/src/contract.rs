@@ -99,12 +99,15 @@ impl std::fmt::Display for BackendKind {
 /// Settings a backend reads when it is opened. One value is shared by every loop.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Size of one receive buffer: the per-loop read buffer on readiness backends, the size of
-    /// each provided buffer on io_uring, the read size of each reader thread on stdnet. It is
-    /// also the largest slice one [`Sink::received`] call delivers, except for io_uring receive
-    /// bundles, whose slice spans as many adjacent buffers as the completion filled.
+    /// Size of one receive buffer: the per-loop read buffer on readiness backends, the largest
+    /// entry of the provided-buffer ring on io_uring, the read size of each reader thread on
+    /// stdnet. It is also the largest slice one [`Sink::received`] call delivers, except for
+    /// io_uring receive bundles, whose slice spans every entry the completion filled.
     pub read_buffer_size: usize,
-    /// Number of buffers in the io_uring provided-buffer ring (a power of two).
+    /// Entries in the io_uring provided-buffer ring (a power of two). The entries are carved
+    /// from an area of at most `ring_buffers * read_buffer_size` bytes (512 KiB when that is
+    /// larger, or 8 entries of `read_buffer_size` if more), so more entries serve more
+    /// connections per pass with smaller entries, not more memory.
     pub ring_buffers: u16,
     /// Submission queue entries of the io_uring ring (a power of two).
     pub ring_entries: u32,
@@ -162,9 +165,9 @@ impl std::error::Error for OpenError {}
 /// Counters a backend exposes; fields a backend does not track stay zero.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Receive buffers the backend owns in all (the provided-buffer ring's size on io_uring).
+    /// Receive buffers the backend owns in all (the provided-buffer ring's entries on io_uring).
     pub buffers_total: usize,
-    /// Receive buffers currently available to the kernel or free.
+    /// Receive buffers currently available to the kernel or free (not lent to the loop).
     pub buffers_free: usize,
     /// Kernel operations submitted and not yet completed (io_uring).
     pub ops_in_flight: usize,

@@ -10,19 +10,18 @@
 //!   timeout passed through `EXT_ARG`). Submissions queued between polls (re-arms, sends,
 //!   cancellations) go to the kernel with the next poll, in one batch.
 //! * **Receiving** (`bufring.rs`): one multishot `RECV` per connection selecting from the loop's
-//!   buffer ring; each completion's buffers are lent to [`Sink::received`] and taken back when
-//!   it returns. On 6.16+ the receive is a bundle (`IORING_RECVSEND_BUNDLE`): one completion
-//!   fills as many buffers as the socket holds, and buffers adjacent in memory reach the sink
-//!   as one slice: the handler sees everything that arrived at once and can answer with one
-//!   large write. Several back-to-back receives of one socket would also cost extra TCP ACK
-//!   segments (each receive that frees window is acknowledged at once) that a reply would
-//!   have carried. Only a window of the free buffers is posted, refilled with the most
-//!   recently returned ones and sized so the ring cycles through about 512 KiB of buffer
-//!   memory at the current message sizes: received bytes are still in cache when the reply
-//!   copies them out (see `bufring.rs`).
+//!   buffer ring; each completion's bytes are lent to [`Sink::received`] as one slice and
+//!   taken back when it returns. On 6.16+ the receive is a bundle (`IORING_RECVSEND_BUNDLE`):
+//!   one completion fills as many ring entries as the socket holds: the handler sees
+//!   everything that arrived at once and can answer with one large write. Several
+//!   back-to-back receives of one socket would also cost extra TCP ACK segments (each receive
+//!   that frees window is acknowledged at once) that a reply would have carried. The entries
+//!   are carved in turn from one small area (512 KiB by default) mapped twice back to back, so
+//!   a bundle's bytes are contiguous even across the end of the area, and received bytes are
+//!   still in cache when the reply copies them out (see `bufring.rs`).
 //!   An empty ring ends the multishot with `ENOBUFS`: the connection waits on a list and is
-//!   re-armed when buffers are back, the longest waiting first and only as many connections
-//!   as the buffers can serve at the recent buffers per receive (each has data waiting, so
+//!   re-armed when entries are back, the longest waiting first and only as many connections
+//!   as the entries can serve at the recent entries per receive (each has data waiting, so
 //!   re-arming more would only fail again). `Flow::Pause` cancels the multishot; completions
 //!   already on their way are still delivered (the contract allows it), so no byte is lost.
 //!   One `poll` delivers at most [`Config::poll_read_budget`] bytes; completions past it wait
