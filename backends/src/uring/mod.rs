@@ -41,6 +41,7 @@
 //! `Uring` is deliberately not `Send`: with `SINGLE_ISSUER` the ring belongs to the thread
 //! that created it, so open the backend on the loop's own thread.
 
+mod area;
 mod bufring;
 mod complete;
 mod ops;
