@@ -1,7 +1,7 @@
 //! Test helpers shared by the crate's tests and the engine's (not part of the public API).
 
 #[cfg(all(target_os = "linux", feature = "uring"))]
-pub use self::seccomp::deny_io_uring;
+pub use self::seccomp::{deny_io_uring, deny_syscalls};
 
 #[cfg(all(target_os = "linux", feature = "uring"))]
 mod seccomp {
@@ -41,28 +41,45 @@ mod seccomp {
     /// for a child process of a test.
     ///
     /// # Errors
+    /// As [`deny_syscalls`].
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    pub fn deny_io_uring() -> io::Result<()> {
+        deny_syscalls(&[
+            libc::SYS_io_uring_setup,
+            libc::SYS_io_uring_enter,
+            libc::SYS_io_uring_register,
+        ])
+    }
+
+    /// Makes the system calls numbered `nrs` (at most 200) fail with `EPERM` for every current
+    /// and future thread of this process; everything else stays allowed. Irreversible: meant
+    /// for a child process of a test.
+    ///
+    /// # Errors
     /// `prctl(PR_SET_NO_NEW_PRIVS)` or `seccomp(SECCOMP_SET_MODE_FILTER)` failing, or another
     /// thread that could not be synchronised.
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-    pub fn deny_io_uring() -> io::Result<()> {
+    pub fn deny_syscalls(nrs: &[libc::c_long]) -> io::Result<()> {
+        assert!(nrs.len() <= 200, "a jump offset is one byte");
         let eperm = libc::SECCOMP_RET_ERRNO | (libc::EPERM as u32 & libc::SECCOMP_RET_DATA);
         let allow = libc::SECCOMP_RET_ALLOW;
         let ld = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
-        let filter = [
+        let mut filter = vec![
             // A foreign architecture's syscall numbers mean something else: deny them all.
             stmt(ld, ARCH_OFFSET),
             jeq(AUDIT_ARCH, 1, 0),
             stmt(libc::BPF_RET | libc::BPF_K, eperm),
             stmt(ld, NR_OFFSET),
-            jeq(libc::SYS_io_uring_setup as u32, 3, 0),
-            jeq(libc::SYS_io_uring_enter as u32, 2, 0),
-            jeq(libc::SYS_io_uring_register as u32, 1, 0),
-            stmt(libc::BPF_RET | libc::BPF_K, allow),
-            stmt(libc::BPF_RET | libc::BPF_K, eperm),
         ];
+        // Each match jumps over the remaining matches and the "allow" to the final "deny".
+        for (i, &nr) in nrs.iter().enumerate() {
+            filter.push(jeq(nr as u32, (nrs.len() - i) as u8, 0));
+        }
+        filter.push(stmt(libc::BPF_RET | libc::BPF_K, allow));
+        filter.push(stmt(libc::BPF_RET | libc::BPF_K, eperm));
         let prog = libc::sock_fprog {
             len: filter.len() as u16,
-            filter: filter.as_ptr() as *mut libc::sock_filter,
+            filter: filter.as_mut_ptr(),
         };
         // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments only.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
@@ -96,6 +113,18 @@ mod seccomp {
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "deny_io_uring: only x86_64 and aarch64",
+        ))
+    }
+
+    /// Other architectures: not implemented.
+    ///
+    /// # Errors
+    /// Always `Unsupported`.
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    pub fn deny_syscalls(_nrs: &[libc::c_long]) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "deny_syscalls: only x86_64 and aarch64",
         ))
     }
 }

@@ -549,6 +549,29 @@ fn uring_without_bundles_every_slice_fits_one_buffer() {
     assert!(sizes.iter().all(|&n| n <= 1024), "{sizes:?}");
 }
 
+/// Where `memfd_create` is forbidden (a seccomp profile can do that) the buffer area is mapped
+/// once instead of twice: the backend still opens and every byte still arrives in order, a
+/// bundle across the end of the area as two slices.
+#[test]
+fn uring_without_memfd_the_ring_is_mapped_once_and_works() {
+    let name = concat!(
+        module_path!(),
+        "::uring_without_memfd_the_ring_is_mapped_once_and_works"
+    );
+    if let Some(stdout) = run_in_child(name.split_once("::").map_or(name, |(_, rest)| rest)) {
+        assert!(stdout.contains("child: mapped once"), "{stdout}");
+        return;
+    }
+    testing::deny_syscalls(&[libc::SYS_memfd_create]).expect("installing the seccomp filter");
+    let (u, sizes) = stream_through_small_ring(true);
+    assert!(!u.bufs.mirrored());
+    println!(
+        "child: mapped once; {} slices, {} completions split at the end of the area",
+        sizes.len(),
+        u.bufs.splits
+    );
+}
+
 /// The start-up probe keeps `IORING_ENTER_NO_IOWAIT` where the kernel has it (6.15+) and drops
 /// it where the kernel refuses it, and every kind of wait still behaves: a zero wait returns
 /// at once, a timed one after its timeout, an unbounded one on a wake-up.
