@@ -183,8 +183,8 @@ impl Options {
     /// [`ConnHandle::async_write`](crate::ConnHandle::async_write) is refused with
     /// [`Error::OutboundFull`](crate::Error::OutboundFull). Bytes the backend had already
     /// received when reading paused are still handed to the handler, so the queue can exceed
-    /// the mark by what is in flight: on io_uring up to the buffer ring's area (512 KiB by
-    /// default, at most `ring_buffers × read_buffer_size`).
+    /// the mark by what is in flight: on io_uring up to what the buffer ring holds (about
+    /// 512 KiB at a time by default, at most `ring_buffers × read_buffer_size`).
     pub fn max_outbound_buffer(mut self, bytes: usize) -> Self {
         self.max_outbound = bytes.max(1024);
         self
@@ -265,9 +265,10 @@ impl Options {
     }
 
     /// io_uring: entries in each loop's provided-buffer ring (rounded up to a power of two).
-    /// The entries are slices of one area of at most `ring_buffers × read_buffer_size` bytes
-    /// (512 KiB by default), sized to the traffic: more entries let one pass serve more
-    /// connections with small messages. Default 256.
+    /// More entries let one pass serve more connections with small messages. With receive
+    /// bundles the entries are slices of one area of at most `ring_buffers ×
+    /// read_buffer_size` bytes (512 KiB by default), sized to the traffic; without, buffers
+    /// of `read_buffer_size`, a window of them posted at a time. Default 256.
     pub fn ring_buffers(mut self, n: u16) -> Self {
         self.ring_buffers = n.max(1).checked_next_power_of_two().unwrap_or(1 << 15);
         self

@@ -104,10 +104,11 @@ pub struct Config {
     /// stdnet. It is also the largest slice one [`Sink::received`] call delivers, except for
     /// io_uring receive bundles, whose slice spans every entry the completion filled.
     pub read_buffer_size: usize,
-    /// Entries in the io_uring provided-buffer ring (a power of two). The entries are carved
-    /// from an area of at most `ring_buffers * read_buffer_size` bytes (512 KiB when that is
-    /// larger, or 8 entries of `read_buffer_size` if more), so more entries serve more
-    /// connections per pass with smaller entries, not more memory.
+    /// Entries in the io_uring provided-buffer ring (a power of two). With receive bundles
+    /// the entries are slices of an area of at most `ring_buffers * read_buffer_size` bytes
+    /// (512 KiB when that is larger, or 8 entries of `read_buffer_size` if more), so more
+    /// entries serve more connections per pass with smaller slices, not more memory. Without,
+    /// each entry is a buffer of `read_buffer_size`, of which a window is posted at a time.
     pub ring_buffers: u16,
     /// Submission queue entries of the io_uring ring (a power of two).
     pub ring_entries: u32,

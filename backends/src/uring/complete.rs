@@ -68,7 +68,7 @@ impl Uring {
         let mut filled = std::mem::take(&mut self.filled);
         if let Some(first) = cqueue::buffer_select(flags) {
             let len = usize::try_from(res).unwrap_or(0);
-            self.bufs.take_filled(first, len, self.bundles, &mut filled);
+            self.bufs.take_filled(first, len, &mut filled);
         }
         match Tag::decode(cqe.user_data()) {
             Some(tag) => self.dispatch(tag, res, more, &filled, sink),

@@ -201,7 +201,7 @@ impl Backend for Uring {
         let (ring, tier) = setup::build(config)?;
         setup::probe(&ring)?;
         let bundles = setup::use_bundles(config, &ring);
-        let bufs = BufRing::new(config.ring_buffers, config.read_buffer_size)
+        let bufs = BufRing::new(config.ring_buffers, config.read_buffer_size, bundles)
             .map_err(OpenError::Failed)?;
         // SAFETY: `bufs` is stored in the `Uring` below next to the ring; its `Drop` unregisters
         // the group and destroys the ring before it frees the buffer memory.

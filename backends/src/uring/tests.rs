@@ -568,7 +568,7 @@ fn uring_without_memfd_the_ring_is_mapped_once_and_works() {
     println!(
         "child: mapped once; {} slices, {} completions split at the end of the area",
         sizes.len(),
-        u.bufs.splits
+        u.bufs.splits()
     );
 }
 
