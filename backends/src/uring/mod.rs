@@ -15,10 +15,11 @@
 //!   one completion fills as many ring entries as the socket holds: the handler sees
 //!   everything that arrived at once and can answer with one large write. Several
 //!   back-to-back receives of one socket would also cost extra TCP ACK segments (each receive
-//!   that frees window is acknowledged at once) that a reply would have carried. The entries
-//!   are carved in turn from one small area (512 KiB by default) mapped twice back to back, so
-//!   a bundle's bytes are contiguous even across the end of the area, and received bytes are
-//!   still in cache when the reply copies them out (see `bufring.rs`).
+//!   that frees window is acknowledged at once) that a reply would have carried. For bundles
+//!   the entries are carved in turn from one small area (512 KiB by default) mapped twice
+//!   back to back, so a bundle's bytes are contiguous even across the end of the area; plain
+//!   receives cycle a window of whole buffers. Either way received bytes are still in cache
+//!   when the reply copies them out (see `bufring.rs`).
 //!   An empty ring ends the multishot with `ENOBUFS`: the connection waits on a list and is
 //!   re-armed when entries are back, the longest waiting first and only as many connections
 //!   as the entries can serve at the recent entries per receive (each has data waiting, so
