@@ -53,6 +53,8 @@ mod waker;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_bufring;
+#[cfg(test)]
 mod tests_load;
 
 use std::collections::VecDeque;
