@@ -61,6 +61,27 @@ pub(super) struct Run {
     pub len: usize,
 }
 
+/// Where buffer `first`, named by a receive completion, stands among the buffers in the ring
+/// (`ids`, from the kernel's head): at the head, normally. Anywhere else is a kernel or
+/// bookkeeping bug and is logged; not in the ring at all gives `None`, so that nothing is
+/// ever lent twice.
+fn locate(first: u16, mut ids: impl Iterator<Item = u16>) -> Option<usize> {
+    match ids.position(|b| b == first) {
+        Some(0) => Some(0),
+        Some(at) => {
+            log::error!(
+                "io_uring: receive completion named buffer {first}, {at} entries past the \
+                 ring's head; taking it from there"
+            );
+            Some(at)
+        }
+        None => {
+            log::error!("io_uring: receive completion named buffer {first}, not in the ring");
+            None
+        }
+    }
+}
+
 /// The ring of buffer descriptors the kernel reads.
 struct Descriptors {
     ring: NonNull<BufRingEntry>,

@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 use std::io;
 
 use super::super::area::Area;
-use super::{Descriptors, Run, CYCLE_BYTES, MIN_WINDOW, PAGE};
+use super::{locate, Descriptors, Run, CYCLE_BYTES, MIN_WINDOW, PAGE};
 
 /// The smallest entry.
 const MIN_CHUNK: usize = 512;
@@ -230,16 +230,7 @@ impl ByteRing {
     /// naming an entry that is not in the ring (a kernel or bookkeeping bug) is logged and
     /// yields nothing, so nothing is ever lent twice.
     pub fn take_filled(&mut self, first: u16, len: usize, runs: &mut Vec<Run>) {
-        let at = if self.posted.front().is_some_and(|e| e.bid == first) {
-            0
-        } else if let Some(at) = self.posted.iter().position(|e| e.bid == first) {
-            log::error!(
-                "io_uring: receive completion named buffer {first}, {at} entries past the \
-                 ring's head; taking it from there"
-            );
-            at
-        } else {
-            log::error!("io_uring: receive completion named buffer {first}, not in the ring");
+        let Some(at) = locate(first, self.posted.iter().map(|e| e.bid)) else {
             return;
         };
         let mut count = 1;

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::io;
 
 use super::super::area::Area;
-use super::{Descriptors, Run, CYCLE_BYTES, MIN_WINDOW};
+use super::{locate, Descriptors, Run, CYCLE_BYTES, MIN_WINDOW};
 
 pub(in crate::uring) struct WindowRing {
     pub(super) desc: Descriptors,
@@ -152,16 +152,7 @@ impl WindowRing {
     /// appends it to `runs`. A completion naming a buffer that is not in the ring (a kernel or
     /// bookkeeping bug) is logged and yields nothing, so no buffer is ever lent twice.
     pub fn take_filled(&mut self, first: u16, len: usize, runs: &mut Vec<Run>) {
-        let at = if self.order.front() == Some(&first) {
-            0
-        } else if let Some(at) = self.order.iter().position(|&b| b == first) {
-            log::error!(
-                "io_uring: receive completion named buffer {first}, {at} entries past the \
-                 ring's head; taking it from there"
-            );
-            at
-        } else {
-            log::error!("io_uring: receive completion named buffer {first}, not in the ring");
+        let Some(at) = locate(first, self.order.iter().copied()) else {
             return;
         };
         self.order.remove(at);
