@@ -39,6 +39,8 @@ pub(crate) struct ConnState<C> {
     pub(crate) sent_total: u64,
     pub(crate) waiters: VecDeque<(u64, usize, WriteCallback)>,
     pub(crate) phase: Phase,
+    /// When a drain gives up on the output still queued (set while draining).
+    pub(crate) deadline: Option<std::time::Instant>,
     pub(crate) paused: bool,
     pub(crate) eof: bool,
     pub(crate) close_requested: bool,
@@ -61,6 +63,7 @@ impl<C> ConnState<C> {
             sent_total: 0,
             waiters: VecDeque::new(),
             phase: Phase::Open,
+            deadline: None,
             paused: false,
             eof: false,
             close_requested: false,

@@ -276,6 +276,57 @@ fn close_timeout(kind: BackendKind) {
     server.stop().expect("engine result");
 }
 
+/// A connection already draining under a long `close_timeout` is cut short by the stop's
+/// `shutdown_timeout`: the engine stops in about that time, not the close timeout.
+fn stop_cuts_a_long_drain_short(kind: BackendKind) {
+    let (tx, rx) = mpsc::channel();
+    let h = Flood {
+        payload: Bytes::from(util::random_bytes(8 << 20, 3)),
+        close: true,
+        causes: tx,
+        max_outbound: Arc::default(),
+    };
+    let o = opts(kind)
+        .close_timeout(Duration::from_secs(3600))
+        .shutdown_timeout(Duration::from_millis(200))
+        .socket_send_buffer(16 * 1024);
+    let server = Server::start(h, &[util::TCP], o);
+    let mut c = Client::connect_tcp_small_rcvbuf(&server.addr(0), 16 * 1024);
+    c.write_all(b"go").unwrap();
+    // Let the close begin (the client never reads), then stop.
+    std::thread::sleep(Duration::from_millis(200));
+    let start = std::time::Instant::now();
+    server.stop().expect("engine result");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "the stop waited {:?} for a drain",
+        start.elapsed()
+    );
+    let cause = rx.recv_timeout(util::WAIT_TIMEOUT).expect("on_close");
+    assert_eq!(cause, "timeout unsent>0:true");
+}
+
+/// A close timeout too large to add to a clock reading means "no deadline", not a panic.
+fn unbounded_close_timeout(kind: BackendKind) {
+    const BIG: usize = 1 << 20;
+    let payload = Bytes::from(util::random_bytes(BIG, 4));
+    let (tx, rx) = mpsc::channel();
+    let h = Flood {
+        payload: payload.clone(),
+        close: true,
+        causes: tx,
+        max_outbound: Arc::default(),
+    };
+    let o = opts(kind).close_timeout(Duration::MAX);
+    let server = Server::start(h, &[util::TCP], o);
+    let mut c = server.connect(0);
+    c.write_all(b"go").unwrap();
+    util::assert_bytes_eq(&c.read_to_eof(), &payload, "everything, then EOF");
+    let cause = rx.recv_timeout(util::WAIT_TIMEOUT).expect("on_close");
+    assert_eq!(cause, "Local");
+    server.stop().expect("engine result");
+}
+
 fn shutdown_timeout_calls_every_callback(kind: BackendKind) {
     let (tx, rx) = mpsc::channel();
     let o = opts(kind)
@@ -397,6 +448,8 @@ per_backend!(
     inbound_limit,
     outbound_limit,
     close_timeout,
+    stop_cuts_a_long_drain_short,
+    unbounded_close_timeout,
     shutdown_timeout_calls_every_callback,
     slow_reader_backpressure,
     panic_in_on_open,

@@ -6,6 +6,7 @@
 //! is done. The loop ends when the engine stops and the last connection is closed.
 
 mod callbacks;
+mod deadlines;
 mod sink;
 
 use std::sync::atomic::Ordering;
@@ -22,6 +23,7 @@ use crate::handle::{refuse, LoopShared, Task};
 use crate::handler::{Action, CloseCause, EventHandler};
 use crate::options::Options;
 use crate::outbound::BufPool;
+use deadlines::{Deadlines, Timeout};
 
 pub(crate) struct EventLoop<B: Backend, H: EventHandler> {
     backend: B,
@@ -46,7 +48,7 @@ pub(crate) struct Core<H: EventHandler> {
     /// Connections to resume receiving on.
     resume: Vec<ConnId>,
     /// Deadlines of draining connections.
-    deadlines: Vec<(Instant, ConnId)>,
+    deadlines: Deadlines,
     woken: bool,
     tasks: Vec<Task>,
     next_tick: Option<Instant>,
@@ -84,7 +86,7 @@ impl<B: Backend, H: EventHandler> EventLoop<B, H> {
                 incoming: Vec::new(),
                 dirty: Vec::new(),
                 resume: Vec::new(),
-                deadlines: Vec::new(),
+                deadlines: Deadlines::default(),
                 woken: true,
                 tasks: Vec::new(),
                 next_tick,
@@ -115,11 +117,14 @@ impl<B: Backend, H: EventHandler> EventLoop<B, H> {
 }
 
 impl<H: EventHandler> Core<H> {
-    fn timeout(&self) -> Option<Duration> {
-        let mut at = self.next_tick;
-        for (d, _) in &self.deadlines {
-            at = Some(at.map_or(*d, |a| a.min(*d)));
-        }
+    fn timeout(&mut self) -> Option<Duration> {
+        let conns = &self.conns;
+        let drain = self.deadlines.next(|id, at| {
+            conns
+                .get(id.index())
+                .is_some_and(|s| s.id == id && s.deadline == Some(at))
+        });
+        let at = [self.next_tick, drain].into_iter().flatten().min();
         at.map(|t| t.saturating_duration_since(Instant::now()))
     }
 
@@ -135,19 +140,36 @@ impl<H: EventHandler> Core<H> {
     /// Decides to close `id`: output already queued is still delivered (bounded by the close
     /// timeout) unless the cause is an error that makes that pointless.
     fn begin_close(&mut self, id: ConnId, cause: CloseCause) {
-        let timeout = if self.stopping {
-            self.opts.shutdown_timeout
-        } else {
-            self.opts.close_timeout
-        };
         let Some(st) = self.state(id) else { return };
         if !st.is_open() {
             return;
         }
-        let deadline = Instant::now() + timeout;
         st.phase = Phase::Draining { cause };
-        self.deadlines.push((deadline, id));
+        let which = if self.stopping {
+            Timeout::Shutdown
+        } else {
+            Timeout::Close
+        };
+        self.set_deadline(id, which);
         self.mark(id);
+    }
+
+    /// Gives a draining connection its deadline for `which` timeout, unless it already has an
+    /// earlier one. A timeout too large to represent means no deadline.
+    fn set_deadline(&mut self, id: ConnId, which: Timeout) {
+        let timeout = match which {
+            Timeout::Close => self.opts.close_timeout,
+            Timeout::Shutdown => self.opts.shutdown_timeout,
+        };
+        let Some(at) = Instant::now().checked_add(timeout) else {
+            return;
+        };
+        let Some(st) = self.state(id) else { return };
+        if st.deadline.is_some_and(|d| d <= at) {
+            return;
+        }
+        st.deadline = Some(at);
+        self.deadlines.push(which, at, id);
     }
 
     /// The connection failed: drop its output and close it now.
@@ -199,7 +221,12 @@ impl<H: EventHandler> Core<H> {
         self.incoming.clear();
         let ids: Vec<ConnId> = self.conns.iter().map(|(_, s)| s.id).collect();
         for id in ids {
-            self.begin_close(id, CloseCause::Shutdown);
+            if self.state(id).is_some_and(|s| s.is_open()) {
+                self.begin_close(id, CloseCause::Shutdown);
+            } else {
+                // Already draining: the stop's deadline applies too, if it comes first.
+                self.set_deadline(id, Timeout::Shutdown);
+            }
         }
     }
 
@@ -334,25 +361,16 @@ impl<H: EventHandler> Core<H> {
         if action == Action::Shutdown {
             let _ = self.engine.stop();
         }
-        self.next_tick = Some(Instant::now() + delay);
+        // A delay too large to represent stops the ticker.
+        self.next_tick = Instant::now().checked_add(delay);
     }
 
     fn expire_deadlines<B: Backend>(&mut self, backend: &mut B) {
-        if self.deadlines.is_empty() {
-            return;
-        }
         let now = Instant::now();
-        let mut expired = Vec::new();
-        self.deadlines.retain(|(d, id)| {
-            if *d <= now {
-                expired.push(*id);
-                false
-            } else {
-                true
-            }
-        });
-        for id in expired {
-            let Some(st) = self.state(id) else { continue };
+        while let Some((id, at)) = self.deadlines.pop_due(now) {
+            let Some(st) = self.state(id).filter(|s| s.deadline == Some(at)) else {
+                continue;
+            };
             if let Phase::Draining { .. } = st.phase {
                 let unsent = st.pending();
                 if unsent > 0 {
