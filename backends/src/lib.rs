@@ -9,10 +9,12 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod accept;
 mod affinity;
 mod contract;
 mod socket;
 
+pub use accept::is_resource_shortage;
 pub use affinity::pin_current_thread;
 
 pub use contract::{
@@ -22,6 +24,8 @@ pub use socket::{Addr, Listener, Socket};
 
 cfg_if::cfg_if! {
     if #[cfg(all(target_os = "linux", any(feature = "epoll", feature = "uring")))] {
+        mod listeners;
+        mod poller;
         mod sys;
     }
 }

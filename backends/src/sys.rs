@@ -4,7 +4,8 @@
 //! [`cvt`] (so errors are `io::Error::last_os_error()`), takes descriptors as [`BorrowedFd`]
 //! and owns what it creates as [`OwnedFd`].
 //!
-//! - errno classification: [`is_would_block`], [`is_interrupted`], [`is_transient_accept`];
+//! - errno classification: [`is_would_block`], [`is_interrupted`] (accept errors are sorted by
+//!   `accept.rs`, for every backend);
 //! - receiving: [`recv`];
 //! - accepting: [`accept4`] (non-blocking, close-on-exec) and [`sockaddr_to_addr`];
 //! - waking: [`EventFd`];
@@ -51,34 +52,6 @@ pub(crate) fn is_interrupted(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::Interrupted
 }
 
-/// Whether an `accept` error concerns only the one pending connection (retry at once) rather
-/// than the process or the listener.
-///
-/// Linux hands pending network errors of the new connection to `accept` (see `accept(2)`:
-/// "treat them like `EAGAIN` by retrying"); `ECONNABORTED` and `EPROTO` are the classic ones,
-/// `EPERM` is a firewall verdict. `EINTR` is retried too. Errors without an errno (an address
-/// family the converter does not know) also concern one connection only.
-pub(crate) fn is_transient_accept(e: &io::Error) -> bool {
-    let Some(errno) = e.raw_os_error() else {
-        return true;
-    };
-    matches!(
-        errno,
-        libc::EINTR
-            | libc::ECONNABORTED
-            | libc::ECONNRESET
-            | libc::EPROTO
-            | libc::EPERM
-            | libc::ENETDOWN
-            | libc::ENOPROTOOPT
-            | libc::EHOSTDOWN
-            | libc::ENONET
-            | libc::EHOSTUNREACH
-            | libc::EOPNOTSUPP
-            | libc::ENETUNREACH
-    )
-}
-
 /// One `recv` into `buf`. `Ok(0)` means end of stream (when `buf` is not empty).
 ///
 /// # Errors
@@ -98,7 +71,7 @@ pub(crate) fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
 ///
 /// # Errors
 /// `WouldBlock` when no connection is pending; the errors of `accept(2)` (see
-/// [`is_transient_accept`]); `InvalidData` for an address family other than these three (the
+/// `crate::accept::classify`); `InvalidData` for an address family other than these three (the
 /// connection is then closed).
 pub(crate) fn accept4(listener: BorrowedFd<'_>) -> io::Result<(Socket, Addr)> {
     // SAFETY: `sockaddr_storage` is plain old data for which all-zero bytes are a valid value.
@@ -415,13 +388,5 @@ mod tests {
         q.advance(2);
         assert!(q.is_done());
         assert_eq!(q.total(), 5);
-    }
-
-    #[test]
-    fn transient_accept_errors() {
-        let aborted = io::Error::from_raw_os_error(libc::ECONNABORTED);
-        let emfile = io::Error::from_raw_os_error(libc::EMFILE);
-        assert!(is_transient_accept(&aborted));
-        assert!(!is_transient_accept(&emfile));
     }
 }

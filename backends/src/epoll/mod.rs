@@ -27,8 +27,6 @@
 //! - **Waking.** An eventfd with a coalescing flag (`waker.rs`).
 
 mod conn;
-mod listen;
-mod poller;
 mod waker;
 
 #[cfg(test)]
@@ -47,9 +45,9 @@ use crate::contract::{
 };
 use crate::socket::{Listener, Socket};
 
+use crate::listeners::Listeners;
+use crate::poller::{self, Poller, Token, CONN_INTEREST, READ_INTEREST};
 use conn::{Conn, Conns, ReadEnd, Report};
-use listen::Listeners;
-use poller::{Poller, Token, CONN_INTEREST, READ_INTEREST};
 use waker::Waker;
 
 /// The epoll backend: one per event loop. See the [module documentation](self) for its design.
@@ -92,7 +90,11 @@ impl Epoll {
     fn deliver_deferred<S: Sink>(&mut self, sink: &mut S) {
         while let Some(report) = self.deferred.pop_front() {
             match report {
-                Report::Closed(_) => self.closing -= 1,
+                Report::Closed(_) => {
+                    self.closing -= 1;
+                    // The loop drops the socket when told: a descriptor is free again.
+                    self.listeners.connection_closed();
+                }
                 // A connection closed since the report was queued gets nothing more.
                 _ if !self.conns.contains(report.conn()) => continue,
                 _ => {}

@@ -170,14 +170,25 @@ impl StdNet {
                     c.threads -= 1;
                     if c.closing && c.threads == 0 {
                         self.conns.remove(&conn);
-                        sink.closed(conn);
+                        self.report_closed(conn, sink);
                     }
                 }
             }
             Msg::Closed(conn) => {
                 self.conns.remove(&conn);
-                sink.closed(conn);
+                self.report_closed(conn, sink);
             }
+        }
+    }
+}
+
+impl StdNet {
+    /// Reports `closed`: the loop drops its socket in the call, and the threads have dropped
+    /// theirs, so descriptors are free and a listener resting at the limit may try again.
+    fn report_closed<S: Sink>(&mut self, conn: ConnId, sink: &mut S) {
+        sink.closed(conn);
+        for l in self.listeners.values() {
+            l.hurry();
         }
     }
 }

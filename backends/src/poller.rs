@@ -1,4 +1,5 @@
-//! The epoll instance: registration, waiting, and the tokens stored in `epoll_data`.
+//! An epoll instance: registration, waiting, and the tokens stored in `epoll_data`. The epoll
+//! backend watches everything with it; the io_uring backend only its listeners.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -9,11 +10,11 @@ use crate::sys::{cvt, is_interrupted};
 
 /// Interest of a connection, set once at registration: both directions, edge-triggered, with
 /// `EPOLLRDHUP` so a peer's FIN is seen even when it arrives together with data.
-pub(super) const CONN_INTEREST: u32 =
+pub(crate) const CONN_INTEREST: u32 =
     (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
 
 /// Interest of a listener and of the waker's eventfd.
-pub(super) const READ_INTEREST: u32 = (libc::EPOLLIN | libc::EPOLLET) as u32;
+pub(crate) const READ_INTEREST: u32 = (libc::EPOLLIN | libc::EPOLLET) as u32;
 
 const IN: u32 = libc::EPOLLIN as u32;
 const OUT: u32 = libc::EPOLLOUT as u32;
@@ -30,7 +31,7 @@ const MAX_EVENTS: usize = 16 * 1024;
 /// their id with the top bit set, the waker `u64::MAX`: dispatch is a table index, never a
 /// lookup by descriptor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Token {
+pub(crate) enum Token {
     Conn(usize),
     Listener(ListenerId),
     Waker,
@@ -40,7 +41,7 @@ const LISTENER_BIT: u64 = 1 << 63;
 const WAKER: u64 = u64::MAX;
 
 impl Token {
-    pub(super) fn encode(self) -> u64 {
+    pub(crate) fn encode(self) -> u64 {
         match self {
             Token::Conn(index) => index as u64,
             Token::Listener(id) => LISTENER_BIT | id.0 as u64,
@@ -48,7 +49,7 @@ impl Token {
         }
     }
 
-    pub(super) fn decode(data: u64) -> Token {
+    pub(crate) fn decode(data: u64) -> Token {
         if data == WAKER {
             Token::Waker
         } else if data & LISTENER_BIT != 0 {
@@ -61,28 +62,28 @@ impl Token {
 
 /// The readiness bits of one event, as the backend uses them.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Ready(u32);
+pub(crate) struct Ready(u32);
 
 impl Ready {
     /// Something to read: bytes, a FIN, or an error that `recv` will return.
-    pub(super) fn readable(self) -> bool {
+    pub(crate) fn readable(self) -> bool {
         self.0 & (IN | RDHUP | HUP | ERR) != 0
     }
 
     /// Room to write, or an error that `sendmsg` will return.
-    pub(super) fn writable(self) -> bool {
+    pub(crate) fn writable(self) -> bool {
         self.0 & (OUT | HUP | ERR) != 0
     }
 
     /// The peer is gone or closed its side: a short read no longer proves the socket drained.
-    pub(super) fn closing(self) -> bool {
+    pub(crate) fn closing(self) -> bool {
         self.0 & (RDHUP | HUP | ERR) != 0
     }
 }
 
 /// An epoll descriptor and the event array `epoll_wait` fills (doubled when it comes back
 /// full, up to a bound).
-pub(super) struct Poller {
+pub(crate) struct Poller {
     epfd: OwnedFd,
     events: Vec<libc::epoll_event>,
     len: usize,
@@ -93,7 +94,7 @@ impl Poller {
     ///
     /// # Errors
     /// Whatever `epoll_create1` reports.
-    pub(super) fn new() -> io::Result<Self> {
+    pub(crate) fn new() -> io::Result<Self> {
         // SAFETY: `epoll_create1` takes no pointers; the flag is valid for it.
         let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: `epoll_create1` just returned `fd`: it is open and nothing else owns it.
@@ -111,7 +112,7 @@ impl Poller {
     /// # Errors
     /// `EEXIST` when already registered, `ENOMEM`, `ENOSPC` (`max_user_watches`), `EPERM`
     /// for a descriptor epoll cannot watch.
-    pub(super) fn add(&self, fd: BorrowedFd<'_>, interest: u32, token: Token) -> io::Result<()> {
+    pub(crate) fn add(&self, fd: BorrowedFd<'_>, interest: u32, token: Token) -> io::Result<()> {
         let mut event = libc::epoll_event {
             events: interest,
             u64: token.encode(),
@@ -133,7 +134,7 @@ impl Poller {
     ///
     /// # Errors
     /// `ENOENT` when it was not registered.
-    pub(super) fn delete(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+    pub(crate) fn delete(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
         // SAFETY: both descriptors are live for the call; `EPOLL_CTL_DEL` ignores the event
         // pointer, and a null one is accepted since Linux 2.6.9.
         let r = unsafe {
@@ -152,7 +153,7 @@ impl Poller {
     ///
     /// # Errors
     /// A failure of `epoll_wait` itself (`EBADF`, `EFAULT`, `EINVAL`): the poller is broken.
-    pub(super) fn wait(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
+    pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
         if self.len == self.events.capacity() && self.len < MAX_EVENTS {
             self.events.reserve(self.len);
         }
@@ -179,15 +180,21 @@ impl Poller {
     }
 
     /// The `i`-th event of the last wait.
-    pub(super) fn event(&self, i: usize) -> (Token, Ready) {
+    pub(crate) fn event(&self, i: usize) -> (Token, Ready) {
         let e = self.events[i];
         (Token::decode(e.u64), Ready(e.events))
     }
 }
 
+impl AsRawFd for Poller {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.epfd.as_raw_fd()
+    }
+}
+
 /// Milliseconds for `epoll_wait`: `-1` for no limit, rounded up so that a deadline 0.3 ms away
 /// sleeps 1 ms rather than spinning at 0, saturating at `i32::MAX`.
-pub(super) fn timeout_ms(timeout: Option<Duration>) -> libc::c_int {
+pub(crate) fn timeout_ms(timeout: Option<Duration>) -> libc::c_int {
     match timeout {
         None => -1,
         Some(d) => d
