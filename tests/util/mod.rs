@@ -2,6 +2,9 @@
 //! guard, blocking loopback clients with generous timeouts, and deterministic random payloads.
 #![allow(dead_code)]
 
+#[cfg(target_os = "linux")]
+pub mod child;
+
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::UnixStream;

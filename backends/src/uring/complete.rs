@@ -1,18 +1,14 @@
 //! Completion handling and the connection state machine: what each completion means, when a
 //! receive is (re-)armed, when a connection is finally reported closed.
 
-use std::net::TcpStream;
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
-
 use io_uring::types::Fd;
 use io_uring::{cqueue, opcode};
 
 use super::bufring::{Run, BGID};
 use super::ops::{cqe_error, Kind, Tag};
 use super::Uring;
-use crate::contract::{ConnId, Flow, ListenerId, Sink};
-use crate::socket::Socket;
+use crate::contract::{ConnId, Flow, Sink};
+use crate::poller::Token;
 
 /// Rounds of draining the completion queue per poll (new completions can keep arriving
 /// without `DEFER_TASKRUN`; the loop must get back to its own work).
@@ -88,7 +84,7 @@ impl Uring {
             Kind::Recv => self.on_recv(tag.conn_id(), res, more, filled, sink),
             Kind::Send => self.on_send(tag.conn_id(), res, sink),
             Kind::ConnCancel => self.on_cancel(tag.conn_id(), res, sink),
-            Kind::Accept => self.on_accept(tag, res, more, sink),
+            Kind::Accept => self.on_accept(res, more, sink),
             Kind::Wake => {
                 if res >= 0 {
                     self.waker.drain();
@@ -233,58 +229,34 @@ impl Uring {
         self.after_op(id, sink);
     }
 
-    fn on_accept<S: Sink>(&mut self, tag: Tag, res: i32, more: bool, sink: &mut S) {
-        let id = ListenerId(tag.index);
-        let live = self
-            .listeners
-            .get(tag.index)
-            .and_then(Option::as_ref)
-            .filter(|l| l.epoch == tag.generation)
-            .map(|l| l.unix);
-        let mut rearm = live.is_some() && !more;
+    /// The listeners' epoll instance is readable: accept from the listeners it names.
+    fn on_accept<S: Sink>(&mut self, res: i32, more: bool, sink: &mut S) {
+        if !more {
+            self.accept_armed = false;
+        }
         if res >= 0 {
-            // SAFETY: a successful accept completion returns a new descriptor that nothing
-            // else owns; wrapping it makes sure it is closed exactly once.
-            let fd = unsafe { OwnedFd::from_raw_fd(res) };
-            match live {
-                // The listener was removed: close the connection (dropping `fd`).
-                None => drop(fd),
-                Some(unix) => {
-                    let socket = if unix {
-                        Socket::Unix(UnixStream::from(fd))
-                    } else {
-                        Socket::Tcp(TcpStream::from(fd))
-                    };
-                    match socket.peer_addr() {
-                        Ok(peer) => sink.accepted(id, socket, peer),
-                        Err(e) => log::debug!("io_uring: accepted socket already gone: {e}"),
+            match self.accept_poller.wait(Some(std::time::Duration::ZERO)) {
+                Ok(n) => {
+                    for i in 0..n {
+                        if let (Token::Listener(id), _) = self.accept_poller.event(i) {
+                            self.listeners.on_ready(id, sink);
+                        }
                     }
                 }
+                Err(e) => log::error!("io_uring: epoll_wait on the listeners failed: {e}"),
             }
-        } else if live.is_some() {
-            match -res {
-                libc::ECANCELED
-                | libc::EAGAIN
-                | libc::EINTR
-                | libc::ECONNABORTED
-                | libc::EPROTO
-                | libc::ENETDOWN
-                | libc::ENETUNREACH
-                | libc::EHOSTDOWN
-                | libc::EHOSTUNREACH
-                | libc::ENONET
-                | libc::EOPNOTSUPP
-                | libc::ETIMEDOUT => {}
-                libc::EINVAL | libc::EBADF | libc::ENOTSOCK => {
-                    // Not a listening socket any more: re-arming would spin.
-                    rearm = false;
-                    sink.accept_error(id, cqe_error(res));
-                }
-                _ => sink.accept_error(id, cqe_error(res)),
+        } else {
+            // Cancelled at shutdown; anything else would fail again if re-armed.
+            if res != -libc::ECANCELED {
+                log::error!(
+                    "io_uring: the poll on the listeners failed: {}; no more accepts",
+                    cqe_error(res)
+                );
             }
+            return;
         }
-        if rearm && !self.shutting_down {
-            self.arm_accept(tag.index);
+        if !self.accept_armed && !self.shutting_down && !self.listeners.is_empty() {
+            self.arm_accept();
         }
     }
 
@@ -298,7 +270,7 @@ impl Uring {
             if conn.ops == 0 {
                 self.conns[id.index()] = None;
                 self.nconns -= 1;
-                sink.closed(id);
+                self.report_closed(id, sink);
             }
         } else {
             self.maybe_arm(id.index());

@@ -11,14 +11,14 @@
 //!
 //! For connection operations `index`/`generation` are the [`ConnId`]'s, so a completion that
 //! arrives for an old connection whose index was reused is recognised (generation mismatch)
-//! and dropped after its buffer is returned. For accepts they are the [`ListenerId`] and an
-//! epoch the backend bumps on every `add_listener`.
+//! and dropped after its buffer is returned. The other kinds (the listeners' poll, the
+//! waker, global cancellations) carry zeros.
 
 use std::io;
 
 use bytes::Bytes;
 
-use crate::contract::{ConnId, ListenerId};
+use crate::contract::ConnId;
 
 /// The largest connection or listener index that fits the encoding.
 pub(super) const MAX_INDEX: usize = (1 << 28) - 1;
@@ -27,7 +27,7 @@ pub(super) const MAX_INDEX: usize = (1 << 28) - 1;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub(super) enum Kind {
-    /// Multishot accept on a listener (index = listener id, generation = epoch).
+    /// The multishot poll on the epoll instance that watches the listeners.
     Accept = 1,
     /// Multishot receive on a connection.
     Recv = 2,
@@ -69,14 +69,6 @@ impl Tag {
             kind,
             index: id.index(),
             generation: id.generation(),
-        }
-    }
-
-    pub fn listener(id: ListenerId, epoch: u32) -> Tag {
-        Tag {
-            kind: Kind::Accept,
-            index: id.0,
-            generation: epoch,
         }
     }
 
@@ -233,7 +225,7 @@ mod tests {
             assert_eq!(back, t);
             assert_eq!(back.conn_id(), id);
         }
-        let l = Tag::listener(ListenerId(7), 3);
+        let l = Tag::plain(Kind::Accept);
         assert_eq!(Tag::decode(l.encode()), Some(l));
         assert_eq!(Tag::decode(0), None);
     }

@@ -127,7 +127,6 @@ pub(super) fn probe(ring: &IoUring) -> Result<(), OpenError> {
         .register_probe(&mut probe)
         .map_err(|e| map_error("io_uring_register(IORING_REGISTER_PROBE)", e))?;
     let needed = [
-        (opcode::AcceptMulti::CODE, "ACCEPT"),
         (opcode::RecvMulti::CODE, "RECV"),
         (opcode::Send::CODE, "SEND"),
         (opcode::SendMsg::CODE, "SENDMSG"),

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::mem::ManuallyDrop;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use io_uring::types::{CancelBuilder, Fd};
@@ -152,17 +153,16 @@ impl Uring {
         self.wake_armed = true;
     }
 
-    /// Arms the multishot accept of listener `index` (if it is still registered).
-    pub(super) fn arm_accept(&mut self, index: usize) {
-        let Some(Some(l)) = self.listeners.get(index) else {
-            return;
-        };
-        let sqe = opcode::AcceptMulti::new(Fd(l.fd))
-            .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+    /// Arms the multishot poll on the listeners' epoll instance.
+    pub(super) fn arm_accept(&mut self) {
+        let sqe = opcode::PollAdd::new(Fd(self.accept_poller.as_raw_fd()), libc::POLLIN as u32)
+            .multi(true)
             .build()
-            .user_data(Tag::listener(ListenerId(index), l.epoch).encode());
-        // SAFETY: no pointers (multishot accept asks for no address).
+            .user_data(Tag::plain(Kind::Accept).encode());
+        // SAFETY: no pointers; the epoll descriptor lives as long as `self`, and the ring
+        // keeps its own reference while the poll is armed.
         unsafe { self.push(sqe) };
+        self.accept_armed = true;
     }
 }
 
@@ -185,7 +185,6 @@ impl Sink for DropSink {
 impl Drop for Uring {
     fn drop(&mut self) {
         self.shutting_down = true;
-        self.listeners.clear();
         for c in self.conns.iter_mut().flatten() {
             c.closing = true;
         }
