@@ -226,7 +226,7 @@ mod tests {
     fn an_episode_is_reported_once_and_a_close_hurries_the_retry() {
         let mut p = Pause::default();
         let id = ListenerId(0);
-        let emfile = || io::Error::new(io::ErrorKind::Other, "too many open files");
+        let emfile = || io::Error::other("too many open files");
         let first = p.rest(id, emfile()).expect("the first error is reported");
         assert!(first.to_string().contains("accepting paused"), "{first}");
         assert!(p.resting() && !p.due(Instant::now()));

@@ -118,6 +118,10 @@ impl<H: EventHandler> Core<H> {
         self.shared
             .conns
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if !self.held.is_empty() {
+            // Its descriptor is about to be freed: the held connections may fit now.
+            self.held_retry = Some(std::time::Instant::now());
+        }
         let cause = match std::mem::replace(&mut st.phase, crate::conn::Phase::Open) {
             crate::conn::Phase::Closing { cause } | crate::conn::Phase::Draining { cause } => cause,
             crate::conn::Phase::Open => CloseCause::Local,

@@ -25,6 +25,10 @@ use crate::options::Options;
 use crate::outbound::BufPool;
 use deadlines::{Deadlines, Timeout};
 
+/// How long connections the backend could not register wait before they are offered again
+/// (unless a connection closes first).
+const HOLD_RETRY: Duration = Duration::from_millis(100);
+
 pub(crate) struct EventLoop<B: Backend, H: EventHandler> {
     backend: B,
     core: Core<H>,
@@ -43,6 +47,14 @@ pub(crate) struct Core<H: EventHandler> {
     listeners: Vec<(ListenerId, Listener)>,
     /// Accepted here (or handed over by another loop), to register after `poll`.
     incoming: Vec<(Socket, Addr)>,
+    /// Accepted connections the backend could not take for lack of resources (descriptors,
+    /// memory, threads): kept alive, in order, and offered again at `held_retry`.
+    held: Vec<(Socket, Addr)>,
+    /// When to offer `held` again: [`HOLD_RETRY`] after the failure, or as soon as a
+    /// connection closes (freeing what was missing).
+    held_retry: Option<Instant>,
+    /// When the current stretch of held connections began (reported once, at its start).
+    held_since: Option<Instant>,
     /// Connections whose output, close or resume needs the backend after `poll`.
     dirty: Vec<ConnId>,
     /// Connections to resume receiving on.
@@ -84,6 +96,9 @@ impl<B: Backend, H: EventHandler> EventLoop<B, H> {
                 generation: 0,
                 listeners,
                 incoming: Vec::new(),
+                held: Vec::new(),
+                held_retry: None,
+                held_since: None,
                 dirty: Vec::new(),
                 resume: Vec::new(),
                 deadlines: Deadlines::default(),
@@ -124,7 +139,10 @@ impl<H: EventHandler> Core<H> {
                 .get(id.index())
                 .is_some_and(|s| s.id == id && s.deadline == Some(at))
         });
-        let at = [self.next_tick, drain].into_iter().flatten().min();
+        let at = [self.next_tick, drain, self.held_retry]
+            .into_iter()
+            .flatten()
+            .min();
         at.map(|t| t.saturating_duration_since(Instant::now()))
     }
 
@@ -219,6 +237,8 @@ impl<H: EventHandler> Core<H> {
         }
         self.listeners.clear();
         self.incoming.clear();
+        self.held.clear();
+        self.held_retry = None;
         let ids: Vec<ConnId> = self.conns.iter().map(|(_, s)| s.id).collect();
         for id in ids {
             if self.state(id).is_some_and(|s| s.is_open()) {
@@ -288,17 +308,41 @@ impl<H: EventHandler> Core<H> {
     }
 
     fn register_incoming<B: Backend>(&mut self, backend: &mut B) {
+        if self.held_retry.is_some_and(|at| at <= Instant::now()) {
+            // The held connections came first: they go first.
+            self.held_retry = None;
+            self.held.append(&mut self.incoming);
+            std::mem::swap(&mut self.held, &mut self.incoming);
+        }
         for (socket, peer) in std::mem::take(&mut self.incoming) {
+            if !self.held.is_empty() {
+                // Behind one that could not be registered: wait with it, in order.
+                self.held.push((socket, peer));
+                continue;
+            }
             self.configure(&socket);
             let entry = self.conns.vacant_entry();
             self.generation = self.generation.wrapping_add(1);
             let id = ConnId::new(entry.key(), self.generation);
             if let Err(e) = backend.add_conn(id, &socket) {
-                log::warn!(
-                    "gnet: loop {} could not register a connection: {e}",
-                    self.index
-                );
+                if gnet_backends::is_resource_shortage(&e) {
+                    self.hold(socket, peer, &e);
+                } else {
+                    log::warn!(
+                        "gnet: loop {} could not register a connection, closing it: {e}",
+                        self.index
+                    );
+                }
                 continue;
+            }
+            if self.held.is_empty() {
+                if let Some(since) = self.held_since.take() {
+                    log::info!(
+                        "gnet: loop {} registers connections again after {:.1?}",
+                        self.index,
+                        since.elapsed()
+                    );
+                }
             }
             let st = entry.insert(ConnState::new(socket, id, peer));
             if let Some(default) = B::DIRECT_SEND {
@@ -311,6 +355,24 @@ impl<H: EventHandler> Core<H> {
             self.shared.conns.fetch_add(1, Ordering::Relaxed);
             self.open(id);
         }
+    }
+
+    /// Keeps a connection the backend had no resources for: it is not dropped (its peer would
+    /// see it closed for no fault of its own) but offered again later, like a connection still
+    /// in the listen backlog. Reported once per stretch.
+    fn hold(&mut self, socket: Socket, peer: Addr, e: &std::io::Error) {
+        if self.held_since.is_none() {
+            self.held_since = Some(Instant::now());
+            log::warn!(
+                "gnet: loop {}: no resources to register an accepted connection ({e}); it waits \
+                 and is offered again when a connection closes, or in {} ms",
+                self.index,
+                HOLD_RETRY.as_millis()
+            );
+        }
+        self.held.push((socket, peer));
+        self.held_retry
+            .get_or_insert_with(|| Instant::now() + HOLD_RETRY);
     }
 
     #[cfg(unix)]

@@ -1,13 +1,20 @@
 //! Per-connection state shared with the connection's reader and writer threads, and the two
 //! thread bodies.
 //!
-//! Both threads do blocking I/O on their own handle (`try_clone`) of the loop's socket, which
-//! `add_conn` switches to blocking mode. `close` wakes them by shutting the socket down in both
-//! directions: on Linux (tested) and the BSDs a blocked `recv` then returns 0 and a blocked `send`
-//! fails with `EPIPE`. Elsewhere (Windows) the reader also gets a receive timeout
-//! (one second) so that it notices the close within that time even if the `shutdown` did not
-//! wake it; Winsock completes later receives normally after such a timeout. There is no send
-//! timeout: Winsock documents the socket state after a timed-out send as indeterminate.
+//! Both threads do blocking I/O on the loop's socket, borrowed (`borrowed.rs`) and shared
+//! through an `Arc`, which `add_conn` switches to blocking mode ([`prepare`]): a connection
+//! costs one descriptor and needs no other later, so it cannot be killed by a descriptor table
+//! that filled up since it was accepted.
+//!
+//! `close` must wake them without sending a FIN of its own: an orderly close has already shut
+//! the write side down (the loop does it once everything is sent), and a close that abandons
+//! output must end in a reset, which a FIN ahead of it would disguise as a complete stream.
+//! On Unix it shuts down only the read side, which wakes a blocked `recv` (it returns 0);
+//! the writer waits on the condition variable, which `close` notifies, or in a `send` that
+//! gives up every [`WRITER_TICK`] (a send timeout) to look at the closing flag. Elsewhere
+//! (Windows) `close` shuts both directions down, the reader also gets a receive timeout (one
+//! second) in case the `shutdown` did not wake it, and there is no send timeout: Winsock
+//! documents the socket state after a timed-out send as indeterminate.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
@@ -16,6 +23,7 @@ use std::thread::{self, JoinHandle};
 
 use bytes::Bytes;
 
+use super::borrowed::Borrowed;
 use super::queue::{lock, Msg, Shared};
 use super::STACK_SIZE;
 use crate::contract::ConnId;
@@ -33,6 +41,10 @@ const PROBE: usize = 4 * 1024;
 const SAFETY_NET: std::time::Duration = std::time::Duration::from_secs(1);
 /// Most slices handed to one vectored write.
 const MAX_IOV: usize = 64;
+/// The send timeout of a connection's handle (Unix): how long a writer blocked on a full
+/// send buffer waits before it checks whether the connection is closing.
+#[cfg(unix)]
+const WRITER_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What the loop and a connection's threads share, under one mutex.
 #[derive(Default)]
@@ -80,43 +92,72 @@ impl ConnShared {
     }
 }
 
-/// Starts the reader thread of `conn` on `socket` (the thread's own handle).
+/// Sets the loop's socket up for the connection's threads: blocking mode, with the writer's
+/// send timeout on Unix and the reader's safety-net receive timeout elsewhere.
+///
+/// # Errors
+/// Setting the mode or a timeout failing.
+pub(super) fn prepare(socket: &Socket) -> io::Result<()> {
+    socket.set_nonblocking(false)?;
+    #[cfg(unix)]
+    match socket {
+        Socket::Tcp(s) => s.set_write_timeout(Some(WRITER_TICK)),
+        Socket::Unix(s) => s.set_write_timeout(Some(WRITER_TICK)),
+    }
+    #[cfg(not(unix))]
+    set_read_timeout(socket)
+}
+
+/// Starts the reader thread of `conn` on the connection's socket.
 pub(super) fn spawn_reader(
     conn: ConnId,
-    socket: Socket,
+    socket: Arc<Borrowed>,
     state: Arc<ConnShared>,
     shared: Arc<Shared>,
     size: usize,
 ) -> io::Result<JoinHandle<()>> {
-    socket.set_nonblocking(false)?;
-    #[cfg(not(unix))]
-    set_read_timeout(&socket)?;
     thread::Builder::new()
         .name(format!("gnet-read-{}", conn.index()))
         .stack_size(STACK_SIZE)
         .spawn(move || {
-            reader(conn, &socket, &state, &shared, size);
+            let body = || reader(conn, &socket, &state, &shared, size);
+            contain_panic(conn, "reader", body, &state, &shared);
             drop(socket);
             shared.push(Msg::Exited(conn));
         })
 }
 
-/// Starts the writer thread of `conn` on `socket` (the thread's own handle).
+/// Starts the writer thread of `conn` on the connection's socket.
 pub(super) fn spawn_writer(
     conn: ConnId,
-    socket: Socket,
+    socket: Arc<Borrowed>,
     state: Arc<ConnShared>,
     shared: Arc<Shared>,
 ) -> io::Result<JoinHandle<()>> {
-    socket.set_nonblocking(false)?;
     thread::Builder::new()
         .name(format!("gnet-write-{}", conn.index()))
         .stack_size(STACK_SIZE)
         .spawn(move || {
-            writer(conn, &socket, &state, &shared);
+            let body = || writer(conn, &socket, &state, &shared);
+            contain_panic(conn, "writer", body, &state, &shared);
             drop(socket);
             shared.push(Msg::Exited(conn));
         })
+}
+
+/// Runs a thread's body; a panic in it fails the connection instead of leaving it without
+/// its thread (and so never closed: `Exited` is still sent by the caller).
+fn contain_panic(
+    conn: ConnId,
+    which: &str,
+    body: impl FnOnce(),
+    state: &ConnShared,
+    shared: &Shared,
+) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() && !state.closing() {
+        let error = io::Error::other(format!("stdnet: the {which} thread panicked"));
+        shared.push(Msg::Failed { conn, error });
+    }
 }
 
 /// The reader: reads until end-of-stream, an error or `close`, at most [`MAX_IN_FLIGHT`]
@@ -247,11 +288,25 @@ fn write_all(socket: &Socket, bufs: &[Bytes], state: &ConnShared) -> io::Result<
                     }
                 }
             }
-            Err(e) if retry(&e, state) => {}
+            Err(e) if retry(&e, state) || send_timed_out(&e, socket, state) => {}
             Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+/// Whether a send gave up on its [`WRITER_TICK`] timeout while the connection is not closing
+/// (Unix): then it is simply tried again. The blocking mode is set again first, in case
+/// something switched the shared socket to non-blocking, which would make this a busy loop.
+fn send_timed_out(e: &io::Error, socket: &Socket, state: &ConnShared) -> bool {
+    let timed_out = matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    );
+    if !cfg!(unix) || !timed_out || state.closing() {
+        return false;
+    }
+    socket.set_nonblocking(false).is_ok()
 }
 
 /// Whether a failed call should simply be repeated: interrupted, or (where the reader has a
@@ -288,9 +343,14 @@ fn write_vectored(socket: &Socket, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     }
 }
 
-/// Shuts both directions of the connection down, waking blocked reads and writes of its
-/// threads (the handles share one socket). Errors (`NotConnected` once the peer is gone) do
-/// not matter here.
+/// Wakes the connection's threads at `close` (the handles share one socket; see the module
+/// documentation): the read side only on Unix, both directions elsewhere. Errors
+/// (`NotConnected` once the peer is gone) do not matter here.
 pub(super) fn shutdown(socket: &Socket) {
-    let _ = socket.shutdown(Shutdown::Both);
+    let how = if cfg!(unix) {
+        Shutdown::Read
+    } else {
+        Shutdown::Both
+    };
+    let _ = socket.shutdown(how);
 }

@@ -12,8 +12,8 @@
 //!   with `park_timeout` (1 ms after a connection, up to 10 ms when idle) so that
 //!   `remove_listener` can stop and join it at once, releasing its handle before it returns.
 //!   Persistent accept errors are reported and followed by a 100 ms back-off.
-//! - **A reader thread per connection** (from `add_conn`) doing blocking reads on its own handle
-//!   of the socket, at most two chunks ahead of the loop (bounded memory), and none while the
+//! - **A reader thread per connection** (from `add_conn`) doing blocking reads on the loop's
+//!   socket (borrowed, not duplicated: see `borrowed.rs`), at most two chunks ahead of the loop (bounded memory), and none while the
 //!   connection is paused. A connection that is not streaming reads into a small stack buffer,
 //!   so an idle connection holds no heap receive buffer.
 //! - **A writer thread per connection**, started by the first `send`, doing blocking vectored
@@ -34,10 +34,16 @@
 //! reported by [`Sink::accepted`] are non-blocking as the contract says, until `add_conn`.
 //!
 //! Threads get small stacks (128 KiB) and names (`gnet-accept-N`, `gnet-read-N`,
-//! `gnet-write-N`). There is no `unsafe` code here.
-#![forbid(unsafe_code)]
+//! `gnet-write-N`). The only `unsafe` code is the borrow of the loop's socket by the
+//! connection's threads (`borrowed.rs`): a connection costs one descriptor, as on the other
+//! backends, and needs none after `add_conn`.
+#![deny(unsafe_code)]
+
+#[cfg(not(any(unix, windows)))]
+compile_error!("the stdnet backend needs a Unix or Windows target (raw sockets)");
 
 mod accept;
+mod borrowed;
 mod conn;
 mod queue;
 #[cfg(test)]
@@ -51,6 +57,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use self::accept::AcceptThread;
+use self::borrowed::Borrowed;
 use self::conn::{ConnShared, MAX_IN_FLIGHT};
 use self::queue::{Msg, Shared, Waker};
 use crate::contract::{
@@ -78,8 +85,9 @@ pub struct StdNet {
 /// The loop's side of one connection.
 struct Conn {
     state: Arc<ConnShared>,
-    /// The backend's own handle: spawns the writer, shuts down at `close`; dropped then.
-    handle: Option<Socket>,
+    /// The loop's socket as the connection's threads use it (borrowed: no descriptor of its
+    /// own), and used here to shut it down at `close`; dropped then.
+    handle: Option<Arc<Borrowed>>,
     /// Threads started and not yet reported exited.
     threads: usize,
     writer: bool,
@@ -249,12 +257,16 @@ impl Backend for StdNet {
                 "connection id already registered",
             ));
         }
-        let handle = socket.try_clone()?;
+        conn::prepare(socket)?;
+        // SAFETY: the loop keeps `socket` open until this backend reports `closed` (the
+        // contract), which it does only once every thread of the connection, the holders of
+        // the clones of `handle`, has exited; the backend drops its own clone at `close`.
+        #[allow(unsafe_code)]
+        let handle = Arc::new(unsafe { Borrowed::new(socket) });
         let state = Arc::new(ConnShared::default());
-        let reader = socket.try_clone()?;
         conn::spawn_reader(
             id,
-            reader,
+            handle.clone(),
             state.clone(),
             self.shared.clone(),
             self.read_buffer_size,
@@ -292,9 +304,8 @@ impl Backend for StdNet {
         }
         let started = c
             .handle
-            .as_ref()
+            .clone()
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
-            .and_then(Socket::try_clone)
             .and_then(|s| conn::spawn_writer(conn, s, c.state.clone(), self.shared.clone()));
         match started {
             Ok(_) => {
@@ -371,14 +382,30 @@ impl Backend for StdNet {
 
 impl Drop for StdNet {
     fn drop(&mut self) {
-        // The loop closed every connection before; this only stops stragglers (they exit on
-        // their own and release their handles) and joins the accept threads.
+        // The loop closed every connection and waited for `closed` before, unless it ended on
+        // an error: then stop the stragglers and wait for them, since they borrow sockets the
+        // loop is about to close.
+        let mut left: usize = 0;
         for c in self.conns.values_mut() {
             c.state.lock().closing = true;
             c.state.notify();
             if let Some(handle) = c.handle.take() {
-                conn::shutdown(&handle);
+                let _ = handle.shutdown(std::net::Shutdown::Both);
             }
+            left += c.threads;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut batch = VecDeque::new();
+        while left > 0 && std::time::Instant::now() < deadline {
+            self.shared
+                .take(Some(Duration::from_millis(50)), true, &mut batch);
+            left -= batch
+                .drain(..)
+                .filter(|m| matches!(m, Msg::Exited(_)))
+                .count();
+        }
+        if left > 0 {
+            log::error!("stdnet: {left} connection threads did not stop at shutdown");
         }
         self.listeners.clear();
     }
