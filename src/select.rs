@@ -81,10 +81,12 @@ pub(crate) fn choose(opts: &Options) -> Result<(BackendKind, Option<String>)> {
                 ),
             }),
             Some(Ok(())) => Ok((kind, None)),
-            Some(Err(OpenError::Unavailable(reason))) => Err(Error::BackendUnavailable {
-                backend: kind,
-                reason,
-            }),
+            Some(Err(OpenError::Unavailable(reason) | OpenError::ResourceLimit(reason))) => {
+                Err(Error::BackendUnavailable {
+                    backend: kind,
+                    reason,
+                })
+            }
             Some(Err(OpenError::Failed(e))) => Err(Error::BackendUnavailable {
                 backend: kind,
                 reason: e.to_string(),
@@ -103,6 +105,9 @@ pub(crate) fn choose(opts: &Options) -> Result<(BackendKind, Option<String>)> {
                     }
                     Some(Err(OpenError::Unavailable(reason))) => {
                         reasons.push(format!("{kind} unavailable: {reason}"));
+                    }
+                    Some(Err(OpenError::ResourceLimit(reason))) => {
+                        reasons.push(format!("{kind} does not fit: {reason}"));
                     }
                     Some(Err(OpenError::Failed(e))) => {
                         return Err(Error::BackendUnavailable {

@@ -4,8 +4,9 @@
 //! * **Set-up** (`setup.rs`): `SUBMIT_ALL | SINGLE_ISSUER | DEFER_TASKRUN`, stepping down to
 //!   `COOP_TASKRUN | TASKRUN_FLAG`, then to no optional flags, when the kernel answers
 //!   `EINVAL`; the completion queue is four times the submission queue. Every opcode used is
-//!   probed. `ENOSYS`/`EPERM`/`EINVAL`/missing opcodes are [`OpenError::Unavailable`],
-//!   `ENOMEM` is [`OpenError::Failed`] naming `RLIMIT_MEMLOCK`.
+//!   probed. `ENOSYS`/`EPERM`/`EINVAL`/missing opcodes are [`OpenError::Unavailable`];
+//!   `ENOMEM` under a memlock limit is [`OpenError::ResourceLimit`], naming `RLIMIT_MEMLOCK`,
+//!   its value and the ways to raise it (`memlock.rs` says what the kernel charges to it).
 //! * **Waiting**: submission and waiting are one `io_uring_enter` (`GETEVENTS`, with the poll
 //!   timeout passed through `EXT_ARG`). Submissions queued between polls (re-arms, sends,
 //!   cancellations) go to the kernel with the next poll, in one batch.
@@ -45,6 +46,7 @@
 mod area;
 mod bufring;
 mod complete;
+mod memlock;
 mod ops;
 mod setup;
 mod submit;

@@ -5,6 +5,7 @@ use std::io;
 
 use io_uring::{opcode, IoUring, Probe};
 
+use super::memlock::Memlock;
 use crate::contract::{Config, OpenError};
 
 /// The setup-flag tiers tried in order; the kernel answers `EINVAL` to flags it does not know.
@@ -46,8 +47,8 @@ pub(super) fn errno_name(e: &io::Error) -> String {
 }
 
 /// Maps a failed `io_uring_setup`/`io_uring_register` call (named by `call`) to an
-/// [`OpenError`]: missing or forbidden means `Unavailable`, anything an operator must fix
-/// means `Failed`.
+/// [`OpenError`]: missing or forbidden means `Unavailable`, `ENOMEM` under a memlock limit
+/// `ResourceLimit` (with the advice), anything else an operator must fix `Failed`.
 pub(super) fn map_error(call: &str, e: io::Error) -> OpenError {
     let name = errno_name(&e);
     match e.raw_os_error() {
@@ -63,13 +64,20 @@ pub(super) fn map_error(call: &str, e: io::Error) -> OpenError {
             "{call} returned {name}: the kernel does not support what the io_uring backend \
              needs (Linux 6.0 or newer)"
         )),
-        Some(libc::ENOMEM) => OpenError::Failed(io::Error::new(
-            e.kind(),
-            format!(
-                "{call} returned {name}: cannot lock memory for io_uring; raise RLIMIT_MEMLOCK \
-                 (ulimit -l, LimitMEMLOCK=) or use smaller ring_entries / ring_buffers"
-            ),
-        )),
+        Some(libc::ENOMEM) => {
+            let limit = Memlock::read();
+            if limit.limited() {
+                OpenError::ResourceLimit(format!("{call} returned {name}: {}", limit.advice()))
+            } else {
+                OpenError::Failed(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{call} returned {name} with no memlock limit: the kernel is short of \
+                         memory; free some, or use smaller ring_entries / ring_buffers"
+                    ),
+                ))
+            }
+        }
         _ => OpenError::Failed(io::Error::new(e.kind(), format!("{call} failed: {e}"))),
     }
 }

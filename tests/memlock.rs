@@ -1,0 +1,137 @@
+//! io_uring under a small memlock limit, for real: each test runs in a child process that
+//! [`limit_locked_memory`] puts where an unprivileged user is (no `CAP_IPC_LOCK`, a small
+//! `RLIMIT_MEMLOCK`, a user id of its own), so that the kernel charges the rings to the limit
+//! and refuses what does not fit. Measured on 6.18: a ring of the default 1024 entries with
+//! the default 256 ring buffers needs 35 pages (140 KiB), 256 entries 10 pages, 128 entries 6,
+//! the smallest the backend steps down to (64 entries) 4 pages.
+//!
+//! `Auto` must serve on a smaller ring when one fits, on epoll when none does, and say so
+//! once; an explicit `uring` must fail with the same advice.
+#![cfg(all(target_os = "linux", feature = "uring", feature = "epoll"))]
+
+use std::process::Command;
+use std::sync::Mutex;
+
+mod util;
+
+use gnet::{BackendChoice, BackendKind, Error, Options, Running};
+use gnet_backends::testing::limit_locked_memory;
+use util::{Client, PlainEcho};
+
+const CHILD: &str = "GNET_MEMLOCK_CHILD";
+/// Below the 16 KiB the smallest ring the backend steps down to needs: nothing fits.
+const TOO_SMALL: u64 = 12 * 1024;
+
+/// Runs one child at a time: without root the children share the user's memlock count.
+static ONE_CHILD: Mutex<()> = Mutex::new(());
+
+/// In the parent: runs `test` in a child process and returns its output (stdout, then
+/// stderr, where gnet's warnings go without a logger). In the child: `None`.
+fn in_child(test: &str) -> Option<String> {
+    if std::env::var_os(CHILD).is_some() {
+        return None;
+    }
+    let _one = ONE_CHILD.lock().unwrap_or_else(|p| p.into_inner());
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .env_remove("GNET_BACKEND")
+        .output()
+        .expect("spawn the child test process");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "child failed:\n{text}");
+    assert!(text.contains("CHILD-OK"), "child did not finish:\n{text}");
+    println!("{text}");
+    Some(text)
+}
+
+/// In the child: the unprivileged-memlock situation, or a loud failure saying why not.
+fn limit(bytes: u64) {
+    let uid = limit_locked_memory(bytes)
+        .unwrap_or_else(|e| panic!("cannot set up the memlock situation (run as root?): {e}"));
+    println!("child: uid {uid}, RLIMIT_MEMLOCK {bytes} bytes, no CAP_IPC_LOCK");
+}
+
+fn start(opts: Options) -> gnet::Result<Option<Running>> {
+    gnet::start(PlainEcho, &["tcp://127.0.0.1:0"], opts.honour_env(false))
+}
+
+/// Echoes over `n` fresh connections (round robin spreads them over the loops).
+fn serves(running: &Running, n: usize) {
+    for i in 0..n {
+        let mut c = Client::connect(&running.engine().addrs()[0]);
+        c.echo(format!("still serving {i}").as_bytes());
+    }
+}
+
+/// The lines of `text` holding `needle`.
+fn lines_with<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
+    text.lines().filter(|l| l.contains(needle)).collect()
+}
+
+/// What every memlock message must tell: the limit, its value, and fixes one can apply.
+fn assert_names_the_fixes(msg: &str, value: &str) {
+    for needle in [
+        "RLIMIT_MEMLOCK",
+        value,
+        "ulimit -l",
+        "limits.conf",
+        "LimitMEMLOCK=",
+        "--ulimit memlock",
+        "CAP_IPC_LOCK",
+    ] {
+        assert!(msg.contains(needle), "message lacks {needle:?}: {msg}");
+    }
+}
+
+#[test]
+fn auto_falls_back_to_epoll_when_no_ring_fits_the_memlock_limit() {
+    if let Some(out) = in_child("auto_falls_back_to_epoll_when_no_ring_fits_the_memlock_limit") {
+        let warned = lines_with(&out, "using epoll");
+        assert_eq!(warned.len(), 1, "one warning expected:\n{out}");
+        assert_names_the_fixes(warned[0], "12 KiB");
+        return;
+    }
+    limit(TOO_SMALL);
+    let running = start(Options::new())
+        .expect("Auto must start on epoll")
+        .expect("running");
+    assert_eq!(running.engine().backend(), BackendKind::Epoll);
+    let why = running
+        .engine()
+        .fallback_reason()
+        .expect("a fallback reason")
+        .to_string();
+    assert_names_the_fixes(&why, "12 KiB");
+    serves(&running, 1);
+    running.stop().unwrap();
+    println!("CHILD-OK auto: {why}");
+}
+
+#[test]
+fn explicit_uring_fails_with_the_memlock_hint() {
+    if in_child("explicit_uring_fails_with_the_memlock_hint").is_some() {
+        return;
+    }
+    limit(TOO_SMALL);
+    let explicit = start(Options::new().backend(BackendChoice::Only(BackendKind::Uring)));
+    let reason = match explicit {
+        Err(Error::BackendUnavailable {
+            backend: BackendKind::Uring,
+            reason,
+        }) => reason,
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("uring must not start when no ring fits the memlock limit"),
+    };
+    assert_names_the_fixes(&reason, "12 KiB");
+    // `Auto` gives the same advice, then falls back.
+    let running = start(Options::new()).unwrap().unwrap();
+    let why = running.engine().fallback_reason().unwrap_or_default();
+    assert!(why.contains(&reason), "Auto said {why:?}, uring {reason:?}");
+    running.stop().unwrap();
+    println!("CHILD-OK explicit: {reason}");
+}
