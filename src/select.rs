@@ -38,13 +38,30 @@ pub(crate) fn backend_config(opts: &Options) -> Config {
     }
 }
 
+/// Opens (and drops) the backend as a loop will; `Ok` carries what the operator should be
+/// told about the instance even though it works (an io_uring ring reduced to fit the memlock
+/// limit).
 struct Probe<'a>(&'a Config);
 
 impl Visit for Probe<'_> {
-    type Out = std::result::Result<(), OpenError>;
+    type Out = std::result::Result<Option<String>, OpenError>;
     fn visit<B: Backend>(self) -> Self::Out {
-        B::open(self.0).map(drop)
+        #[cfg(all(target_os = "linux", feature = "uring"))]
+        if B::KIND == BackendKind::Uring {
+            return probe_uring(self.0);
+        }
+        B::open(self.0).map(|_| None)
     }
+}
+
+/// The io_uring probe: the ring may come out smaller than configured, which is worth a
+/// warning (the loops' rings start at the same size: the backend remembers what fitted).
+#[cfg(all(target_os = "linux", feature = "uring"))]
+fn probe_uring(cfg: &Config) -> std::result::Result<Option<String>, OpenError> {
+    let ring = gnet_backends::uring::Uring::open(cfg)?;
+    Ok(ring
+        .reduced()
+        .map(|why| format!("io_uring ring reduced {why}")))
 }
 
 /// Says a fallback out loud: through `log` when a logger is installed, on stderr otherwise.
@@ -80,7 +97,12 @@ pub(crate) fn choose(opts: &Options) -> Result<(BackendKind, Option<String>)> {
                     "not compiled into this build for this target (enable the `{kind}` feature)"
                 ),
             }),
-            Some(Ok(())) => Ok((kind, None)),
+            Some(Ok(note)) => {
+                if let Some(note) = note {
+                    announce(&note);
+                }
+                Ok((kind, None))
+            }
             Some(Err(OpenError::Unavailable(reason) | OpenError::ResourceLimit(reason))) => {
                 Err(Error::BackendUnavailable {
                     backend: kind,
@@ -96,18 +118,20 @@ pub(crate) fn choose(opts: &Options) -> Result<(BackendKind, Option<String>)> {
             let mut reasons: Vec<String> = Vec::new();
             for kind in gnet_backends::compiled() {
                 match dispatch(kind, Probe(&cfg)) {
-                    Some(Ok(())) => {
+                    Some(Ok(note)) => {
                         let why = (!reasons.is_empty()).then(|| reasons.join("; "));
                         if let Some(why) = &why {
                             announce(&format!("{why}; using {kind}"));
                         }
+                        if let Some(note) = note {
+                            announce(&note);
+                        }
                         return Ok((kind, why));
                     }
-                    Some(Err(OpenError::Unavailable(reason))) => {
+                    Some(Err(
+                        OpenError::Unavailable(reason) | OpenError::ResourceLimit(reason),
+                    )) => {
                         reasons.push(format!("{kind} unavailable: {reason}"));
-                    }
-                    Some(Err(OpenError::ResourceLimit(reason))) => {
-                        reasons.push(format!("{kind} does not fit: {reason}"));
                     }
                     Some(Err(OpenError::Failed(e))) => {
                         return Err(Error::BackendUnavailable {
