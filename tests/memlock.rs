@@ -9,8 +9,10 @@
 //! once; an explicit `uring` must fail with the same advice.
 #![cfg(all(target_os = "linux", feature = "uring", feature = "epoll"))]
 
+use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
+use std::time::Instant;
 
 mod util;
 
@@ -70,6 +72,31 @@ fn serves(running: &Running, n: usize) {
         let mut c = Client::connect(&running.engine().addrs()[0]);
         c.echo(format!("still serving {i}").as_bytes());
     }
+}
+
+/// The submission queue entries of every io_uring instance this process has open, read from
+/// `/proc/self/fdinfo` (`SqMask` is the entries less one).
+fn rings_in_use() -> Vec<u32> {
+    let mut entries = Vec::new();
+    for fd in std::fs::read_dir("/proc/self/fd").expect("read /proc/self/fd") {
+        let fd = fd.unwrap();
+        let Ok(target) = std::fs::read_link(fd.path()) else {
+            continue; // closed since the directory was read
+        };
+        if target.to_string_lossy() != "anon_inode:[io_uring]" {
+            continue;
+        }
+        let info = std::fs::read_to_string(Path::new("/proc/self/fdinfo").join(fd.file_name()))
+            .expect("read the ring's fdinfo");
+        let mask = info
+            .lines()
+            .find_map(|l| l.strip_prefix("SqMask:"))
+            .unwrap_or_else(|| panic!("no SqMask in fdinfo:\n{info}"));
+        let mask = u32::from_str_radix(mask.trim().trim_start_matches("0x"), 16).unwrap();
+        entries.push(mask + 1);
+    }
+    entries.sort_unstable();
+    entries
 }
 
 /// The lines of `text` holding `needle`.
@@ -163,9 +190,64 @@ fn auto_runs_io_uring_on_a_smaller_ring_under_64_kib() {
     let running = start(Options::new()).expect("Auto").expect("running");
     assert_eq!(running.engine().backend(), BackendKind::Uring);
     assert_eq!(running.engine().fallback_reason(), None);
+    assert_eq!(rings_in_use(), [256]);
     serves(&running, 3);
     running.stop().unwrap();
     println!("CHILD-OK reduced");
+}
+
+#[test]
+fn auto_gives_every_loop_the_same_smaller_ring() {
+    if let Some(out) = in_child("auto_gives_every_loop_the_same_smaller_ring") {
+        let warned = lines_with(&out, "reduced");
+        assert_eq!(warned.len(), 1, "one warning expected:\n{out}");
+        assert!(
+            warned[0].contains("rings of the 2 loops reduced from 1024 down to 128"),
+            "{}",
+            warned[0]
+        );
+        return;
+    }
+    // 16 pages: 256 entries (10 pages) and 128 (6) would fit, but the loops get one size.
+    limit(OLD_DEFAULT);
+    let t = Instant::now();
+    let running = start(Options::new().loops(2))
+        .expect("Auto")
+        .expect("running");
+    println!("child: started in {:?}", t.elapsed());
+    assert_eq!(running.engine().backend(), BackendKind::Uring);
+    assert_eq!(rings_in_use(), [128, 128]);
+    serves(&running, 4);
+    running.stop().unwrap();
+    println!("CHILD-OK two loops");
+}
+
+#[test]
+fn auto_falls_back_to_epoll_when_the_loops_rings_do_not_fit_together() {
+    let name = "auto_falls_back_to_epoll_when_the_loops_rings_do_not_fit_together";
+    if let Some(out) = in_child(name) {
+        let warned = lines_with(&out, "using epoll");
+        assert_eq!(warned.len(), 1, "one warning expected:\n{out}");
+        return;
+    }
+    // One ring fits under 64 KiB, eight (of 4 pages at the least) do not: before the probe
+    // opened a ring per loop it passed with one, and the loops' rings failed the engine.
+    limit(OLD_DEFAULT);
+    let t = Instant::now();
+    let running = start(Options::new().loops(8))
+        .expect("Auto must start on epoll")
+        .expect("running");
+    println!("child: started in {:?}", t.elapsed());
+    assert_eq!(running.engine().backend(), BackendKind::Epoll);
+    let why = running.engine().fallback_reason().unwrap().to_string();
+    assert_names_the_fixes(&why, "64 KiB");
+    assert!(
+        why.contains("8 loops take a ring each") && why.contains("Options::loops"),
+        "{why}"
+    );
+    serves(&running, 8);
+    running.stop().unwrap();
+    println!("CHILD-OK eight loops: {why}");
 }
 
 /// Opens the backend in the child, which must succeed.

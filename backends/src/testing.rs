@@ -22,9 +22,10 @@ mod memlock {
     ///
     /// The kernel adds up the locked memory of all processes of a user: a user id no other
     /// process runs as keeps concurrent tests (and whatever else runs as root) out of the
-    /// count, and the count starts at zero. Without root only the limit is lowered, and
-    /// other processes of the same user share it. Irreversible: meant for a child process of
-    /// a test. Returns the user id the process runs as now.
+    /// count, and the count starts at zero. The process stays dumpable, so that it can read
+    /// its own `/proc/self/fdinfo`. Without root only the limit is lowered, and other
+    /// processes of the same user share it. Irreversible: meant for a child process of a
+    /// test. Returns the user id the process runs as now.
     ///
     /// # Errors
     /// `setrlimit` or `setuid` failing, or `CAP_IPC_LOCK` still effective afterwards (a
@@ -47,6 +48,11 @@ mod memlock {
             // process, as POSIX requires, so no thread keeps root.
             if unsafe { libc::setuid(uid) } != 0 {
                 return Err(context("setuid"));
+            }
+            // A change of user id makes /proc/self/{fd,fdinfo} root's; the tests read them.
+            // SAFETY: PR_SET_DUMPABLE takes integer arguments only.
+            if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) } != 0 {
+                return Err(context("prctl(PR_SET_DUMPABLE)"));
             }
         }
         let effective = effective_caps()?;

@@ -15,11 +15,12 @@
 //! **The step-down.** On `ENOMEM` under a limit an open halves the submission queue (the
 //! completion queue follows at four times it) down to [`MIN_ENTRIES`], and, when it is the
 //! buffer ring's registration that fails, the ring buffers down to [`MIN_BUFFERS`]. At 64 KiB
-//! a loop gets 256 entries. A smaller ring that fits is remembered
+//! one ring gets 256 entries, two 128 each (the engine's probe opens one per loop, and
+//! makes them one size), eight do not fit. A smaller ring that fits is remembered
 //! for the process ([`Fit`], per limit and configuration): later opens (the loops after the
 //! engine's probe, an engine started again) begin there, and `ENOMEM` at a size that fitted
-//! before is waited out for up to [`SETTLE`], since it is most likely the memory of rings
-//! closed a moment ago, not back yet.
+//! before, up to [`SETTLE`] after a ring was closed, is waited out: it is most likely the
+//! memory of that ring, not back yet.
 
 use std::fmt;
 use std::sync::Mutex;
@@ -36,8 +37,9 @@ use crate::contract::{Config, OpenError};
 pub(super) const MIN_ENTRIES: u32 = 64;
 /// The fewest ring buffers the step-down goes to: one page of descriptors (the default).
 pub(super) const MIN_BUFFERS: u16 = 256;
-/// How long `ENOMEM` at a size that fitted before is waited out: the kernel returns a closed
-/// ring's memory about 20 ms later (measured, also with both cores busy).
+/// How long after a ring was closed `ENOMEM` at a size that fitted before is waited out: the
+/// kernel returns a closed ring's memory about 20 ms later (measured, also with both cores
+/// busy).
 const SETTLE: Duration = Duration::from_millis(250);
 /// The pause between attempts while waiting.
 const RETRY: Duration = Duration::from_millis(2);
@@ -88,6 +90,19 @@ struct Fit {
 /// The smallest ring that fitted since the limit or the configuration last changed.
 static FIT: Mutex<Option<Fit>> = Mutex::new(None);
 
+/// When this process last closed a ring.
+static LAST_CLOSE: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// Held by every open ring, dropped after it: notes the close, whose memory the kernel
+/// returns to the limit only some 20 ms later, for the opens that follow.
+pub(super) struct Closing;
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        *LAST_CLOSE.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+}
+
 /// The sizes one open tries, from the configured ones (or the smaller ones that fitted
 /// before) down.
 pub(super) struct Ladder {
@@ -96,10 +111,8 @@ pub(super) struct Ladder {
     now: Sizes,
     /// A ring this size or smaller fitted in this process under this limit.
     known: Option<Sizes>,
-    /// This open closed a ring it could not complete, whose memory comes back later.
-    released: bool,
-    /// Until when `ENOMEM` is waited out rather than stepped down from.
-    patience: Option<Instant>,
+    /// When this open closed a ring it could not complete.
+    released: Option<Instant>,
 }
 
 impl Ladder {
@@ -128,8 +141,7 @@ impl Ladder {
             asked,
             now: known.unwrap_or(asked),
             known,
-            released: false,
-            patience: None,
+            released: None,
         }
     }
 
@@ -166,7 +178,7 @@ impl Ladder {
             return Ok(true);
         }
         self.smaller_ring("io_uring_register(IORING_REGISTER_PBUF_RING)")?;
-        self.released = true;
+        self.released = Some(Instant::now());
         Ok(false)
     }
 
@@ -187,7 +199,7 @@ impl Ladder {
             fit: smallest,
         });
         let note = format!(
-            "from {}: {} holds no larger one; {}",
+            "from {}: {} holds no more; {}",
             span(self.asked, self.now),
             self.limit,
             self.limit.fixes()
@@ -196,22 +208,25 @@ impl Ladder {
         Some(note)
     }
 
-    /// Whether to wait and try the same sizes again: they (or larger ones) fitted before, or
-    /// this open just closed a ring, so the memory is probably on its way back.
-    fn wait(&mut self) -> bool {
+    /// Whether to wait and try the same sizes again: a ring was closed less than [`SETTLE`]
+    /// ago, and these sizes (or larger ones) fitted before or a ring this open just closed was
+    /// larger, so the memory is probably on its way back.
+    fn wait(&self) -> bool {
         if !self.limit.limited() {
             return false;
         }
         let fitted_before = self.known.is_some_and(|k| self.now.within(k));
-        if !(fitted_before || self.released) {
+        if !fitted_before && self.released.is_none() {
             return false;
         }
-        let deadline = *self.patience.get_or_insert_with(|| Instant::now() + SETTLE);
-        if Instant::now() >= deadline {
-            return false;
+        let closed = *LAST_CLOSE.lock().unwrap_or_else(|p| p.into_inner());
+        match closed.max(self.released) {
+            Some(at) if at.elapsed() < SETTLE => {
+                std::thread::sleep(RETRY);
+                true
+            }
+            _ => false,
         }
-        std::thread::sleep(RETRY);
-        true
     }
 
     /// Halves the submission queue, or fails when it is at the floor already.

@@ -80,7 +80,7 @@ use crate::contract::{
 use crate::socket::{Listener, Socket};
 
 use bufring::BufRing;
-use memlock::Ladder;
+use memlock::{Closing, Ladder};
 use ops::{Kind, SendOp, Tag, MAX_INDEX};
 use setup::Tier;
 use waker::EventFdWaker;
@@ -130,6 +130,9 @@ pub struct Uring {
     enter_flags: u32,
     /// Why the ring is smaller than configured (the memlock limit), see [`Uring::reduced`].
     reduced: Option<String>,
+    /// Dropped after the ring (fields drop after `Drop::drop`, which closes it): notes the
+    /// close for the opens that follow, see `memlock.rs`.
+    _closing: Closing,
 }
 
 /// The most finished send operations kept for reuse.
@@ -275,6 +278,7 @@ impl Backend for Uring {
             spare_sends: Vec::new(),
             enter_flags: 0,
             reduced: None,
+            _closing: Closing,
         };
         me.arm_wake();
         me.first_enter().map_err(OpenError::Failed)?;
