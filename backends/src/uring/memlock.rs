@@ -337,7 +337,24 @@ impl fmt::Display for Bytes {
 
 #[cfg(test)]
 mod tests {
-    use super::{Bytes, Memlock};
+    use super::{span, Bytes, Memlock, Sizes};
+
+    #[test]
+    fn spans_name_what_changed() {
+        let s = |entries, buffers| Sizes { entries, buffers };
+        assert_eq!(
+            span(s(1024, 256), s(128, 256)),
+            "1024 down to 128 submission entries (256 ring buffers)"
+        );
+        assert_eq!(
+            span(s(1024, 4096), s(256, 1024)),
+            "1024 down to 256 submission entries and 4096 down to 1024 ring buffers"
+        );
+        assert_eq!(
+            span(s(16, 256), s(16, 256)),
+            "16 submission entries (256 ring buffers)"
+        );
+    }
 
     #[test]
     fn limits_read_as_ulimit_shows_them() {
