@@ -38,12 +38,81 @@ pub(crate) fn backend_config(opts: &Options) -> Config {
     }
 }
 
-struct Probe<'a>(&'a Config);
+/// Opens (and drops) the backend as the loops will; `Ok` carries what the operator should be
+/// told even though it works (io_uring rings reduced to fit the memlock limit).
+struct Probe<'a> {
+    cfg: &'a Config,
+    loops: usize,
+}
 
 impl Visit for Probe<'_> {
-    type Out = std::result::Result<(), OpenError>;
+    type Out = std::result::Result<Option<String>, OpenError>;
     fn visit<B: Backend>(self) -> Self::Out {
-        B::open(self.0).map(drop)
+        #[cfg(all(target_os = "linux", feature = "uring"))]
+        if B::KIND == BackendKind::Uring {
+            return probe_uring(self.cfg, self.loops);
+        }
+        B::open(self.cfg).map(|_| None)
+    }
+}
+
+/// The io_uring probe opens a ring for every loop, all at once as the engine will, since the
+/// memlock limit counts them together, and wants them all of one size. A ring opened beside
+/// others may come out smaller than they did; then the probe closes them all and tries again:
+/// the backend starts every ring at the smallest size that fitted (and waits for the closed
+/// rings' memory to come back), until the rings fit as one size or stop getting smaller.
+#[cfg(all(target_os = "linux", feature = "uring"))]
+fn probe_uring(cfg: &Config, loops: usize) -> std::result::Result<Option<String>, OpenError> {
+    use gnet_backends::uring::Uring;
+    /// Rounds of the probe: each one that does not settle shrinks the rings (halving from
+    /// 1024 entries reaches the backend's floor in four), so this is a guard, not a limit.
+    const ROUNDS: usize = 8;
+    let size = |r: &Uring| (r.ring_entries(), r.ring_buffers());
+    let mut smallest_before = None;
+    let mut round = 0;
+    loop {
+        round += 1;
+        let mut rings = Vec::with_capacity(loops);
+        let mut failed = None;
+        while rings.len() < loops && failed.is_none() {
+            match Uring::open(cfg) {
+                Ok(ring) => rings.push(ring),
+                Err(e) => failed = Some(e),
+            }
+        }
+        let smallest = rings.iter().map(size).min();
+        let uniform = rings.iter().all(|r| Some(size(r)) == smallest);
+        let shrinking = (smallest < smallest_before || smallest_before.is_none()) && round < ROUNDS;
+        match failed {
+            None if uniform || round == ROUNDS => {
+                return Ok(rings.last().and_then(Uring::reduced).map(|why| {
+                    if loops == 1 {
+                        format!("io_uring ring reduced {why}")
+                    } else {
+                        format!("io_uring rings of the {loops} loops reduced {why}")
+                    }
+                }))
+            }
+            Some(OpenError::ResourceLimit(why)) if !shrinking || rings.is_empty() => {
+                return Err(OpenError::ResourceLimit(if rings.is_empty() {
+                    why
+                } else {
+                    format!(
+                        "{loops} loops take a ring each, and ring {} does not fit beside the \
+                         other {}: {why}; or run fewer loops (Options::loops)",
+                        rings.len() + 1,
+                        rings.len()
+                    )
+                }));
+            }
+            Some(e @ (OpenError::Unavailable(_) | OpenError::Failed(_))) => return Err(e),
+            _ => log::debug!(
+                "gnet: io_uring rings of {} sizes for {loops} loops; opening them again at \
+                 the smallest, {smallest:?}",
+                if uniform { "too large" } else { "different" }
+            ),
+        }
+        smallest_before = smallest;
     }
 }
 
@@ -72,19 +141,29 @@ pub(crate) fn choose(opts: &Options) -> Result<(BackendKind, Option<String>)> {
         }
     }
     let cfg = backend_config(opts);
+    // The engine refuses more than 1024 loops; no need to open more rings than that first.
+    let loops = opts.num_loops().clamp(1, 1024);
+    let probe = || Probe { cfg: &cfg, loops };
     match choice {
-        BackendChoice::Only(kind) => match dispatch(kind, Probe(&cfg)) {
+        BackendChoice::Only(kind) => match dispatch(kind, probe()) {
             None => Err(Error::BackendUnavailable {
                 backend: kind,
                 reason: format!(
                     "not compiled into this build for this target (enable the `{kind}` feature)"
                 ),
             }),
-            Some(Ok(())) => Ok((kind, None)),
-            Some(Err(OpenError::Unavailable(reason))) => Err(Error::BackendUnavailable {
-                backend: kind,
-                reason,
-            }),
+            Some(Ok(note)) => {
+                if let Some(note) = note {
+                    announce(&note);
+                }
+                Ok((kind, None))
+            }
+            Some(Err(OpenError::Unavailable(reason) | OpenError::ResourceLimit(reason))) => {
+                Err(Error::BackendUnavailable {
+                    backend: kind,
+                    reason,
+                })
+            }
             Some(Err(OpenError::Failed(e))) => Err(Error::BackendUnavailable {
                 backend: kind,
                 reason: e.to_string(),
@@ -93,15 +172,20 @@ pub(crate) fn choose(opts: &Options) -> Result<(BackendKind, Option<String>)> {
         BackendChoice::Auto => {
             let mut reasons: Vec<String> = Vec::new();
             for kind in gnet_backends::compiled() {
-                match dispatch(kind, Probe(&cfg)) {
-                    Some(Ok(())) => {
+                match dispatch(kind, probe()) {
+                    Some(Ok(note)) => {
                         let why = (!reasons.is_empty()).then(|| reasons.join("; "));
                         if let Some(why) = &why {
                             announce(&format!("{why}; using {kind}"));
                         }
+                        if let Some(note) = note {
+                            announce(&note);
+                        }
                         return Ok((kind, why));
                     }
-                    Some(Err(OpenError::Unavailable(reason))) => {
+                    Some(Err(
+                        OpenError::Unavailable(reason) | OpenError::ResourceLimit(reason),
+                    )) => {
                         reasons.push(format!("{kind} unavailable: {reason}"));
                     }
                     Some(Err(OpenError::Failed(e))) => {

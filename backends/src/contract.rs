@@ -147,8 +147,17 @@ pub enum OpenError {
     /// opcode, a platform without it). `Auto` falls back to the next backend and logs the
     /// message; an explicit request reports it as an error.
     Unavailable(String),
-    /// The mechanism exists but setting it up failed for a reason the operator must fix
-    /// (for example `ENOMEM` from `RLIMIT_MEMLOCK`). Never hidden behind a fallback.
+    /// The mechanism works here, but a resource limit the operator sets leaves it too little
+    /// to run with, even at the smallest size the backend would step down to: io_uring's rings
+    /// are charged to `RLIMIT_MEMLOCK` (unless the process has `CAP_IPC_LOCK`), which older
+    /// distributions set to 64 KiB. The message names the limit, its value and how to raise
+    /// it. `Auto` falls back to the next backend and logs the message, as for
+    /// [`OpenError::Unavailable`]: another backend serves where this one cannot, and the
+    /// operator learns how to get it back. An explicit request reports it as an error.
+    ResourceLimit(String),
+    /// The mechanism exists but setting it up failed for a reason the operator must fix (a
+    /// descriptor limit, the kernel out of memory, an invalid configuration). Never hidden
+    /// behind a fallback.
     Failed(io::Error),
 }
 
@@ -156,6 +165,7 @@ impl std::fmt::Display for OpenError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             OpenError::Unavailable(why) => write!(f, "unavailable: {why}"),
+            OpenError::ResourceLimit(why) => f.write_str(why),
             OpenError::Failed(e) => write!(f, "{e}"),
         }
     }
@@ -290,8 +300,9 @@ pub trait Backend: Sized + 'static {
     /// Sets the backend up for one loop.
     ///
     /// # Errors
-    /// [`OpenError::Unavailable`] when the mechanism is missing or forbidden on this machine
-    /// (the engine may fall back), [`OpenError::Failed`] for errors an operator must fix.
+    /// [`OpenError::Unavailable`] when the mechanism is missing or forbidden on this machine,
+    /// [`OpenError::ResourceLimit`] when a limit leaves it too little (the engine may fall
+    /// back from both), [`OpenError::Failed`] for errors an operator must fix.
     fn open(config: &Config) -> Result<Self, OpenError>;
 
     /// A handle that wakes this loop from any thread.

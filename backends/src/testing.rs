@@ -1,7 +1,86 @@
 //! Test helpers shared by the crate's tests and the engine's (not part of the public API).
 
 #[cfg(all(target_os = "linux", feature = "uring"))]
+pub use self::memlock::limit_locked_memory;
+#[cfg(all(target_os = "linux", feature = "uring"))]
 pub use self::seccomp::{deny_io_uring, deny_syscalls};
+
+#[cfg(all(target_os = "linux", feature = "uring"))]
+mod memlock {
+    use std::io;
+
+    /// Bit of `CAP_IPC_LOCK` in the capability sets (`linux/capability.h`).
+    const CAP_IPC_LOCK: u32 = 14;
+    /// The user ids [`limit_locked_memory`] switches to start here (plus the process id).
+    const UID_BASE: u32 = 2_000_000_000;
+
+    /// Puts this process where an unprivileged user under a small memlock limit is: the
+    /// kernel charges io_uring's rings to `RLIMIT_MEMLOCK` and refuses (`ENOMEM`) what does not
+    /// fit. Sets the limit, soft and hard, to `bytes`; then, when running as root, switches
+    /// every thread to a user id of its own (`2,000,000,000 +` the process id), which drops
+    /// all capabilities, `CAP_IPC_LOCK` included (a process with it is charged nothing).
+    ///
+    /// The kernel adds up the locked memory of all processes of a user: a user id no other
+    /// process runs as keeps concurrent tests (and whatever else runs as root) out of the
+    /// count, and the count starts at zero. The process stays dumpable, so that it can read
+    /// its own `/proc/self/fdinfo`. Without root only the limit is lowered, and other
+    /// processes of the same user share it. Irreversible: meant for a child process of a
+    /// test. Returns the user id the process runs as now.
+    ///
+    /// # Errors
+    /// `setrlimit` or `setuid` failing, or `CAP_IPC_LOCK` still effective afterwards (a
+    /// non-root process given it by file capabilities): the situation could not be set up,
+    /// and a test relying on it must fail rather than pass for the wrong reason.
+    pub fn limit_locked_memory(bytes: u64) -> io::Result<u32> {
+        let limit = libc::rlimit {
+            rlim_cur: bytes,
+            rlim_max: bytes,
+        };
+        // SAFETY: `limit` is a valid rlimit that outlives the call.
+        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } != 0 {
+            return Err(context("setrlimit(RLIMIT_MEMLOCK)"));
+        }
+        // SAFETY: no arguments.
+        let mut uid = unsafe { libc::geteuid() };
+        if uid == 0 {
+            uid = UID_BASE + std::process::id();
+            // SAFETY: an integer argument. glibc (and musl) apply it to every thread of the
+            // process, as POSIX requires, so no thread keeps root.
+            if unsafe { libc::setuid(uid) } != 0 {
+                return Err(context("setuid"));
+            }
+            // A change of user id makes /proc/self/{fd,fdinfo} root's; the tests read them.
+            // SAFETY: PR_SET_DUMPABLE takes integer arguments only.
+            if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) } != 0 {
+                return Err(context("prctl(PR_SET_DUMPABLE)"));
+            }
+        }
+        let effective = effective_caps()?;
+        if effective & (1 << CAP_IPC_LOCK) != 0 {
+            return Err(io::Error::other(format!(
+                "CAP_IPC_LOCK is still effective (CapEff {effective:x}) for uid {uid}: io_uring \
+                 would not be charged to RLIMIT_MEMLOCK"
+            )));
+        }
+        Ok(uid)
+    }
+
+    /// The effective capability set of this thread, from `/proc/thread-self/status`.
+    fn effective_caps() -> io::Result<u64> {
+        let status = std::fs::read_to_string("/proc/thread-self/status")?;
+        let hex = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .ok_or_else(|| io::Error::other("no CapEff line in /proc/thread-self/status"))?;
+        u64::from_str_radix(hex.trim(), 16)
+            .map_err(|e| io::Error::other(format!("CapEff {hex:?}: {e}")))
+    }
+
+    fn context(call: &str) -> io::Error {
+        let e = io::Error::last_os_error();
+        io::Error::new(e.kind(), format!("{call}: {e}"))
+    }
+}
 
 #[cfg(all(target_os = "linux", feature = "uring"))]
 mod seccomp {

@@ -20,8 +20,14 @@
 //! * **Set-up** (`setup.rs`): `SUBMIT_ALL | SINGLE_ISSUER | DEFER_TASKRUN`, stepping down to
 //!   `COOP_TASKRUN | TASKRUN_FLAG`, then to no optional flags, when the kernel answers
 //!   `EINVAL`; the completion queue is four times the submission queue. Every opcode used is
-//!   probed. `ENOSYS`/`EPERM`/`EINVAL`/missing opcodes are [`OpenError::Unavailable`],
-//!   `ENOMEM` is [`OpenError::Failed`] naming `RLIMIT_MEMLOCK`.
+//!   probed. `ENOSYS`/`EPERM`/`EINVAL`/missing opcodes are [`OpenError::Unavailable`].
+//! * **Memlock** (`memlock.rs`): without `CAP_IPC_LOCK` the kernel charges the ring (on 6.18:
+//!   35 pages for the default 1024 entries) and the buffer ring's descriptors (one page per
+//!   256) to `RLIMIT_MEMLOCK`, per user. On `ENOMEM` the open steps down, to 64 submission
+//!   entries and 256 ring buffers at the least ([`Uring::reduced`] says by how much: under
+//!   the 64 KiB of older distributions one loop gets 256 entries); a smaller ring that fitted
+//!   is where the next opens of the process start. When none fits it is
+//!   [`OpenError::ResourceLimit`], naming the limit, its value and the ways to raise it.
 //! * **Waiting**: submission and waiting are one `io_uring_enter` (`GETEVENTS`, with the poll
 //!   timeout passed through `EXT_ARG`). Submissions queued between polls (re-arms, sends,
 //!   cancellations) go to the kernel with the next poll, in one batch.
@@ -61,6 +67,7 @@
 mod area;
 mod bufring;
 mod complete;
+mod memlock;
 mod ops;
 mod setup;
 mod submit;
@@ -91,6 +98,7 @@ use crate::poller::{Poller, Token, READ_INTEREST};
 use crate::socket::{Listener, Socket};
 
 use bufring::BufRing;
+use memlock::{Closing, Ladder};
 use ops::{SendOp, MAX_INDEX};
 use setup::Tier;
 use waker::EventFdWaker;
@@ -143,6 +151,11 @@ pub struct Uring {
     spare_sends: Vec<Box<SendOp>>,
     /// Flags added to every `io_uring_enter` (`IORING_ENTER_NO_IOWAIT` where known).
     enter_flags: u32,
+    /// Why the ring is smaller than configured (the memlock limit), see [`Uring::reduced`].
+    reduced: Option<String>,
+    /// Dropped after the ring (fields drop after `Drop::drop`, which closes it): notes the
+    /// close for the opens that follow, see `memlock.rs`.
+    _closing: Closing,
 }
 
 /// The most finished send operations kept for reuse.
@@ -177,6 +190,24 @@ impl Uring {
     /// The setup flags the kernel accepted for this ring.
     pub fn setup_flags(&self) -> &'static str {
         self.tier.describe()
+    }
+
+    /// Submission queue entries: [`Config::ring_entries`], or fewer when `RLIMIT_MEMLOCK`
+    /// did not hold a ring that large (see [`Uring::reduced`]).
+    pub fn ring_entries(&self) -> u32 {
+        self.ring.params().sq_entries()
+    }
+
+    /// Entries of the provided-buffer ring: [`Config::ring_buffers`], or fewer when
+    /// `RLIMIT_MEMLOCK` did not hold that many.
+    pub fn ring_buffers(&self) -> usize {
+        self.bufs.total()
+    }
+
+    /// When the ring is smaller than configured: why (the memlock limit, its value, how to
+    /// raise it) and by how much. `None` for a ring of the configured sizes.
+    pub fn reduced(&self) -> Option<&str> {
+        self.reduced.as_deref()
     }
 
     /// Whether receives are bundles (one completion may fill several ring buffers).
@@ -226,21 +257,24 @@ impl Backend for Uring {
     fn open(config: &Config) -> Result<Self, OpenError> {
         let waker = EventFdWaker::new().map_err(OpenError::Failed)?;
         let accept_poller = Poller::new().map_err(OpenError::Failed)?;
-        let (ring, tier) = setup::build(config)?;
-        setup::probe(&ring)?;
-        let bundles = setup::use_bundles(config, &ring);
-        let bufs = BufRing::new(config.ring_buffers, config.read_buffer_size, bundles)
-            .map_err(OpenError::Failed)?;
-        // SAFETY: `bufs` is stored in the `Uring` below next to the ring; its `Drop` unregisters
-        // the group and destroys the ring before it frees the buffer memory.
-        unsafe { bufs.register(&ring.submitter()) }
-            .map_err(|e| setup::map_error("io_uring_register(IORING_REGISTER_PBUF_RING)", e))?;
+        let mut ladder = Ladder::new(config);
+        let (ring, tier, bundles, bufs) = loop {
+            let (ring, tier) = setup::build(&mut ladder)?;
+            setup::probe(&ring)?;
+            let bundles = setup::use_bundles(config, &ring);
+            // SAFETY: `bufs` is stored in the `Uring` below next to the ring; its `Drop`
+            // unregisters the group and destroys the ring before it frees the buffer memory.
+            if let Some(bufs) = unsafe { setup::buffers(&ring, config, bundles, &mut ladder) }? {
+                break (ring, tier, bundles, bufs);
+            }
+            // Not even the fewest buffers fit beside this ring: close it, try a smaller one.
+        };
         log::debug!(
             "io_uring backend: {}, sq {} cq {}, {} buffers of {} bytes, {} receives",
             tier.describe(),
             ring.params().sq_entries(),
             ring.params().cq_entries(),
-            config.ring_buffers,
+            bufs.total(),
             config.read_buffer_size,
             if bundles { "bundled" } else { "plain" }
         );
@@ -269,9 +303,12 @@ impl Backend for Uring {
             filled: Vec::new(),
             spare_sends: Vec::new(),
             enter_flags: 0,
+            reduced: None,
+            _closing: Closing,
         };
         me.arm_wake();
         me.first_enter().map_err(OpenError::Failed)?;
+        me.reduced = ladder.fitted();
         Ok(me)
     }
 

@@ -5,6 +5,8 @@ use std::io;
 
 use io_uring::{opcode, IoUring, Probe};
 
+use super::bufring::BufRing;
+use super::memlock::{Ladder, Memlock};
 use crate::contract::{Config, OpenError};
 
 /// The setup-flag tiers tried in order; the kernel answers `EINVAL` to flags it does not know.
@@ -46,8 +48,8 @@ pub(super) fn errno_name(e: &io::Error) -> String {
 }
 
 /// Maps a failed `io_uring_setup`/`io_uring_register` call (named by `call`) to an
-/// [`OpenError`]: missing or forbidden means `Unavailable`, anything an operator must fix
-/// means `Failed`.
+/// [`OpenError`]: missing or forbidden means `Unavailable`, `ENOMEM` under a memlock limit
+/// `ResourceLimit` (with the advice), anything else an operator must fix `Failed`.
 pub(super) fn map_error(call: &str, e: io::Error) -> OpenError {
     let name = errno_name(&e);
     match e.raw_os_error() {
@@ -63,49 +65,97 @@ pub(super) fn map_error(call: &str, e: io::Error) -> OpenError {
             "{call} returned {name}: the kernel does not support what the io_uring backend \
              needs (Linux 6.0 or newer)"
         )),
-        Some(libc::ENOMEM) => OpenError::Failed(io::Error::new(
-            e.kind(),
-            format!(
-                "{call} returned {name}: cannot lock memory for io_uring; raise RLIMIT_MEMLOCK \
-                 (ulimit -l, LimitMEMLOCK=) or use smaller ring_entries / ring_buffers"
-            ),
-        )),
+        Some(libc::ENOMEM) => {
+            let limit = Memlock::read();
+            if limit.limited() {
+                OpenError::ResourceLimit(format!(
+                    "{call} returned {name}: {limit} is too small; {}",
+                    limit.fixes()
+                ))
+            } else {
+                OpenError::Failed(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{call} returned {name} with no memlock limit: the kernel is short of \
+                         memory; free some, or use smaller ring_entries / ring_buffers"
+                    ),
+                ))
+            }
+        }
         _ => OpenError::Failed(io::Error::new(e.kind(), format!("{call} failed: {e}"))),
     }
 }
 
-/// Builds the ring with the best setup flags the kernel accepts.
-pub(super) fn build(config: &Config) -> Result<(IoUring, Tier), OpenError> {
-    let entries = config.ring_entries.clamp(1, 32768);
-    let cq = entries.saturating_mul(4);
-    let mut last = None;
-    for tier in [Tier::DeferTaskrun, Tier::CoopTaskrun, Tier::Plain] {
-        let mut b = IoUring::builder();
-        b.setup_cqsize(cq).setup_clamp();
-        match tier {
-            Tier::DeferTaskrun => {
-                b.setup_submit_all()
-                    .setup_single_issuer()
-                    .setup_defer_taskrun();
-            }
-            Tier::CoopTaskrun => {
-                b.setup_submit_all()
-                    .setup_coop_taskrun()
-                    .setup_taskrun_flag();
-            }
-            Tier::Plain => {}
-        }
-        match b.build(entries) {
+/// Builds the ring with the best setup flags the kernel accepts, at the ladder's size: on
+/// `ENOMEM` under a memlock limit, a smaller one (see [`Ladder`]).
+pub(super) fn build(ladder: &mut Ladder) -> Result<(IoUring, Tier), OpenError> {
+    let tiers = [Tier::DeferTaskrun, Tier::CoopTaskrun, Tier::Plain];
+    let mut t = 0;
+    loop {
+        let tier = tiers[t];
+        let entries = ladder.sizes().entries;
+        match build_with(tier, entries) {
             Ok(ring) => return Ok((ring, tier)),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 log::debug!("io_uring_setup with {} returned EINVAL", tier.describe());
-                last = Some(e);
+                t += 1;
+                if t == tiers.len() {
+                    return Err(map_error("io_uring_setup", e));
+                }
             }
+            Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => ladder.ring_enomem()?,
             Err(e) => return Err(map_error("io_uring_setup", e)),
         }
     }
-    let e = last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL));
-    Err(map_error("io_uring_setup", e))
+}
+
+/// One `io_uring_setup` with `tier`'s flags and `entries` submission entries.
+fn build_with(tier: Tier, entries: u32) -> io::Result<IoUring> {
+    let mut b = IoUring::builder();
+    b.setup_cqsize(entries.saturating_mul(4)).setup_clamp();
+    match tier {
+        Tier::DeferTaskrun => {
+            b.setup_submit_all()
+                .setup_single_issuer()
+                .setup_defer_taskrun();
+        }
+        Tier::CoopTaskrun => {
+            b.setup_submit_all()
+                .setup_coop_taskrun()
+                .setup_taskrun_flag();
+        }
+        Tier::Plain => {}
+    }
+    b.build(entries)
+}
+
+/// The provided-buffer ring for `ring`, registered, with the ladder's number of buffers: on
+/// `ENOMEM` under a memlock limit, fewer. `Ok(None)`: even the fewest do not fit beside this
+/// ring; the caller closes it and builds a smaller one.
+///
+/// # Safety
+/// The returned ring must outlive its registration: the caller unregisters the group (or
+/// destroys `ring`) before dropping it.
+pub(super) unsafe fn buffers(
+    ring: &IoUring,
+    config: &Config,
+    bundles: bool,
+    ladder: &mut Ladder,
+) -> Result<Option<BufRing>, OpenError> {
+    loop {
+        let bufs = BufRing::new(ladder.sizes().buffers, config.read_buffer_size, bundles)
+            .map_err(OpenError::Failed)?;
+        // SAFETY: forwarded to the caller; a ring whose registration failed is not registered.
+        match unsafe { bufs.register(&ring.submitter()) } {
+            Ok(()) => return Ok(Some(bufs)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => {
+                if !ladder.buffers_enomem()? {
+                    return Ok(None);
+                }
+            }
+            Err(e) => return Err(map_error("io_uring_register(IORING_REGISTER_PBUF_RING)", e)),
+        }
+    }
 }
 
 /// Checks that the ring has what the backend relies on: the opcodes it submits and the
