@@ -60,6 +60,7 @@ mod options;
 #[doc(hidden)]
 pub mod outbound;
 mod select;
+mod signal;
 
 pub use addr::ListenAddr;
 pub use conn::Conn;
