@@ -53,9 +53,9 @@ fn raise_nofile_limit() {
     });
 }
 
-/// The echo example's binary: `target/<profile>/examples/echo`, beside the `deps/` directory
+/// An example's binary: `target/<profile>/examples/<name>`, beside the `deps/` directory
 /// that holds this test's binary.
-fn echo_binary() -> PathBuf {
+fn example_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let profile_dir = exe
         .parent()
@@ -63,11 +63,11 @@ fn echo_binary() -> PathBuf {
         .unwrap_or_else(|| panic!("no profile directory above {}", exe.display()));
     let path = profile_dir
         .join("examples")
-        .join(format!("echo{}", std::env::consts::EXE_SUFFIX));
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         path.is_file(),
-        "the echo example is not built at {}: `cargo test` builds it before the tests; \
-         with `cargo test --test signals` alone, run `cargo build --example echo` first",
+        "the {name} example is not built at {}: `cargo test` builds it before the tests; \
+         with `cargo test --test signals` alone, run `cargo build --examples` first",
         path.display()
     );
     path
@@ -88,7 +88,7 @@ fn send_signal(child: &Child, sig: libc::c_int) {
     assert_eq!(rc, 0, "kill({pid}, {sig}): {}", io::Error::last_os_error());
 }
 
-/// The echo example running as a child process, its output collected by two threads.
+/// An example server running as a child process, its output collected by two threads.
 struct EchoProcess {
     child: Child,
     what: String,
@@ -101,17 +101,24 @@ impl EchoProcess {
     /// Starts `echo --backend kind --addr ..` and waits for its first line, which must name
     /// `kind`.
     fn start(kind: BackendKind, addrs: &[String]) -> EchoProcess {
-        let mut cmd = Command::new(echo_binary());
-        cmd.arg("--backend").arg(kind.to_string());
+        let mut args = vec!["--backend".to_string(), kind.to_string()];
         for a in addrs {
-            cmd.arg("--addr").arg(a);
+            args.extend(["--addr".to_string(), a.clone()]);
         }
-        cmd.env("RUST_LOG", "info")
+        EchoProcess::spawn("echo", &args, &format!("gnet echo: backend={kind} "))
+    }
+
+    /// Starts example `name` with `args` and waits for its first line, which must start with
+    /// `first_line`.
+    fn spawn(name: &str, args: &[String], first_line: &str) -> EchoProcess {
+        let mut cmd = Command::new(example_binary(name));
+        cmd.args(args)
+            .env("RUST_LOG", "info")
             .env_remove("GNET_BACKEND")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let what = format!("echo --backend {kind} --addr {}", addrs.join(" --addr "));
+        let what = format!("{name} {}", args.join(" "));
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
@@ -137,10 +144,9 @@ impl EchoProcess {
                 );
             }
         };
-        let want = format!("gnet echo: backend={kind} ");
         assert!(
-            first.starts_with(&want),
-            "{}: first line {first:?} does not start with {want:?}",
+            first.starts_with(first_line),
+            "{}: first line {first:?} does not start with {first_line:?}",
             p.what
         );
         p
@@ -404,6 +410,49 @@ fn second_sigterm_exits_at_once(kind: BackendKind) {
 
 #[cfg(feature = "signal")]
 per_backend!(sigterm_stops_gracefully, second_sigterm_exits_at_once);
+
+/// The tokio comparison server stops on SIGTERM too: clients that were answered see a FIN, it
+/// exits with status 0, and a second SIGTERM while a client holds its stop back ends it.
+#[test]
+fn tokio_echo_stops_on_sigterm() {
+    raise_nofile_limit();
+    let port = free_port();
+    let args = ["--addr".to_string(), format!("127.0.0.1:{port}")];
+    let addr = ListenAddr::parse(&format!("tcp://127.0.0.1:{port}")).unwrap();
+    let first = "tokio echo: backend=tokio ";
+    let mut echo = EchoProcess::spawn("tokio_echo", &args, first);
+    let mut clients: Vec<Client> = (0..100).map(|_| Client::connect(&addr)).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.echo(&random_bytes(100 + i, i as u64));
+    }
+    send_signal(&echo.child, libc::SIGTERM);
+    let endings = Endings::of(&mut clients);
+    let status = echo.wait_exit(WAIT_TIMEOUT);
+    assert!(
+        endings.eof == clients.len() && status.is_some_and(|s| s.code() == Some(0)),
+        "tokio_echo after SIGTERM: {endings:?}, exit status {status:?}; stderr:\n{}",
+        echo.stderr_text()
+    );
+    drop(clients);
+
+    let mut echo = EchoProcess::spawn("tokio_echo", &args, first);
+    let (writer, _) = stuck_client(&addr);
+    send_signal(&echo.child, libc::SIGTERM);
+    echo.wait_stderr("stopping gracefully");
+    assert_eq!(
+        echo.wait_exit(Duration::from_millis(300)),
+        None,
+        "tokio_echo exited after one SIGTERM although a write was in progress"
+    );
+    send_signal(&echo.child, libc::SIGTERM);
+    let status = echo.wait_exit(IO_TIMEOUT);
+    assert_eq!(
+        status.and_then(|s| s.signal()),
+        Some(libc::SIGTERM),
+        "tokio_echo after a second SIGTERM: {status:?}"
+    );
+    writer.join().unwrap();
+}
 
 /// This process's threads named like the signal watcher.
 fn watcher_threads() -> usize {
