@@ -184,11 +184,15 @@ mod imp {
         let name = low_level::signal_name(sig).unwrap_or("a signal");
         if engine.is_stopping() {
             log::info!(
+                target: "gnet::signal",
                 "gnet: {name} received while the engine is already stopping; a second signal \
                  exits at once"
             );
         } else {
-            log::info!("gnet: {name} received: stopping gracefully; a second signal exits at once");
+            log::info!(
+                target: "gnet::signal",
+                "gnet: {name} received: stopping gracefully; a second signal exits at once"
+            );
         }
         let _ = engine.stop();
     }
