@@ -27,8 +27,9 @@ step "cargo doc (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
 if rustup target list --installed 2>/dev/null | grep -q x86_64-pc-windows-gnu; then
-  step "the std-net backend builds for Windows"
+  step "the std-net backend builds for Windows, with and without the signal feature"
   cargo check -p gnet --no-default-features --features stdnet --target x86_64-pc-windows-gnu
+  cargo check -p gnet --no-default-features --features stdnet,signal --target x86_64-pc-windows-gnu
 fi
 
 step "done"

@@ -8,10 +8,17 @@
 //! `--read-buffer BYTES`, `--ring-buffers N` and `--no-recv-bundles` (io_uring),
 //! `--direct-write-min BYTES|off`, `--reuseport`, `--pin`, `--lb rr|least|hash`. The first line printed names the backend in
 //! use and the bound address(es).
+//!
+//! SIGINT or SIGTERM stops it gracefully (`Options::stop_on_signals`): every connection is
+//! flushed and closed in order, `gnet echo: shut down` is printed, and it exits with status
+//! 0; a second signal ends it at once. Log lines go to stderr, at `info` unless `RUST_LOG`
+//! says otherwise.
 
 use std::io::Write;
 
-use gnet::{Action, BackendChoice, BackendKind, Conn, EventHandler, LoadBalancing, Options};
+use gnet::{
+    Action, BackendChoice, BackendKind, Conn, Engine, EventHandler, LoadBalancing, Options,
+};
 
 struct Echo;
 
@@ -22,6 +29,10 @@ impl EventHandler for Echo {
         let data = c.next_all();
         c.write(data);
         Action::None
+    }
+
+    fn on_shutdown(&self, _engine: &Engine) {
+        println!("gnet echo: shut down");
     }
 }
 
@@ -36,8 +47,10 @@ fn usage(msg: &str) -> ! {
 }
 
 fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let mut addrs: Vec<String> = Vec::new();
-    let mut opts = Options::new();
+    // A build without the `signal` feature stops on the signals' default action instead.
+    let mut opts = Options::new().stop_on_signals(cfg!(feature = "signal"));
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || {

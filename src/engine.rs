@@ -26,6 +26,7 @@ pub(crate) struct EngineInner {
     listeners: Mutex<Vec<(ListenAddr, Listener)>>,
     backend: BackendKind,
     fallback: Option<String>,
+    signals: crate::signal::Slot,
 }
 
 /// A handle to a running engine: `Clone + Send + Sync`, usable from any thread.
@@ -230,6 +231,7 @@ pub fn start<H: EventHandler>(
     if parsed.is_empty() {
         return Err(Error::InvalidOptions("no address to serve".into()));
     }
+    crate::signal::check(&opts)?;
     let (backend, fallback) = select::choose(&opts)?;
     let n = opts.num_loops();
     if n > 1024 {
@@ -251,6 +253,7 @@ pub fn start<H: EventHandler>(
             listeners: Mutex::new(listeners.originals),
             backend,
             fallback,
+            signals: Default::default(),
         }),
     };
     let handler = Arc::new(handler);
@@ -258,6 +261,7 @@ pub fn start<H: EventHandler>(
         finish(&engine, &parsed);
         return Ok(None);
     }
+    let stop_on_signals = opts.stop_on_signals;
     let spawn = SpawnLoops {
         handler,
         engine: engine.clone(),
@@ -269,7 +273,15 @@ pub fn start<H: EventHandler>(
         backend,
         reason: "not compiled in".into(),
     })??;
-    Ok(Some(Running { engine, thread }))
+    let running = Running { engine, thread };
+    // Once the loops are up, so that a stop on a signal wakes them.
+    if stop_on_signals {
+        if let Err(e) = running.engine.inner.signals.watch(&running.engine) {
+            let _ = running.stop();
+            return Err(e);
+        }
+    }
+    Ok(Some(running))
 }
 
 struct Bound {
@@ -311,6 +323,7 @@ fn bind_all(parsed: &[ListenAddr], opts: &Options, loops: usize) -> Result<Bound
 
 fn finish(engine: &Engine, parsed: &[ListenAddr]) {
     let inner = &engine.inner;
+    inner.signals.close();
     inner.stopping.store(true, Ordering::Release);
     {
         let mut ls = inner.listeners.lock().unwrap_or_else(|p| p.into_inner());

@@ -44,6 +44,8 @@
 //!   next bytes (or on [`ConnHandle::wake`]); it is bounded by [`Options::max_inbound_buffer`].
 //! - Closing ([`Action::Close`], [`Conn::close`], [`Engine::stop`]) delivers what was written
 //!   first, within [`Options::close_timeout`].
+//! - A server that should stop gracefully on Ctrl-C or SIGTERM asks for it with
+//!   [`Options::stop_on_signals`]; gnet installs no signal handler otherwise.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -60,6 +62,7 @@ mod options;
 #[doc(hidden)]
 pub mod outbound;
 mod select;
+mod signal;
 
 pub use addr::ListenAddr;
 pub use conn::Conn;

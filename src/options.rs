@@ -66,6 +66,7 @@ pub struct Options {
     pub(crate) direct_write_min: Option<Option<usize>>,
     pub(crate) backlog: i32,
     pub(crate) honour_env: bool,
+    pub(crate) stop_on_signals: bool,
 }
 
 impl Default for Options {
@@ -96,6 +97,7 @@ impl Default for Options {
             direct_write_min: None,
             backlog: 1024,
             honour_env: true,
+            stop_on_signals: false,
         }
     }
 }
@@ -292,6 +294,42 @@ impl Options {
     /// Listen backlog.
     pub fn backlog(mut self, n: i32) -> Self {
         self.backlog = n.max(1);
+        self
+    }
+
+    /// Stop gracefully on SIGINT or SIGTERM: the first one is logged and calls
+    /// [`Engine::stop`](crate::Engine::stop) (connections flush what was written to them,
+    /// `on_close` and `on_shutdown` run, Unix socket files are removed, [`run`](crate::run)
+    /// returns), a second one while the engine stops ends the process at once by the signal's
+    /// default action. Off by default: a library does not install signal handlers unasked.
+    ///
+    /// The handlers are installed by `gnet::start` (and so `run` and `rotate`) once the loops
+    /// are up, through the `signal-hook` crate, and removed with the watcher thread when the
+    /// engine has shut down, so engines started one after another in a process each get the
+    /// signals. signal-hook cannot give the default disposition back: once no engine watches
+    /// any more, SIGINT and SIGTERM are ignored (the process usually exits right after `run`
+    /// returns). Handlers the program installed itself keep running alongside. On Windows
+    /// (stdnet) it works through signal-hook's flags (Ctrl-C is SIGINT), which a thread polls
+    /// every 100 ms.
+    ///
+    /// # Errors
+    /// Without the `signal` Cargo feature (a default one) the engine refuses to start with
+    /// [`Error::InvalidOptions`](crate::Error::InvalidOptions).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # use gnet::{Action, Conn, EventHandler, Options};
+    /// # struct Echo;
+    /// # impl EventHandler for Echo {
+    /// #     type Context = ();
+    /// #     fn on_traffic(&self, _: &mut Conn<'_, ()>) -> Action { Action::None }
+    /// # }
+    /// // Returns Ok(()) after Ctrl-C, once every connection has been closed in order.
+    /// gnet::run(Echo, "tcp://127.0.0.1:9000", Options::new().stop_on_signals(true))?;
+    /// # Ok::<(), gnet::Error>(())
+    /// ```
+    pub fn stop_on_signals(mut self, on: bool) -> Self {
+        self.stop_on_signals = on;
         self
     }
 }
