@@ -11,6 +11,7 @@ use crate::handle::{ConnHandle, LoopShared, WriteCallback};
 use crate::handler::CloseCause;
 use crate::outbound::{BufPool, Outbound};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Where a connection is in its life.
 #[derive(Debug)]
@@ -119,6 +120,22 @@ impl<C> ConnState<C> {
             }
             Err(_) => 0,
         }
+    }
+
+    /// Gives up on the output: drops what is queued, forgets the send in flight (the backend
+    /// abandons it at `close`) and makes the coming close a reset (`SO_LINGER` 0), so that the
+    /// peer can tell the stream was cut short: a FIN would pass it off as complete. Returns the
+    /// bytes abandoned. (Unix sockets have no reset; their peer sees the end of the stream.)
+    pub(crate) fn abandon_output(&mut self) -> usize {
+        let unsent = self.pending();
+        self.out.clear();
+        self.sending = 0;
+        if self.socket.is_tcp() {
+            if let Err(e) = socket2::SockRef::from(&self.socket).set_linger(Some(Duration::ZERO)) {
+                log::debug!("gnet: SO_LINGER 0 on a connection being reset: {e}");
+            }
+        }
+        unsent
     }
 
     /// Bytes queued or in flight.

@@ -67,7 +67,22 @@ fn panic_closes_only_its_connection(kind: BackendKind) {
         bad.expect(b"hi");
         ping(&mut good, b"before");
         bad.write_all(b"panic").unwrap();
-        bad.read_until_closed();
+        if tcp {
+            // What the panicking callback wrote is dropped, and the peer learns from a reset
+            // that the stream was cut short.
+            assert_eq!(
+                bad.read_until_reset(),
+                b"",
+                "the half-written reply was sent"
+            );
+        } else {
+            // A Unix stream has no reset: the end of the stream, without the reply.
+            assert_eq!(
+                bad.read_until_closed(),
+                b"",
+                "the half-written reply was sent"
+            );
+        }
         wait_until("on_close of the panicking connection", || {
             !t.closes.lock().unwrap().is_empty()
         });
@@ -267,10 +282,10 @@ fn close_timeout(kind: BackendKind) {
     let server = Server::start(h, &[util::TCP], o);
     let mut c = Client::connect_tcp_small_rcvbuf(&server.addr(0), 16 * 1024);
     c.write_all(b"go").unwrap();
-    // The client does not read: the close gives up after its timeout.
+    // The client does not read: the close gives up after its timeout, with a reset.
     let cause = rx.recv_timeout(util::WAIT_TIMEOUT).expect("on_close");
     assert_eq!(cause, "timeout unsent>0:true");
-    let got = c.read_until_closed();
+    let got = c.read_until_reset();
     assert!(got.len() < BIG, "everything arrived despite the timeout");
     util::assert_bytes_eq(&got, &payload[..got.len()], "prefix before the timeout");
     server.stop().expect("engine result");
@@ -334,7 +349,7 @@ fn shutdown_timeout_calls_every_callback(kind: BackendKind) {
         .max_outbound_buffer(1 << 20)
         .socket_send_buffer(16 * 1024);
     let server = Server::start(Silent(tx), &[util::TCP], o);
-    let _c = Client::connect_tcp_small_rcvbuf(&server.addr(0), 16 * 1024);
+    let mut c = Client::connect_tcp_small_rcvbuf(&server.addr(0), 16 * 1024);
     let h = rx.recv_timeout(util::WAIT_TIMEOUT).expect("on_open");
     let calls = Arc::new(Mutex::new(Vec::new()));
     const N: usize = 64;
@@ -355,6 +370,9 @@ fn shutdown_timeout_calls_every_callback(kind: BackendKind) {
         calls.iter().any(|(_, r)| r.starts_with("Err")),
         "a non-reading peer took everything: {calls:?}"
     );
+    // The stop abandoned output: the peer is told with a reset, not a FIN.
+    let got = c.read_until_reset();
+    assert!(got.len() < N * 64 * 1024, "everything arrived");
 }
 
 fn slow_reader_backpressure(kind: BackendKind) {

@@ -33,8 +33,10 @@ impl<H: EventHandler> Core<H> {
             }
             Err(p) => {
                 let msg = panic_message(&*p);
-                log::error!("gnet: handler panicked, closing the connection: {msg}");
-                self.begin_close(id, CloseCause::Error(Error::HandlerPanic(msg)));
+                log::error!("gnet: handler panicked, resetting the connection: {msg}");
+                // What the callback wrote may be half a reply: it is dropped, and the peer
+                // gets a reset rather than an end of stream that would pass for a whole one.
+                self.fail(id, CloseCause::Error(Error::HandlerPanic(msg)));
             }
         }
         if let Some(st) = self.state(id) {

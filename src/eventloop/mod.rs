@@ -190,14 +190,14 @@ impl<H: EventHandler> Core<H> {
         self.deadlines.push(which, at, id);
     }
 
-    /// The connection failed: drop its output and close it now.
+    /// The connection failed (an I/O error, a panicking handler): drop its output and close
+    /// it now, with a reset.
     fn fail(&mut self, id: ConnId, cause: CloseCause) {
         let Some(st) = self.state(id) else { return };
         if matches!(st.phase, Phase::Closing { .. }) {
             return;
         }
-        st.out.clear();
-        st.sending = 0;
+        st.abandon_output();
         st.phase = Phase::Draining { cause };
         self.mark(id);
     }
@@ -434,10 +434,8 @@ impl<H: EventHandler> Core<H> {
                 continue;
             };
             if let Phase::Draining { .. } = st.phase {
-                let unsent = st.pending();
-                if unsent > 0 {
-                    st.out.clear();
-                    st.sending = 0;
+                if st.pending() > 0 {
+                    let unsent = st.abandon_output();
                     st.phase = Phase::Closing {
                         cause: CloseCause::Error(Error::CloseTimeout { unsent }),
                     };

@@ -312,6 +312,45 @@ impl Client {
         }
     }
 
+    /// Reads until the stream ends and says how: `Ok(bytes)` at an end of stream (a FIN),
+    /// `Err((bytes, error))` at a reset or another error. Panics on a timeout.
+    pub fn read_to_end_or_error(&mut self) -> Result<Vec<u8>, (Vec<u8>, io::Error)> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match self.read(&mut buf) {
+                Ok(0) => return Ok(out),
+                Ok(k) => out.extend_from_slice(&buf[..k]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    panic!("the server did not close the connection within {IO_TIMEOUT:?}")
+                }
+                Err(e) => return Err((out, e)),
+            }
+        }
+    }
+
+    /// Reads until the stream ends, which must be a reset (`ECONNRESET`): the server says it
+    /// cut the stream short. Returns what arrived before.
+    pub fn read_until_reset(&mut self) -> Vec<u8> {
+        match self.read_to_end_or_error() {
+            Err((got, e)) if e.kind() == io::ErrorKind::ConnectionReset => got,
+            Err((got, e)) => panic!(
+                "the stream ended in {e} after {} bytes, not a reset",
+                got.len()
+            ),
+            Ok(got) => panic!(
+                "the stream ended in a FIN after {} bytes, as if complete: a reset was due",
+                got.len()
+            ),
+        }
+    }
+
     /// Writes `payload` from a second thread while reading its echo; checks it byte for byte.
     pub fn echo(&mut self, payload: &[u8]) {
         let mut w = self.try_clone();
