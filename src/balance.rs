@@ -62,7 +62,9 @@ mod tests {
     use super::*;
 
     fn loops(n: usize) -> Vec<Arc<LoopShared>> {
-        (0..n).map(|i| Arc::new(LoopShared::new(i))).collect()
+        (0..n)
+            .map(|i| Arc::new(LoopShared::new(i, usize::MAX, usize::MAX)))
+            .collect()
     }
 
     #[test]

@@ -7,7 +7,7 @@ use gnet_backends::{Addr, ConnId, Socket};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::handle::{ConnHandle, LoopShared, WriteCallback};
+use crate::handle::{ConnHandle, HandleShared, LoopShared, WriteCallback};
 use crate::handler::CloseCause;
 use crate::outbound::{BufPool, Outbound};
 use std::sync::Arc;
@@ -48,6 +48,8 @@ pub(crate) struct ConnState<C> {
     pub(crate) dirty: bool,
     /// Writes of at least this many bytes may go straight to the socket (`usize::MAX`: never).
     pub(crate) direct_min: usize,
+    /// Shared with the connection's `ConnHandle`s, made with the first of them.
+    pub(crate) handle: std::cell::OnceCell<Arc<HandleShared>>,
 }
 
 impl<C> ConnState<C> {
@@ -70,6 +72,7 @@ impl<C> ConnState<C> {
             close_requested: false,
             dirty: false,
             direct_min: usize::MAX,
+            handle: std::cell::OnceCell::new(),
         }
     }
 
@@ -136,6 +139,13 @@ impl<C> ConnState<C> {
             }
         }
         unsent
+    }
+
+    /// The connection leaves `Open`: its handles refuse further writes at the call.
+    pub(crate) fn refuse_handles(&self) {
+        if let Some(h) = self.handle.get() {
+            h.close();
+        }
     }
 
     /// Bytes queued or in flight.
@@ -307,7 +317,15 @@ impl<'a, C> Conn<'a, C> {
 
     /// A `Send + Clone` handle for other threads: asynchronous writes, wake, close.
     pub fn handle(&self) -> ConnHandle {
-        ConnHandle::new(self.shared.clone(), self.st.id)
+        let conn = self.st.handle.get_or_init(|| {
+            let h = Arc::new(HandleShared::default());
+            h.publish(self.st.pending());
+            if !self.st.is_open() {
+                h.close();
+            }
+            h
+        });
+        ConnHandle::new(self.shared.clone(), conn.clone(), self.st.id)
     }
 
     /// The engine this connection belongs to.

@@ -241,7 +241,9 @@ pub fn start<H: EventHandler>(
     }
     let listeners = bind_all(&parsed, &opts, n)?;
     let single_acceptor = listeners.per_loop.len() == 1 && n > 1;
-    let loops: Vec<Arc<LoopShared>> = (0..n).map(|i| Arc::new(LoopShared::new(i))).collect();
+    let loops: Vec<Arc<LoopShared>> = (0..n)
+        .map(|i| Arc::new(LoopShared::new(i, opts.max_loop_backlog, opts.max_outbound)))
+        .collect();
     let engine = Engine {
         inner: Arc::new(EngineInner {
             loops,

@@ -1,5 +1,6 @@
 //! Cross-thread access to a loop: the task queue and `ConnHandle`.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -34,24 +35,48 @@ pub(crate) enum Task {
     },
 }
 
+/// What a queued asynchronous write is charged against the budgets, besides its bytes: the
+/// task, its buffer list and the `Bytes` headers, roughly. (Sixteen-byte writes from eight
+/// threads used to take a server to 5 GB, mostly in such overhead.)
+pub(crate) const WRITE_OVERHEAD: usize = 128;
+
+/// The charge of a write of `len` bytes.
+pub(crate) fn charge(len: usize) -> usize {
+    len.saturating_add(WRITE_OVERHEAD)
+}
+
 /// The part of a loop other threads can reach.
 pub(crate) struct LoopShared {
     pub(crate) index: usize,
-    tasks: Mutex<Vec<Task>>,
+    tasks: Mutex<VecDeque<Task>>,
     waker: OnceLock<Arc<dyn Wake>>,
     pub(crate) conns: AtomicUsize,
     exited: AtomicBool,
+    /// Charges of the writes in `tasks` (see [`charge`]).
+    queued: AtomicUsize,
+    /// The most `queued` may reach (`Options::max_loop_backlog`).
+    queued_limit: usize,
+    /// `Options::max_outbound_buffer`, the bound of each connection's handles.
+    pub(crate) max_outbound: usize,
 }
 
 impl LoopShared {
-    pub(crate) fn new(index: usize) -> Self {
+    pub(crate) fn new(index: usize, queued_limit: usize, max_outbound: usize) -> Self {
         LoopShared {
             index,
-            tasks: Mutex::new(Vec::new()),
+            tasks: Mutex::new(VecDeque::new()),
             waker: OnceLock::new(),
             conns: AtomicUsize::new(0),
             exited: AtomicBool::new(false),
+            queued: AtomicUsize::new(0),
+            queued_limit,
+            max_outbound,
         }
+    }
+
+    /// Takes back the charge of a write the loop has taken from the queue.
+    pub(crate) fn uncharge(&self, charge: usize) {
+        self.queued.fetch_sub(charge, Ordering::AcqRel);
     }
 
     pub(crate) fn set_waker(&self, w: Arc<dyn Wake>) {
@@ -74,7 +99,7 @@ impl LoopShared {
                 return Err(task);
             }
             let was_empty = q.is_empty();
-            q.push(task);
+            q.push_back(task);
             was_empty
         };
         if was_empty {
@@ -83,17 +108,70 @@ impl LoopShared {
         Ok(())
     }
 
-    /// Moves every queued task into `into`.
-    pub(crate) fn drain(&self, into: &mut Vec<Task>) {
+    /// Moves up to `max` queued tasks, the oldest first, into `into`; returns whether more are
+    /// left (the loop takes them in its next iteration, so that a flood of tasks cannot keep
+    /// it from its sockets).
+    pub(crate) fn drain(&self, into: &mut Vec<Task>, max: usize) -> bool {
         let mut q = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
-        std::mem::swap(&mut *q, into);
+        let n = q.len().min(max);
+        into.extend(q.drain(..n));
+        !q.is_empty()
     }
 
     /// Marks the loop gone and returns the tasks nobody will run.
     pub(crate) fn exit(&self) -> Vec<Task> {
         let mut q = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         self.exited.store(true, Ordering::Release);
-        std::mem::take(&mut *q)
+        self.queued.store(0, Ordering::Release);
+        std::mem::take(&mut *q).into()
+    }
+}
+
+/// What a connection shares with its [`ConnHandle`]s, so that a write can be refused when it
+/// is made rather than later, on the loop, where nobody may be listening.
+#[derive(Debug, Default)]
+pub(crate) struct HandleShared {
+    /// Bytes of this connection's writes still in the loop's queue.
+    queued: AtomicUsize,
+    /// The connection's outbound backlog (queued and in flight), as the loop last published it.
+    outbound: AtomicUsize,
+    /// The connection is closing or closed: writes are refused with `ConnClosed`.
+    closed: AtomicBool,
+}
+
+impl HandleShared {
+    /// The loop took one of this connection's writes, of `len` bytes, from its queue.
+    pub(crate) fn uncharge(&self, len: usize) {
+        self.queued.fetch_sub(len, Ordering::AcqRel);
+    }
+
+    /// The loop's view of the connection's outbound backlog, for the next writes to be
+    /// measured against.
+    pub(crate) fn publish(&self, outbound: usize) {
+        self.outbound.store(outbound, Ordering::Release);
+    }
+
+    /// No more writes: the connection is closing.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+}
+
+/// Why a write was refused at the call (copied to both the caller and its callback).
+#[derive(Clone, Copy, Debug)]
+enum Refusal {
+    Shutdown,
+    Closed,
+    Full { buffered: usize, limit: usize },
+}
+
+impl From<Refusal> for Error {
+    fn from(r: Refusal) -> Error {
+        match r {
+            Refusal::Shutdown => Error::EngineShutdown,
+            Refusal::Closed => Error::ConnClosed,
+            Refusal::Full { buffered, limit } => Error::OutboundFull { buffered, limit },
+        }
     }
 }
 
@@ -116,6 +194,7 @@ pub(crate) fn refuse(task: Task) {
 #[derive(Clone)]
 pub struct ConnHandle {
     shared: Arc<LoopShared>,
+    conn: Arc<HandleShared>,
     id: ConnId,
 }
 
@@ -129,8 +208,8 @@ impl std::fmt::Debug for ConnHandle {
 }
 
 impl ConnHandle {
-    pub(crate) fn new(shared: Arc<LoopShared>, id: ConnId) -> Self {
-        ConnHandle { shared, id }
+    pub(crate) fn new(shared: Arc<LoopShared>, conn: Arc<HandleShared>, id: ConnId) -> Self {
+        ConnHandle { shared, conn, id }
     }
 
     fn push(&self, task: Task) -> Result<()> {
@@ -140,48 +219,94 @@ impl ConnHandle {
         })
     }
 
-    /// Writes `data` from any thread.
-    ///
-    /// # Errors
-    /// [`Error::EngineShutdown`] if the loop is gone. Refusals found on the loop (a closed
-    /// connection, a full outbound buffer) are reported only to callbacks: use
-    /// [`ConnHandle::async_write_with`] to see them.
-    pub fn async_write(&self, data: impl Into<Bytes>) -> Result<()> {
+    /// Queues a write if the connection and the loop have room for it; otherwise tells
+    /// `done` and returns why not.
+    fn write(&self, bufs: Vec<Bytes>, done: Option<WriteCallback>) -> Result<()> {
+        let len: usize = bufs.iter().map(Bytes::len).sum();
+        if let Err(refusal) = self.reserve(len) {
+            if let Some(done) = done {
+                done(Err(refusal.into()));
+            }
+            return Err(refusal.into());
+        }
         self.push(Task::Write {
             id: self.id,
-            bufs: vec![data.into()],
-            done: None,
+            bufs,
+            done,
         })
     }
 
-    /// Writes `data` and calls `done` on the loop thread once the bytes are in the kernel
-    /// (`Ok(len)`) — not merely queued — or with the reason they never will be:
-    /// [`Error::ConnClosed`], [`Error::OutboundFull`], [`Error::EngineShutdown`].
+    /// Charges a write to the connection's and the loop's budgets, or refuses it: past the
+    /// connection's `max_outbound_buffer` (counting what its queue holds and the bytes other
+    /// threads handed it that the loop has not taken yet) or the loop's `max_loop_backlog`
+    /// (bytes plus [`WRITE_OVERHEAD`] per write, since that is what the queue costs). A write
+    /// into an empty budget is always taken, however large, as on the loop.
+    fn reserve(&self, len: usize) -> std::result::Result<(), Refusal> {
+        let c = &self.conn;
+        if self.shared.exited.load(Ordering::Acquire) {
+            return Err(Refusal::Shutdown);
+        }
+        if c.closed.load(Ordering::Acquire) {
+            return Err(Refusal::Closed);
+        }
+        let outbound = c.outbound.load(Ordering::Acquire);
+        let before = c.queued.fetch_add(len, Ordering::AcqRel);
+        let buffered = outbound.saturating_add(before);
+        let limit = self.shared.max_outbound;
+        if buffered > 0 && buffered.saturating_add(len) > limit {
+            c.queued.fetch_sub(len, Ordering::AcqRel);
+            return Err(Refusal::Full { buffered, limit });
+        }
+        let l = &self.shared;
+        let cost = charge(len);
+        let before = l.queued.fetch_add(cost, Ordering::AcqRel);
+        if before > 0 && before.saturating_add(cost) > l.queued_limit {
+            l.queued.fetch_sub(cost, Ordering::AcqRel);
+            c.queued.fetch_sub(len, Ordering::AcqRel);
+            return Err(Refusal::Full {
+                buffered: before,
+                limit: l.queued_limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes `data` from any thread.
     ///
     /// # Errors
-    /// [`Error::EngineShutdown`] if the loop is gone (`done` has then been called with it).
+    /// Refusals are known at the call, so a caller without a callback sees them too:
+    /// [`Error::OutboundFull`] when the connection's outbound backlog (its queue, what is in
+    /// flight, and what other threads have handed it and the loop not yet taken) would pass
+    /// [`Options::max_outbound_buffer`](crate::Options::max_outbound_buffer), or the loop's
+    /// queue of such writes [`Options::max_loop_backlog`](crate::Options::max_loop_backlog)
+    /// (wait for the peer to read, or for the loop to catch up, and try again);
+    /// [`Error::ConnClosed`] once the connection is closing; [`Error::EngineShutdown`] if the
+    /// loop is gone. A write that was accepted is sent unless the connection closes first.
+    pub fn async_write(&self, data: impl Into<Bytes>) -> Result<()> {
+        self.write(vec![data.into()], None)
+    }
+
+    /// Writes `data` and calls `done` on the loop thread once the bytes are in the kernel
+    /// (`Ok(len)`) — not merely queued — or with the reason they never will be
+    /// ([`Error::ConnClosed`] when the connection closes first).
+    ///
+    /// # Errors
+    /// As [`ConnHandle::async_write`]; `done` is then called at once, on this thread, with
+    /// the same error. Either way `done` is called exactly once.
     pub fn async_write_with<F>(&self, data: impl Into<Bytes>, done: F) -> Result<()>
     where
         F: FnOnce(Result<usize>) + Send + 'static,
     {
-        self.push(Task::Write {
-            id: self.id,
-            bufs: vec![data.into()],
-            done: Some(Box::new(done)),
-        })
+        self.write(vec![data.into()], Some(Box::new(done)))
     }
 
     /// Writes several buffers, in order, as one operation; `done` as for
     /// [`ConnHandle::async_write_with`].
     ///
     /// # Errors
-    /// [`Error::EngineShutdown`] if the loop is gone.
+    /// As [`ConnHandle::async_write_with`].
     pub fn async_writev(&self, bufs: Vec<Bytes>, done: Option<WriteCallback>) -> Result<()> {
-        self.push(Task::Write {
-            id: self.id,
-            bufs,
-            done,
-        })
+        self.write(bufs, done)
     }
 
     /// Runs `on_traffic` for the connection with whatever it has buffered.

@@ -48,6 +48,7 @@ pub struct Options {
     pub(crate) read_buffer_size: usize,
     pub(crate) max_inbound: usize,
     pub(crate) max_outbound: usize,
+    pub(crate) max_loop_backlog: usize,
     pub(crate) tcp_nodelay: bool,
     pub(crate) keepalive: Option<Duration>,
     pub(crate) keepalive_interval: Option<Duration>,
@@ -80,6 +81,7 @@ impl Default for Options {
             read_buffer_size: 64 * 1024,
             max_inbound: 4 * 1024 * 1024,
             max_outbound: 4 * 1024 * 1024,
+            max_loop_backlog: 64 * 1024 * 1024,
             tcp_nodelay: true,
             keepalive: None,
             keepalive_interval: None,
@@ -189,6 +191,18 @@ impl Options {
     /// 512 KiB at a time by default, at most `ring_buffers × read_buffer_size`).
     pub fn max_outbound_buffer(mut self, bytes: usize) -> Self {
         self.max_outbound = bytes.max(1024);
+        self
+    }
+
+    /// The most that other threads may have handed to one loop's connections with
+    /// [`ConnHandle`](crate::ConnHandle) writes and the loop not yet taken: their bytes plus
+    /// 128 per write (the task's own cost). Past it such writes are refused at the call with
+    /// [`Error::OutboundFull`](crate::Error::OutboundFull), so a flood of them from many
+    /// threads (each under its connection's [`Options::max_outbound_buffer`]) cannot grow the
+    /// queue without bound. The loop takes at most 1,024 tasks per iteration, serving its
+    /// sockets in between. Default 64 MiB.
+    pub fn max_loop_backlog(mut self, bytes: usize) -> Self {
+        self.max_loop_backlog = bytes;
         self
     }
 

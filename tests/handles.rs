@@ -75,11 +75,15 @@ fn stale_handles(kind: BackendKind) {
         let worker = std::thread::spawn(move || {
             stale.wake().expect("wake on a live loop");
             stale.close().expect("close on a live loop");
-            stale
-                .async_write_with(Bytes::from_static(b"garbage"), move |r| {
-                    let _ = tx.send(r);
-                })
-                .expect("async write on a live loop");
+            // Refused at the call, visibly, and the callback told too.
+            let r = stale.async_write_with(Bytes::from_static(b"garbage"), move |r| {
+                let _ = tx.send(r);
+            });
+            assert!(matches!(r, Err(Error::ConnClosed)), "stale write: {r:?}");
+            assert!(matches!(
+                stale.async_write(Bytes::from_static(b"garbage")),
+                Err(Error::ConnClosed)
+            ));
         });
         worker.join().unwrap();
         let r = rx.recv_timeout(util::WAIT_TIMEOUT).expect("write callback");
@@ -149,11 +153,16 @@ fn async_write_to_departed_peer(kind: BackendKind) {
     for _ in 0..2000 {
         let (tx, rx) = mpsc::channel();
         let data = Bytes::from_static(b"are you there?");
-        h.async_write_with(data, move |r| {
+        let call = h.async_write_with(data, move |r| {
             let _ = tx.send(r);
-        })
-        .unwrap();
-        match rx.recv_timeout(util::WAIT_TIMEOUT).expect("callback") {
+        });
+        let told = rx.recv_timeout(util::WAIT_TIMEOUT).expect("callback");
+        // Once the loop knows, the call itself says so; before, the callback does.
+        if let Err(e) = call {
+            assert!(matches!(e, Error::ConnClosed), "{e:?}");
+            assert!(matches!(told, Err(Error::ConnClosed)), "{told:?}");
+        }
+        match told {
             Ok(14) => std::thread::sleep(Duration::from_millis(5)),
             Err(Error::ConnClosed) => {
                 outcome = Some(());
@@ -395,11 +404,12 @@ fn concurrent_wake_close_write(kind: BackendKind) {
                 for i in 0..WRITES {
                     h.wake().unwrap();
                     let cb = callbacks.clone();
-                    h.async_write_with(&b"x"[..], move |r| {
+                    let r = h.async_write_with(&b"x"[..], move |r| {
                         assert!(matches!(r, Ok(1) | Err(Error::ConnClosed)), "{r:?}");
                         cb.fetch_add(1, Ordering::SeqCst);
-                    })
-                    .unwrap();
+                    });
+                    // Refused at the call once the connection is closing.
+                    assert!(matches!(r, Ok(()) | Err(Error::ConnClosed)), "{r:?}");
                     if i == WRITES / 2 {
                         h.close().unwrap();
                     }

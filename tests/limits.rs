@@ -178,18 +178,18 @@ fn outbound_limit(kind: BackendKind) {
     for i in 0..2048 {
         results.lock().unwrap().push(None);
         let (res, done2) = (results.clone(), done.clone());
-        let (ftx, frx) = mpsc::channel();
-        h.async_write_with(chunk(i, CHUNK), move |r| {
-            if let Err(Error::OutboundFull { buffered, limit }) = &r {
-                let _ = ftx.send((*buffered, *limit));
-            }
+        let r = h.async_write_with(chunk(i, CHUNK), move |r| {
             res.lock().unwrap()[i] = Some(r);
             done2.fetch_add(1, Ordering::SeqCst);
-        })
-        .expect("async write");
-        if let Ok(r) = frx.recv_timeout(Duration::from_millis(5)) {
-            refusal = Some(r);
-            break;
+        });
+        // Refused at the call, so that a caller without a callback knows too.
+        match r {
+            Ok(()) => std::thread::sleep(Duration::from_millis(1)),
+            Err(Error::OutboundFull { buffered, limit }) => {
+                refusal = Some((buffered, limit));
+                break;
+            }
+            Err(e) => panic!("write {i}: {e}"),
         }
     }
     let (buffered, limit) = refusal.expect("the outbound limit never refused a write");
@@ -355,10 +355,13 @@ fn shutdown_timeout_calls_every_callback(kind: BackendKind) {
     const N: usize = 64;
     for i in 0..N {
         let calls = calls.clone();
-        h.async_write_with(chunk(i, 64 * 1024), move |r| {
+        let r = h.async_write_with(chunk(i, 64 * 1024), move |r| {
             calls.lock().unwrap().push((i, format!("{r:?}")));
-        })
-        .expect("async write");
+        });
+        assert!(
+            matches!(r, Ok(()) | Err(Error::OutboundFull { .. })),
+            "{r:?}"
+        );
     }
     // The client never reads; the engine must still stop, and every write hear its fate.
     server.stop().expect("engine result");
@@ -449,8 +452,15 @@ fn panic_in_on_open(kind: BackendKind) {
     );
     let mut goods = Vec::new();
     for _ in 0..3 {
-        let mut bad = server.connect(0);
-        assert_eq!(bad.read_until_closed(), b"");
+        // The panic resets the connection, so fast that even `connect` may hear of it.
+        let gnet::ListenAddr::Tcp(addr) = server.addr(0) else {
+            unreachable!()
+        };
+        if let Ok(s) = std::net::TcpStream::connect(addr) {
+            s.set_read_timeout(Some(util::IO_TIMEOUT)).unwrap();
+            let mut bad = Client::Tcp(s);
+            assert_eq!(bad.read_until_reset(), b"");
+        }
         let cause = rx.recv_timeout(util::WAIT_TIMEOUT).expect("on_close");
         assert!(cause.contains("HandlerPanic(\"open panic\")"), "{cause}");
         let mut good = server.connect(0);

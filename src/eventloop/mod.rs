@@ -29,6 +29,9 @@ use deadlines::{Deadlines, Timeout};
 /// (unless a connection closes first).
 const HOLD_RETRY: Duration = Duration::from_millis(100);
 
+/// The most cross-thread tasks one loop iteration takes from the queue.
+const MAX_TASKS_PER_ITERATION: usize = 1024;
+
 pub(crate) struct EventLoop<B: Backend, H: EventHandler> {
     backend: B,
     core: Core<H>,
@@ -133,6 +136,10 @@ impl<B: Backend, H: EventHandler> EventLoop<B, H> {
 
 impl<H: EventHandler> Core<H> {
     fn timeout(&mut self) -> Option<Duration> {
+        if self.woken {
+            // Tasks are left over from the last iteration.
+            return Some(Duration::ZERO);
+        }
         let conns = &self.conns;
         let drain = self.deadlines.next(|id, at| {
             conns
@@ -163,6 +170,7 @@ impl<H: EventHandler> Core<H> {
             return;
         }
         st.phase = Phase::Draining { cause };
+        st.refuse_handles();
         let which = if self.stopping {
             Timeout::Shutdown
         } else {
@@ -199,6 +207,7 @@ impl<H: EventHandler> Core<H> {
         }
         st.abandon_output();
         st.phase = Phase::Draining { cause };
+        st.refuse_handles();
         self.mark(id);
     }
 
@@ -252,7 +261,10 @@ impl<H: EventHandler> Core<H> {
 
     fn run_tasks<B: Backend>(&mut self, backend: &mut B) {
         let mut tasks = std::mem::take(&mut self.tasks);
-        self.shared.drain(&mut tasks);
+        if self.shared.drain(&mut tasks, MAX_TASKS_PER_ITERATION) {
+            // More next time round (the poll will not wait): sockets get their turn between.
+            self.woken = true;
+        }
         for t in tasks.drain(..) {
             match t {
                 Task::Register { socket, peer } => {
@@ -283,28 +295,36 @@ impl<H: EventHandler> Core<H> {
         bufs: Vec<bytes::Bytes>,
         done: Option<crate::handle::WriteCallback>,
     ) {
-        let limit = self.opts.max_outbound;
-        let Some(st) = self.state(id).filter(|s| s.is_open()) else {
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        self.shared.uncharge(crate::handle::charge(len));
+        let Some(st) = self.state(id) else {
+            // Its connection is gone (the slot may serve another one).
             if let Some(done) = done {
                 done(Err(Error::ConnClosed));
             }
             return;
         };
-        let len: usize = bufs.iter().map(|b| b.len()).sum();
-        let buffered = st.pending();
-        if buffered > 0 && buffered + len > limit {
-            if let Some(done) = done {
-                done(Err(Error::OutboundFull { buffered, limit }));
+        // The handle that queued it checked the budgets when it did.
+        let accepted = st.is_open();
+        if accepted {
+            for b in bufs {
+                st.queue_bytes(b);
             }
-            return;
+            if let Some(done) = done {
+                st.waiters.push_back((st.written_total, len, done));
+            }
+        } else if let Some(done) = done {
+            done(Err(Error::ConnClosed));
         }
-        for b in bufs {
-            st.queue_bytes(b);
+        if let Some(h) = st.handle.get() {
+            // Publish first, then release the charge, so the handles never see less than
+            // there is.
+            h.publish(st.pending());
+            h.uncharge(len);
         }
-        if let Some(done) = done {
-            st.waiters.push_back((st.written_total, len, done));
+        if accepted {
+            self.mark(id);
         }
-        self.mark(id);
     }
 
     fn register_incoming<B: Backend>(&mut self, backend: &mut B) {
@@ -453,6 +473,9 @@ impl<H: EventHandler> Core<H> {
             return;
         };
         st.dirty = false;
+        if let Some(h) = st.handle.get() {
+            h.publish(st.pending());
+        }
         if st.close_requested && st.is_open() {
             st.close_requested = false;
             self.begin_close(id, CloseCause::Local);

@@ -71,6 +71,9 @@ impl<H: EventHandler> Sink for Core<H> {
                 done(Ok(len));
             }
         }
+        if let Some(h) = st.handle.get() {
+            h.publish(st.pending());
+        }
         let resume = st.paused && st.pending() <= max_out / 2;
         if resume {
             self.resume.push(conn);
