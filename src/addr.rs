@@ -92,7 +92,23 @@ fn parse_tcp(s: &str, scheme: &str, rest: &str) -> Result<ListenAddr> {
     let port: u16 = port
         .parse()
         .map_err(|_| invalid(s, "the port is not a number from 0 to 65535"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = match (host.strip_prefix('['), host.ends_with(']')) {
+        (Some(inner), true) => {
+            let inner = &inner[..inner.len() - 1];
+            if inner.is_empty() || inner.contains(['[', ']']) {
+                return Err(invalid(s, "nothing usable between the brackets"));
+            }
+            inner
+        }
+        (None, false) if host.contains(':') => {
+            return Err(invalid(
+                s,
+                "an IPv6 address takes brackets before its port: tcp://[::1]:9000",
+            ))
+        }
+        (None, false) => host,
+        _ => return Err(invalid(s, "unbalanced brackets around the host")),
+    };
     let host = if host.is_empty() {
         if scheme == "tcp6" {
             "::"
@@ -164,6 +180,11 @@ mod tests {
             "tcp://127.0.0.1:99999",
             "tcp://:foo",
             "tcp://127.0.0.1:1\u{7}",
+            "tcp://[::1:9000",
+            "tcp://::1]:9000",
+            "tcp://::1:9000",
+            "tcp://[]:9000",
+            "tcp://[[::1]]:9000",
         ] {
             let e = ListenAddr::parse(bad).unwrap_err();
             assert!(matches!(e, Error::InvalidAddress { .. }), "{bad}: {e:?}");

@@ -24,6 +24,8 @@ pub(crate) struct EngineInner {
     shut_down: AtomicBool,
     addrs: Vec<ListenAddr>,
     listeners: Mutex<Vec<(ListenAddr, Listener)>>,
+    /// The socket files of Unix listeners, removed at shutdown.
+    unix_files: Mutex<Vec<listen::UnixFile>>,
     backend: BackendKind,
     fallback: Option<String>,
     signals: crate::signal::Slot,
@@ -253,6 +255,7 @@ pub fn start<H: EventHandler>(
             shut_down: AtomicBool::new(false),
             addrs: listeners.bound.clone(),
             listeners: Mutex::new(listeners.originals),
+            unix_files: Mutex::new(listeners.files),
             backend,
             fallback,
             signals: Default::default(),
@@ -260,7 +263,7 @@ pub fn start<H: EventHandler>(
     };
     let handler = Arc::new(handler);
     if handler.on_boot(&engine) == Action::Shutdown {
-        finish(&engine, &parsed);
+        finish(&engine);
         return Ok(None);
     }
     let stop_on_signals = opts.stop_on_signals;
@@ -269,7 +272,6 @@ pub fn start<H: EventHandler>(
         engine: engine.clone(),
         opts,
         per_loop: listeners.per_loop,
-        parsed,
     };
     let thread = select::dispatch(backend, spawn).ok_or(Error::BackendUnavailable {
         backend,
@@ -290,24 +292,28 @@ struct Bound {
     bound: Vec<ListenAddr>,
     originals: Vec<(ListenAddr, Listener)>,
     per_loop: Vec<Vec<(ListenerId, Listener)>>,
+    files: Vec<listen::UnixFile>,
 }
 
 fn bind_all(parsed: &[ListenAddr], opts: &Options, loops: usize) -> Result<Bound> {
     let mut bound = Vec::new();
     let mut originals = Vec::new();
+    let mut files = Vec::new();
     let per_loop_count = if opts.reuse_port { loops } else { 1 };
     let mut per_loop: Vec<Vec<(ListenerId, Listener)>> =
         (0..per_loop_count).map(|_| Vec::new()).collect();
     for (i, asked) in parsed.iter().enumerate() {
         let id = ListenerId(i);
         let reuse_port = opts.reuse_port && matches!(asked, ListenAddr::Tcp(_));
-        let first = listen::bind(asked, opts, reuse_port)?;
+        // On an error below, the socket files created so far are removed as `files` drops.
+        let (first, file) = listen::bind(asked, opts, reuse_port)?;
+        files.extend(file);
         let actual = listen::bound_addr(&first, asked);
         per_loop[0].push((id, first.try_clone()?));
         for slot in per_loop.iter_mut().skip(1) {
             // Unix sockets cannot share a path: every loop accepts on the same listener.
             let l = if reuse_port {
-                listen::bind(&actual, opts, true)?
+                listen::bind(&actual, opts, true)?.0
             } else {
                 first.try_clone()?
             };
@@ -320,10 +326,11 @@ fn bind_all(parsed: &[ListenAddr], opts: &Options, loops: usize) -> Result<Bound
         bound,
         originals,
         per_loop,
+        files,
     })
 }
 
-fn finish(engine: &Engine, parsed: &[ListenAddr]) {
+fn finish(engine: &Engine) {
     let inner = &engine.inner;
     inner.signals.close();
     inner.stopping.store(true, Ordering::Release);
@@ -332,9 +339,9 @@ fn finish(engine: &Engine, parsed: &[ListenAddr]) {
         inner.shut_down.store(true, Ordering::Release);
         ls.clear();
     }
-    for a in parsed {
-        listen::cleanup(a);
-    }
+    drop(std::mem::take(
+        &mut *inner.unix_files.lock().unwrap_or_else(|p| p.into_inner()),
+    ));
 }
 
 struct SpawnLoops<H: EventHandler> {
@@ -342,7 +349,6 @@ struct SpawnLoops<H: EventHandler> {
     engine: Engine,
     opts: Options,
     per_loop: Vec<Vec<(ListenerId, Listener)>>,
-    parsed: Vec<ListenAddr>,
 }
 
 impl<H: EventHandler> Visit for SpawnLoops<H> {
@@ -354,7 +360,6 @@ impl<H: EventHandler> Visit for SpawnLoops<H> {
             engine,
             opts,
             mut per_loop,
-            parsed,
         } = self;
         let n = engine.inner.loops.len();
         let cfg = select::backend_config(&opts);
@@ -431,7 +436,7 @@ impl<H: EventHandler> Visit for SpawnLoops<H> {
             for t in threads {
                 let _ = t.join();
             }
-            finish(&engine, &parsed);
+            finish(&engine);
             return Err(e);
         }
         let t = std::thread::Builder::new()
@@ -452,7 +457,7 @@ impl<H: EventHandler> Visit for SpawnLoops<H> {
                     }
                 }
                 handler.on_shutdown(&engine);
-                finish(&engine, &parsed);
+                finish(&engine);
                 result
             })
             .map_err(Error::Io)?;

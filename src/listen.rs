@@ -11,8 +11,13 @@ fn ctx(addr: &ListenAddr, what: &str, e: std::io::Error) -> Error {
     Error::Io(std::io::Error::new(e.kind(), format!("{what} {addr}: {e}")))
 }
 
-/// Binds and listens on `addr`, non-blocking.
-pub(crate) fn bind(addr: &ListenAddr, opts: &Options, reuse_port: bool) -> Result<Listener> {
+/// Binds and listens on `addr`, non-blocking; for a Unix address, with the socket file it
+/// created.
+pub(crate) fn bind(
+    addr: &ListenAddr,
+    opts: &Options,
+    reuse_port: bool,
+) -> Result<(Listener, Option<UnixFile>)> {
     match addr {
         ListenAddr::Tcp(a) => {
             let s =
@@ -33,25 +38,22 @@ pub(crate) fn bind(addr: &ListenAddr, opts: &Options, reuse_port: bool) -> Resul
                 .map_err(|e| ctx(addr, "listen on", e))?;
             s.set_nonblocking(true)
                 .map_err(|e| ctx(addr, "O_NONBLOCK on", e))?;
-            Ok(Listener::Tcp(s.into()))
+            Ok((Listener::Tcp(s.into()), None))
         }
         #[cfg(unix)]
         ListenAddr::Unix(path) => {
-            use std::os::unix::fs::FileTypeExt;
-            if let Ok(meta) = std::fs::symlink_metadata(path) {
-                if meta.file_type().is_socket() {
-                    let _ = std::fs::remove_file(path);
-                }
-            }
+            claim_unix_path(addr, path)?;
             let s = socket2::Socket::new(Domain::UNIX, Type::STREAM, None)
                 .map_err(|e| ctx(addr, "socket for", e))?;
             let sa = SockAddr::unix(path).map_err(|e| ctx(addr, "address", e))?;
             s.bind(&sa).map_err(|e| ctx(addr, "bind", e))?;
+            // From here the file is ours: removed on any failure below, and at shutdown.
+            let file = UnixFile::created(path);
             s.listen(opts.backlog)
                 .map_err(|e| ctx(addr, "listen on", e))?;
             s.set_nonblocking(true)
                 .map_err(|e| ctx(addr, "O_NONBLOCK on", e))?;
-            Ok(Listener::Unix(s.into()))
+            Ok((Listener::Unix(s.into()), file))
         }
         #[cfg(not(unix))]
         ListenAddr::Unix(_) => Err(Error::Unsupported("Unix sockets on this platform")),
@@ -66,9 +68,84 @@ pub(crate) fn bound_addr(l: &Listener, asked: &ListenAddr) -> ListenAddr {
     }
 }
 
-/// Removes the socket file of a Unix listener.
-pub(crate) fn cleanup(addr: &ListenAddr) {
-    if let ListenAddr::Unix(p) = addr {
-        let _ = std::fs::remove_file(p);
+/// Makes sure a Unix listener may bind `path`: nothing there, or a socket nobody answers on
+/// (left by a server that died), which is removed. A socket a server answers on is refused
+/// with `EADDRINUSE` (binding over it would leave that server running unreachable), and
+/// anything else that is not a socket (a regular file, a directory) is refused and left alone.
+#[cfg(unix)]
+fn claim_unix_path(addr: &ListenAddr, path: &std::path::Path) -> Result<()> {
+    use std::io::ErrorKind;
+    use std::os::unix::fs::FileTypeExt;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(ctx(addr, "inspect the socket path of", e)),
+    };
+    let refuse = |kind: ErrorKind, why: &str| {
+        Err(Error::Io(std::io::Error::new(
+            kind,
+            format!("bind {addr}: {} {why}", path.display()),
+        )))
+    };
+    if !meta.file_type().is_socket() {
+        return refuse(
+            ErrorKind::AlreadyExists,
+            "exists and is not a socket; it is left alone: choose another path or remove it",
+        );
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => refuse(
+            ErrorKind::AddrInUse,
+            "is a socket another server answers on (address in use); stop it first",
+        ),
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+            // Nobody listens: a file left by a server that did not clean up.
+            log::debug!("gnet: removing the stale socket file {}", path.display());
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != ErrorKind::NotFound => {
+                    Err(ctx(addr, "remove the stale socket file of", e))
+                }
+                _ => Ok(()),
+            }
+        }
+        Err(e) => Err(ctx(addr, "probe the existing socket file of", e)),
+    }
+}
+
+/// The socket file a Unix listener created, removed when this is dropped (at shutdown, or when
+/// starting fails) — but only if the path still names that same file, so that a server never
+/// deletes the socket of another one that took the path over since.
+#[derive(Debug)]
+pub(crate) struct UnixFile {
+    path: std::path::PathBuf,
+    /// Device and inode of the file as created; `None` if they could not be read.
+    #[cfg(unix)]
+    id: Option<(u64, u64)>,
+}
+
+impl UnixFile {
+    #[cfg(unix)]
+    fn created(path: &std::path::Path) -> Option<UnixFile> {
+        Some(UnixFile {
+            path: path.to_path_buf(),
+            id: file_id(path),
+        })
+    }
+}
+
+#[cfg(unix)]
+fn file_id(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+impl Drop for UnixFile {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if self.id.is_some() && file_id(&self.path) == self.id {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }

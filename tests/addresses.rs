@@ -183,6 +183,62 @@ fn stale_socket_file_is_replaced(kind: BackendKind) {
     assert!(!std::path::Path::new(&path).exists());
 }
 
+fn unix_path(addr: &str) -> std::path::PathBuf {
+    addr.strip_prefix("unix://").unwrap().into()
+}
+
+/// A second server on the path of a live one is refused (it used to remove the file and bind,
+/// leaving the first one running and unreachable).
+fn live_unix_socket_is_not_taken_over(kind: BackendKind) {
+    let addr = util::unix_addr();
+    let first = Server::start(Echo::new(), &[&addr], opts(kind));
+    match gnet::start(Echo::new(), &[&addr], opts(kind)) {
+        Err(Error::Io(e)) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
+            assert!(e.to_string().contains("another server"), "{e}");
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a second server took over a live socket path"),
+    }
+    first.connect(0).echo(b"still the first");
+    first.stop().expect("engine result");
+    assert!(
+        !unix_path(&addr).exists(),
+        "the first server's file was left"
+    );
+}
+
+/// Whatever is at the path and is not a socket is neither removed nor bound over.
+fn non_socket_file_is_left_alone(kind: BackendKind) {
+    let addr = util::unix_addr();
+    let path = unix_path(&addr);
+    std::fs::write(&path, b"precious").unwrap();
+    match gnet::start(Echo::new(), &[&addr], opts(kind)) {
+        Err(e) => assert!(e.to_string().contains("not a socket"), "{e}"),
+        Ok(_) => panic!("a server bound over a regular file"),
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), b"precious");
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// A server removes its own socket file at shutdown, never one another server put at the same
+/// path since (it used to delete whatever was there).
+fn a_server_removes_only_its_own_socket_file(kind: BackendKind) {
+    let addr = util::unix_addr();
+    let path = unix_path(&addr);
+    let first = Server::start(Echo::new(), &[&addr], opts(kind));
+    std::fs::remove_file(&path).unwrap(); // someone cleaned up behind its back
+    let second = Server::start(Echo::new(), &[&addr], opts(kind));
+    first.stop().expect("engine result");
+    assert!(
+        path.exists(),
+        "the first server deleted the second one's socket file"
+    );
+    second.connect(0).echo(b"the second is reachable");
+    second.stop().expect("engine result");
+    assert!(!path.exists());
+}
+
 /// Reports what `on_open` finds out about the connection and its options.
 struct Probe(std::sync::Mutex<mpsc::Sender<Report>>);
 
@@ -360,6 +416,9 @@ per_backend!(
     several_addresses,
     dup_single_listener,
     stale_socket_file_is_replaced,
+    live_unix_socket_is_not_taken_over,
+    non_socket_file_is_left_alone,
+    a_server_removes_only_its_own_socket_file,
     connection_addresses_and_options,
     two_engines_share_a_port,
 );
