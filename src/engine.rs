@@ -226,6 +226,7 @@ pub fn start<H: EventHandler>(
     addrs: &[&str],
     opts: Options,
 ) -> Result<Option<Running>> {
+    opts.validate()?;
     let parsed: Vec<ListenAddr> = addrs
         .iter()
         .map(|a| ListenAddr::parse(a))
@@ -236,11 +237,6 @@ pub fn start<H: EventHandler>(
     crate::signal::check(&opts)?;
     let (backend, fallback) = select::choose(&opts)?;
     let n = opts.num_loops();
-    if n > 1024 {
-        return Err(Error::InvalidOptions(format!(
-            "{n} loops is too many (at most 1024)"
-        )));
-    }
     let listeners = bind_all(&parsed, &opts, n)?;
     let single_acceptor = listeners.per_loop.len() == 1 && n > 1;
     let loops: Vec<Arc<LoopShared>> = (0..n)

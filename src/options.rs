@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use gnet_backends::BackendKind;
 
+/// The most event loops an engine runs.
+pub(crate) const MAX_LOOPS: usize = 1024;
+
 /// How accepted connections are spread over the loops when one acceptor serves them all.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LoadBalancing {
@@ -124,6 +127,111 @@ impl Options {
         self
     }
 
+    /// Checks every option against its bounds, the same for every backend. `gnet::start` (and
+    /// so `run` and `rotate`) calls it before anything is bound or started; call it yourself
+    /// to check options early, for example right after parsing a command line.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOptions`](crate::Error::InvalidOptions) naming the first option out of
+    /// bounds, its value and the bounds.
+    ///
+    /// # Examples
+    /// ```
+    /// use gnet::Options;
+    /// assert!(Options::new().read_buffer_size(16 * 1024).validate().is_ok());
+    /// let e = Options::new().read_buffer_size(usize::MAX).validate().unwrap_err();
+    /// assert!(e.to_string().contains("read_buffer_size"));
+    /// ```
+    pub fn validate(&self) -> crate::Result<()> {
+        const KIB: usize = 1024;
+        const MIB: usize = 1024 * KIB;
+        let check = |ok: bool, name: &str, value: String, bounds: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(crate::Error::InvalidOptions(format!(
+                    "{name} is {value}; it must be {bounds}"
+                )))
+            }
+        };
+        let bytes = |n: usize| format!("{n} bytes");
+        let secs = |d: Duration| format!("{d:?}");
+        let n = self.num_loops();
+        check(n <= MAX_LOOPS, "loops", n.to_string(), "at most 1024")?;
+        let r = self.read_buffer_size;
+        check(
+            (KIB..=64 * MIB).contains(&r),
+            "read_buffer_size",
+            bytes(r),
+            "from 1 KiB to 64 MiB",
+        )?;
+        for (name, v) in [
+            ("max_inbound_buffer", self.max_inbound),
+            ("max_outbound_buffer", self.max_outbound),
+            ("max_loop_backlog", self.max_loop_backlog),
+        ] {
+            check(v >= KIB, name, bytes(v), "at least 1 KiB")?;
+        }
+        let rb = self.ring_buffers;
+        check(
+            rb.is_power_of_two(),
+            "ring_buffers",
+            rb.to_string(),
+            "a power of two from 1 to 32768",
+        )?;
+        let re = self.ring_entries;
+        check(
+            re.is_power_of_two() && (8..=32768).contains(&re),
+            "ring_entries",
+            re.to_string(),
+            "a power of two from 8 to 32768",
+        )?;
+        check(
+            self.backlog >= 1,
+            "backlog",
+            self.backlog.to_string(),
+            "at least 1",
+        )?;
+        let keepalive_secs =
+            |d: Duration| d.subsec_nanos() == 0 && (1..=32767).contains(&d.as_secs());
+        if let Some(idle) = self.keepalive {
+            let ok = keepalive_secs(idle);
+            check(
+                ok,
+                "tcp_keepalive",
+                secs(idle),
+                "whole seconds from 1 to 32767",
+            )?;
+        }
+        if let Some(i) = self.keepalive_interval {
+            let ok = keepalive_secs(i);
+            check(
+                ok,
+                "tcp_keepalive_interval",
+                secs(i),
+                "whole seconds from 1 to 32767",
+            )?;
+        }
+        if let Some(c) = self.keepalive_count {
+            check(
+                (1..=127).contains(&c),
+                "tcp_keepalive_count",
+                c.to_string(),
+                "from 1 to 127",
+            )?;
+        }
+        for (name, v) in [
+            ("socket_send_buffer", self.send_buffer),
+            ("socket_recv_buffer", self.recv_buffer),
+        ] {
+            if let Some(v) = v {
+                let ok = (1..=i32::MAX as usize).contains(&v);
+                check(ok, name, bytes(v), "from 1 byte to 2147483647")?;
+            }
+        }
+        Ok(())
+    }
+
     /// The loops the engine will start.
     pub fn num_loops(&self) -> usize {
         if self.loops > 0 {
@@ -168,17 +276,18 @@ impl Options {
 
     /// Size of one receive buffer (the largest chunk one `on_traffic` sees fresh from the
     /// kernel, except with io_uring receive bundles, where one chunk spans every buffer the
-    /// completion filled; see [`Options::recv_bundles`]). At least 1 KiB.
+    /// completion filled; see [`Options::recv_bundles`]). From 1 KiB to 64 MiB (checked
+    /// when the engine starts, see [`Options::validate`]). Default 64 KiB.
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
-        self.read_buffer_size = bytes.max(1024);
+        self.read_buffer_size = bytes;
         self
     }
 
     /// The most bytes a connection may hold received but not consumed by the handler. Past it
     /// the connection is closed with [`Error::InboundOverflow`](crate::Error::InboundOverflow),
-    /// so a peer cannot grow memory without bound.
+    /// so a peer cannot grow memory without bound. At least 1 KiB; default 4 MiB.
     pub fn max_inbound_buffer(mut self, bytes: usize) -> Self {
-        self.max_inbound = bytes.max(1024);
+        self.max_inbound = bytes;
         self
     }
 
@@ -188,9 +297,10 @@ impl Options {
     /// [`Error::OutboundFull`](crate::Error::OutboundFull). Bytes the backend had already
     /// received when reading paused are still handed to the handler, so the queue can exceed
     /// the mark by what is in flight: on io_uring up to what the buffer ring holds (about
-    /// 512 KiB at a time by default, at most `ring_buffers × read_buffer_size`).
+    /// 512 KiB at a time by default, at most `ring_buffers × read_buffer_size`). At least
+    /// 1 KiB; default 4 MiB.
     pub fn max_outbound_buffer(mut self, bytes: usize) -> Self {
-        self.max_outbound = bytes.max(1024);
+        self.max_outbound = bytes;
         self
     }
 
@@ -212,31 +322,35 @@ impl Options {
         self
     }
 
-    /// TCP keepalive: idle time before the first probe (`None` = off, the default).
+    /// TCP keepalive: idle time before the first probe (`None` = off, the default), in whole
+    /// seconds from 1 to 32767 (what Linux accepts).
     pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
         self.keepalive = idle;
         self
     }
 
-    /// TCP keepalive probe interval (default: idle / 5).
+    /// TCP keepalive probe interval (default: idle / 5, at least a second), in whole seconds
+    /// from 1 to 32767.
     pub fn tcp_keepalive_interval(mut self, interval: Duration) -> Self {
         self.keepalive_interval = Some(interval);
         self
     }
 
-    /// TCP keepalive probe count (default 5).
+    /// TCP keepalive probe count, from 1 to 127 (default 5).
     pub fn tcp_keepalive_count(mut self, count: u32) -> Self {
         self.keepalive_count = Some(count);
         self
     }
 
-    /// `SO_SNDBUF` of accepted connections.
+    /// `SO_SNDBUF` of accepted connections, from 1 byte to `i32::MAX` (the kernel doubles the
+    /// value and caps it at `net.core.wmem_max`).
     pub fn socket_send_buffer(mut self, bytes: usize) -> Self {
         self.send_buffer = Some(bytes);
         self
     }
 
-    /// `SO_RCVBUF` of accepted connections.
+    /// `SO_RCVBUF` of accepted connections, from 1 byte to `i32::MAX` (doubled and capped at
+    /// `net.core.rmem_max`).
     pub fn socket_recv_buffer(mut self, bytes: usize) -> Self {
         self.recv_buffer = Some(bytes);
         self
@@ -280,13 +394,13 @@ impl Options {
         self
     }
 
-    /// io_uring: entries in each loop's provided-buffer ring (rounded up to a power of two).
+    /// io_uring: entries in each loop's provided-buffer ring, a power of two up to 32768.
     /// More entries let one pass serve more connections with small messages. With receive
     /// bundles the entries are slices of one area of at most `ring_buffers ×
     /// read_buffer_size` bytes (512 KiB by default), sized to the traffic; without, buffers
     /// of `read_buffer_size`, a window of them posted at a time. Default 256.
     pub fn ring_buffers(mut self, n: u16) -> Self {
-        self.ring_buffers = n.max(1).checked_next_power_of_two().unwrap_or(1 << 15);
+        self.ring_buffers = n;
         self
     }
 
@@ -299,15 +413,16 @@ impl Options {
         self
     }
 
-    /// io_uring: submission queue entries per ring (rounded up to a power of two).
+    /// io_uring: submission queue entries per ring, a power of two from 8 to 32768. Default
+    /// 1024.
     pub fn ring_entries(mut self, n: u32) -> Self {
-        self.ring_entries = n.clamp(8, 1 << 15).next_power_of_two();
+        self.ring_entries = n;
         self
     }
 
-    /// Listen backlog.
+    /// Listen backlog, at least 1 (the kernel caps it at `net.core.somaxconn`). Default 1024.
     pub fn backlog(mut self, n: i32) -> Self {
-        self.backlog = n.max(1);
+        self.backlog = n;
         self
     }
 

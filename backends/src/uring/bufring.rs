@@ -105,7 +105,10 @@ impl Descriptors {
         if buf_size == 0 || u32::try_from(buf_size).is_err() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("read_buffer_size must be in 1..=4 GiB, not {buf_size}"),
+                format!(
+                    "read_buffer_size must be from 1 byte to 4 GiB - 1 (an io_uring buffer \
+                     length is 32 bits), not {buf_size}"
+                ),
             ));
         }
         let bytes =
