@@ -55,7 +55,8 @@ impl Engine {
     /// # Errors
     /// [`Error::EngineShutdown`] if the engine is already stopping or stopped.
     pub fn stop(&self) -> Result<()> {
-        if self.inner.stopping.swap(true, Ordering::AcqRel) {
+        // SeqCst: pairs with the fence in `LoopShared::set_waker` (flag first, then waker).
+        if self.inner.stopping.swap(true, Ordering::SeqCst) {
             return Err(Error::EngineShutdown);
         }
         for l in &self.inner.loops {

@@ -79,8 +79,12 @@ impl LoopShared {
         self.queued.fetch_sub(charge, Ordering::AcqRel);
     }
 
+    /// Installs the loop's waker. A stop ([`Engine::stop`](crate::Engine::stop): set the flag,
+    /// then wake) either finds the waker or happened before this fence, and then the loop's
+    /// first iteration, which does not wait, sees its flag.
     pub(crate) fn set_waker(&self, w: Arc<dyn Wake>) {
         let _ = self.waker.set(w);
+        std::sync::atomic::fence(Ordering::SeqCst);
     }
 
     pub(crate) fn wake(&self) {

@@ -105,6 +105,8 @@ impl<B: Backend, H: EventHandler> EventLoop<B, H> {
                 dirty: Vec::new(),
                 resume: Vec::new(),
                 deadlines: Deadlines::default(),
+                // As if woken: the first poll does not wait, so the first iteration sees a
+                // stop made before this loop had a waker to be woken with (from `on_boot`).
                 woken: true,
                 tasks: Vec::new(),
                 next_tick,
