@@ -206,8 +206,13 @@ pub trait Sink {
     /// close-on-exec where the platform has these) and decides which loop serves it.
     fn accepted(&mut self, listener: ListenerId, socket: Socket, peer: Addr);
 
-    /// Accepting on a listener failed with an error that is not a transient one (`EMFILE`,
-    /// `ENFILE`, `ENOBUFS`, ...). The backend keeps the listener armed; the loop logs.
+    /// Accepting on a listener failed with an error that is not about one connection: the
+    /// process ran out of resources (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`, ...; the listener
+    /// pauses and is retried, see below), or the listener cannot accept at all (`EINVAL`,
+    /// `EBADF`, `ENOTSOCK`; it accepts nothing more). Reported once per episode, not per
+    /// retry; the loop logs it. Every backend follows the policy of `accept.rs`: a paused
+    /// listener leaves its pending connections in the kernel's backlog and is tried again after
+    /// 100 ms, or as soon as the backend reports a connection [`Sink::closed`].
     fn accept_error(&mut self, listener: ListenerId, error: io::Error);
 
     /// Bytes arrived on a connection. `data` is borrowed from the backend (the per-loop read
@@ -275,7 +280,11 @@ pub trait Sink {
 /// `closed` no event for that `ConnId` is reported again. The loop calls `close` exactly once
 /// per connection, also after `eof` and `failed`. An orderly close (flush first, then close) is
 /// the loop's business: it waits for `sent` before it calls `close`, and shuts the write side
-/// down itself.
+/// down itself. A backend never sends a FIN of its own (never shuts the write side down in
+/// `close`): when output was abandoned the loop has set `SO_LINGER` 0, so that dropping the
+/// socket resets the connection, and a FIN ahead of the reset would tell the peer that the
+/// stream was complete. (The one exception is stdnet on Windows, which has no other way to
+/// wake a writer blocked in a send; see its module documentation.)
 ///
 /// **Waiting.** [`Backend::poll`] reports what is ready and returns; it blocks up to `timeout`
 /// (`None` = until something happens) only when it has nothing to report. Events produced by
@@ -324,8 +333,12 @@ pub trait Backend: Sized + 'static {
     /// allows; otherwise it only shuts it down, asks its addresses and sets options.
     ///
     /// # Errors
-    /// Registration failures from the kernel; the loop then drops the socket and forgets `id`
-    /// (there is nothing to `close`).
+    /// Registration failures; there is nothing to `close`. For a shortage of resources
+    /// ([`is_resource_shortage`](crate::is_resource_shortage): `EMFILE`, `ENOMEM`, a thread
+    /// that could not be started, ...) the loop keeps the socket and offers it again when a
+    /// connection closes, or after 100 ms; for anything else it drops the socket. Once
+    /// `add_conn` succeeded, a connection must need no further descriptor or other resource
+    /// that could fail it later for a reason that is not its own.
     fn add_conn(&mut self, id: ConnId, socket: &Socket) -> io::Result<()>;
 
     /// Sends `bufs` in order on `conn`; reports [`Sink::sent`] or [`Sink::failed`]. `bufs` is
