@@ -5,7 +5,6 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::Duration;
 
 mod util;
@@ -13,26 +12,18 @@ mod util;
 use gnet::{BackendChoice, BackendKind, Error, ListenAddr, Options};
 use util::PlainEcho;
 
-const CHILD: &str = "GNET_FALLBACK_CHILD";
+/// Whether this process is the child that runs a test's other half.
+fn in_child() -> bool {
+    util::child::role().is_some()
+}
 
 fn run_child(test: &str) -> String {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
-        .output()
-        .expect("spawn the child test process");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "child failed:\n{text}");
-    text
+    util::child::run_to_end(test, "fallback", &[])
 }
 
 #[test]
 fn auto_falls_back_to_epoll_when_io_uring_is_denied() {
-    if std::env::var_os(CHILD).is_none() {
+    if !in_child() {
         let text = run_child("auto_falls_back_to_epoll_when_io_uring_is_denied");
         assert!(
             text.contains("CHILD-OK auto"),
@@ -67,7 +58,7 @@ fn auto_falls_back_to_epoll_when_io_uring_is_denied() {
 
 #[test]
 fn explicit_uring_fails_clearly_when_io_uring_is_denied() {
-    if std::env::var_os(CHILD).is_none() {
+    if !in_child() {
         let text = run_child("explicit_uring_fails_clearly_when_io_uring_is_denied");
         assert!(
             text.contains("CHILD-OK explicit"),
@@ -92,19 +83,12 @@ fn explicit_uring_fails_clearly_when_io_uring_is_denied() {
 
 #[test]
 fn gnet_backend_env_overrides_the_choice() {
-    if std::env::var_os(CHILD).is_none() {
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "gnet_backend_env_overrides_the_choice",
-                "--exact",
-                "--nocapture",
-            ])
-            .env(CHILD, "1")
-            .env("GNET_BACKEND", "stdnet")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(out.status.success(), "{text}");
+    if !in_child() {
+        let text = util::child::run_to_end(
+            "gnet_backend_env_overrides_the_choice",
+            "fallback",
+            &[("GNET_BACKEND", "stdnet")],
+        );
         assert!(text.contains("CHILD-OK env"), "{text}");
         return;
     }

@@ -266,16 +266,25 @@ impl EventHandler for Flood {
     }
 }
 
+impl Flood {
+    /// Writes `payload` on the first bytes it gets, then closes; `on_close` causes go to the
+    /// receiver.
+    fn closing_after(payload: Bytes) -> (Flood, mpsc::Receiver<String>) {
+        let (tx, rx) = mpsc::channel();
+        let h = Flood {
+            payload,
+            close: true,
+            causes: tx,
+            max_outbound: Arc::default(),
+        };
+        (h, rx)
+    }
+}
+
 fn close_timeout(kind: BackendKind) {
     const BIG: usize = 8 << 20;
     let payload = Bytes::from(util::random_bytes(BIG, 9));
-    let (tx, rx) = mpsc::channel();
-    let h = Flood {
-        payload: payload.clone(),
-        close: true,
-        causes: tx,
-        max_outbound: Arc::default(),
-    };
+    let (h, rx) = Flood::closing_after(payload.clone());
     let o = opts(kind)
         .close_timeout(Duration::from_millis(200))
         .socket_send_buffer(16 * 1024);
@@ -294,13 +303,7 @@ fn close_timeout(kind: BackendKind) {
 /// A connection already draining under a long `close_timeout` is cut short by the stop's
 /// `shutdown_timeout`: the engine stops in about that time, not the close timeout.
 fn stop_cuts_a_long_drain_short(kind: BackendKind) {
-    let (tx, rx) = mpsc::channel();
-    let h = Flood {
-        payload: Bytes::from(util::random_bytes(8 << 20, 3)),
-        close: true,
-        causes: tx,
-        max_outbound: Arc::default(),
-    };
+    let (h, rx) = Flood::closing_after(Bytes::from(util::random_bytes(8 << 20, 3)));
     let o = opts(kind)
         .close_timeout(Duration::from_secs(3600))
         .shutdown_timeout(Duration::from_millis(200))
@@ -325,13 +328,7 @@ fn stop_cuts_a_long_drain_short(kind: BackendKind) {
 fn unbounded_close_timeout(kind: BackendKind) {
     const BIG: usize = 1 << 20;
     let payload = Bytes::from(util::random_bytes(BIG, 4));
-    let (tx, rx) = mpsc::channel();
-    let h = Flood {
-        payload: payload.clone(),
-        close: true,
-        causes: tx,
-        max_outbound: Arc::default(),
-    };
+    let (h, rx) = Flood::closing_after(payload.clone());
     let o = opts(kind).close_timeout(Duration::MAX);
     let server = Server::start(h, &[util::TCP], o);
     let mut c = server.connect(0);

@@ -10,7 +10,6 @@
 #![cfg(all(target_os = "linux", feature = "uring", feature = "epoll"))]
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -22,7 +21,6 @@ use gnet_backends::uring::Uring;
 use gnet_backends::{Backend, Config};
 use util::{Client, PlainEcho};
 
-const CHILD: &str = "GNET_MEMLOCK_CHILD";
 /// Below the 16 KiB the smallest ring the backend steps down to needs: nothing fits.
 const TOO_SMALL: u64 = 12 * 1024;
 /// The limit older distributions give unprivileged users.
@@ -34,22 +32,11 @@ static ONE_CHILD: Mutex<()> = Mutex::new(());
 /// In the parent: runs `test` in a child process and returns its output (stdout, then
 /// stderr, where gnet's warnings go without a logger). In the child: `None`.
 fn in_child(test: &str) -> Option<String> {
-    if std::env::var_os(CHILD).is_some() {
+    if util::child::role().is_some() {
         return None;
     }
     let _one = ONE_CHILD.lock().unwrap_or_else(|p| p.into_inner());
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
-        .env_remove("GNET_BACKEND")
-        .output()
-        .expect("spawn the child test process");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "child failed:\n{text}");
+    let text = util::child::run_to_end(test, "memlock", &[]);
     assert!(text.contains("CHILD-OK"), "child did not finish:\n{text}");
     println!("{text}");
     Some(text)

@@ -22,6 +22,27 @@ pub fn test_name(kind: BackendKind, test: &str) -> String {
     format!("{}::{test}", kind.name())
 }
 
+/// Runs the test `name` of this test binary as a child in `role` until it exits, with
+/// `GNET_BACKEND` removed and `env` added, and returns what it printed (standard output, then
+/// standard error). Panics with that text if the child failed.
+pub fn run_to_end(name: &str, role: &str, env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(std::env::current_exe().expect("the test binary's path"));
+    cmd.args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(ROLE, role)
+        .env_remove("GNET_BACKEND");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("spawn the child test process");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "child {name} failed:\n{text}");
+    text
+}
+
 /// A running child test process.
 pub struct Child {
     proc: std::process::Child,

@@ -292,23 +292,8 @@ impl Client {
     /// Reads until the stream ends, by EOF or by an error other than a timeout; returns the
     /// bytes read. Panics on a timeout.
     pub fn read_until_closed(&mut self) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match self.read(&mut buf) {
-                Ok(0) => return out,
-                Ok(k) => out.extend_from_slice(&buf[..k]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    panic!("the server did not close the connection within {IO_TIMEOUT:?}")
-                }
-                Err(_) => return out,
-            }
+        match self.read_to_end_or_error() {
+            Ok(got) | Err((got, _)) => got,
         }
     }
 
