@@ -26,10 +26,20 @@ cargo test --workspace
 step "cargo doc (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
-if rustup target list --installed 2>/dev/null | grep -q x86_64-pc-windows-gnu; then
-  step "the std-net backend builds for Windows, with and without the signal feature"
-  cargo check -p gnet --no-default-features --features stdnet --target x86_64-pc-windows-gnu
-  cargo check -p gnet --no-default-features --features stdnet,signal --target x86_64-pc-windows-gnu
+step "each backend alone (Cargo features), clippy -D warnings"
+for f in uring epoll stdnet; do
+  cargo clippy -p gnet --no-default-features --features "$f" --all-targets -- -D warnings
+done
+
+step "the std-net backend for Windows, with and without the signal feature, clippy -D warnings"
+if ! rustup target list --installed 2>/dev/null | grep -q x86_64-pc-windows-gnu; then
+  rustup target add x86_64-pc-windows-gnu || {
+    echo "FAILED: the x86_64-pc-windows-gnu target cannot be installed; the Windows check cannot run" >&2
+    exit 1
+  }
 fi
+for f in stdnet stdnet,signal; do
+  cargo clippy -p gnet --no-default-features --features "$f" --target x86_64-pc-windows-gnu -- -D warnings
+done
 
 step "done"

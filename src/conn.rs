@@ -133,8 +133,9 @@ impl<C> ConnState<C> {
         let unsent = self.pending();
         self.out.clear();
         self.sending = 0;
-        if self.socket.is_tcp() {
-            if let Err(e) = socket2::SockRef::from(&self.socket).set_linger(Some(Duration::ZERO)) {
+        #[allow(irrefutable_let_patterns)] // Windows has only TCP sockets.
+        if let Socket::Tcp(s) = &self.socket {
+            if let Err(e) = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO)) {
                 log::debug!("gnet: SO_LINGER 0 on a connection being reset: {e}");
             }
         }

@@ -117,6 +117,7 @@ fn claim_unix_path(addr: &ListenAddr, path: &std::path::Path) -> Result<()> {
 /// deletes the socket of another one that took the path over since.
 #[derive(Debug)]
 pub(crate) struct UnixFile {
+    #[cfg(unix)]
     path: std::path::PathBuf,
     /// Device and inode of the file as created; `None` if they could not be read.
     #[cfg(unix)]

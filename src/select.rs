@@ -42,6 +42,7 @@ pub(crate) fn backend_config(opts: &Options) -> Config {
 /// told even though it works (io_uring rings reduced to fit the memlock limit).
 struct Probe<'a> {
     cfg: &'a Config,
+    #[cfg_attr(not(all(target_os = "linux", feature = "uring")), allow(dead_code))]
     loops: usize,
 }
 

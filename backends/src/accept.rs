@@ -54,6 +54,10 @@ pub(crate) fn classify(e: &io::Error) -> Verdict {
     ) {
         return Verdict::Retry;
     }
+    if e.kind() == InvalidInput {
+        // EINVAL (WSAEINVAL): the socket is not listening.
+        return Verdict::Stop;
+    }
     // An error without an errno (an address family the converter does not know) concerns
     // that one connection.
     let Some(code) = e.raw_os_error() else {
@@ -119,6 +123,10 @@ struct Episode {
 
 impl Pause {
     /// Whether the listener rests (its readiness is ignored until it is due).
+    #[cfg_attr(
+        not(all(target_os = "linux", any(feature = "epoll", feature = "uring"))),
+        allow(dead_code)
+    )] // used by listeners.rs
     pub(crate) fn resting(&self) -> bool {
         self.retry_at.is_some()
     }
@@ -129,11 +137,19 @@ impl Pause {
     }
 
     /// Whether the listener rests and its time has come.
+    #[cfg_attr(
+        not(all(target_os = "linux", any(feature = "epoll", feature = "uring"))),
+        allow(dead_code)
+    )] // used by listeners.rs
     pub(crate) fn due(&self, now: Instant) -> bool {
         self.retry_at.is_some_and(|at| at <= now)
     }
 
     /// A connection closed: a descriptor is free, try at once instead of after the back-off.
+    #[cfg_attr(
+        not(all(target_os = "linux", any(feature = "epoll", feature = "uring"))),
+        allow(dead_code)
+    )] // used by listeners.rs
     pub(crate) fn hurry(&mut self, now: Instant) {
         if let Some(at) = self.retry_at.as_mut() {
             *at = (*at).min(now);

@@ -8,6 +8,7 @@
 //! expires or a connection closes, with the backend's wait shortened to that moment
 //! ([`Listeners::next_retry`]). Level triggering would spin on such a listener; plain edge
 //! triggering would leave the queued connections waiting for the next SYN.
+#![allow(dead_code)] // Shared by two backends; either may be compiled without the other.
 
 use std::os::fd::{BorrowedFd, RawFd};
 use std::time::Instant;
