@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 
 /// A parsed listen address.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ListenAddr {
     /// A TCP address (`tcp`, `tcp4`, `tcp6`), resolved.
     Tcp(SocketAddr),

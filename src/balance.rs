@@ -51,7 +51,8 @@ impl Balancer {
                     p.hash(&mut h);
                     (h.finish() % n as u64) as usize
                 }
-                Addr::Unix(None) => self.round_robin(n),
+                // Unnamed Unix peers (and kinds of address to come) have nothing to hash.
+                _ => self.round_robin(n),
             },
         }
     }

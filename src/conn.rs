@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
-use gnet_backends::{Addr, ConnId, Socket};
+use gnet_backends::{Addr, Id, Socket};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -30,7 +30,7 @@ pub(crate) enum Phase {
 /// Everything the loop keeps for one connection.
 pub(crate) struct ConnState<C> {
     pub(crate) socket: Socket,
-    pub(crate) id: ConnId,
+    pub(crate) id: Id,
     pub(crate) peer: Addr,
     pub(crate) ctx: Option<C>,
     pub(crate) inbound: BytesMut,
@@ -53,7 +53,7 @@ pub(crate) struct ConnState<C> {
 }
 
 impl<C> ConnState<C> {
-    pub(crate) fn new(socket: Socket, id: ConnId, peer: Addr) -> Self {
+    pub(crate) fn new(socket: Socket, id: Id, peer: Addr) -> Self {
         ConnState {
             socket,
             id,
@@ -133,7 +133,6 @@ impl<C> ConnState<C> {
         let unsent = self.pending();
         self.out.clear();
         self.sending = 0;
-        #[allow(irrefutable_let_patterns)] // Windows has only TCP sockets.
         if let Socket::Tcp(s) = &self.socket {
             if let Err(e) = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO)) {
                 log::debug!("gnet: SO_LINGER 0 on a connection being reset: {e}");

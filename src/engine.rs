@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
-use gnet_backends::{Backend, BackendKind, Listener, ListenerId};
+use gnet_backends::{Backend, BackendKind, Listener};
 
 use crate::addr::ListenAddr;
 use crate::balance::Balancer;
@@ -288,7 +288,7 @@ pub fn start<H: EventHandler>(
 struct Bound {
     bound: Vec<ListenAddr>,
     originals: Vec<(ListenAddr, Listener)>,
-    per_loop: Vec<Vec<(ListenerId, Listener)>>,
+    per_loop: Vec<Vec<Listener>>,
     files: Vec<listen::UnixFile>,
 }
 
@@ -297,16 +297,14 @@ fn bind_all(parsed: &[ListenAddr], opts: &Options, loops: usize) -> Result<Bound
     let mut originals = Vec::new();
     let mut files = Vec::new();
     let per_loop_count = if opts.reuse_port { loops } else { 1 };
-    let mut per_loop: Vec<Vec<(ListenerId, Listener)>> =
-        (0..per_loop_count).map(|_| Vec::new()).collect();
-    for (i, asked) in parsed.iter().enumerate() {
-        let id = ListenerId(i);
+    let mut per_loop: Vec<Vec<Listener>> = (0..per_loop_count).map(|_| Vec::new()).collect();
+    for asked in parsed {
         let reuse_port = opts.reuse_port && matches!(asked, ListenAddr::Tcp(_));
         // On an error below, the socket files created so far are removed as `files` drops.
         let (first, file) = listen::bind(asked, opts, reuse_port)?;
         files.extend(file);
         let actual = listen::bound_addr(&first, asked);
-        per_loop[0].push((id, first.try_clone()?));
+        per_loop[0].push(first.try_clone()?);
         for slot in per_loop.iter_mut().skip(1) {
             // Unix sockets cannot share a path: every loop accepts on the same listener.
             let l = if reuse_port {
@@ -314,7 +312,7 @@ fn bind_all(parsed: &[ListenAddr], opts: &Options, loops: usize) -> Result<Bound
             } else {
                 first.try_clone()?
             };
-            slot.push((id, l));
+            slot.push(l);
         }
         bound.push(actual);
         originals.push((asked.clone(), first));
@@ -345,7 +343,7 @@ struct SpawnLoops<H: EventHandler> {
     handler: Arc<H>,
     engine: Engine,
     opts: Options,
-    per_loop: Vec<Vec<(ListenerId, Listener)>>,
+    per_loop: Vec<Vec<Listener>>,
 }
 
 impl<H: EventHandler> Visit for SpawnLoops<H> {

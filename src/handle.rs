@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
-use gnet_backends::{Addr, ConnId, Socket, Wake};
+use gnet_backends::{Addr, Id, Socket, Wake};
 
 use crate::error::{Error, Result};
 
@@ -20,15 +20,15 @@ pub(crate) enum Task {
         peer: Addr,
     },
     Write {
-        id: ConnId,
+        id: Id,
         bufs: Vec<Bytes>,
         done: Option<WriteCallback>,
     },
     Wake {
-        id: ConnId,
+        id: Id,
     },
     Close {
-        id: ConnId,
+        id: Id,
     },
     Stats {
         reply: std::sync::mpsc::Sender<gnet_backends::Stats>,
@@ -199,7 +199,7 @@ pub(crate) fn refuse(task: Task) {
 pub struct ConnHandle {
     shared: Arc<LoopShared>,
     conn: Arc<HandleShared>,
-    id: ConnId,
+    id: Id,
 }
 
 impl std::fmt::Debug for ConnHandle {
@@ -212,7 +212,7 @@ impl std::fmt::Debug for ConnHandle {
 }
 
 impl ConnHandle {
-    pub(crate) fn new(shared: Arc<LoopShared>, conn: Arc<HandleShared>, id: ConnId) -> Self {
+    pub(crate) fn new(shared: Arc<LoopShared>, conn: Arc<HandleShared>, id: Id) -> Self {
         ConnHandle { shared, conn, id }
     }
 

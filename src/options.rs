@@ -9,6 +9,7 @@ pub(crate) const MAX_LOOPS: usize = 1024;
 
 /// How accepted connections are spread over the loops when one acceptor serves them all.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LoadBalancing {
     /// Each loop in turn.
     #[default]
@@ -22,6 +23,7 @@ pub enum LoadBalancing {
 
 /// Which backend the engine runs on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BackendChoice {
     /// The best one usable here: io_uring, then epoll (Linux) or kqueue, then std-net. The
     /// fallback is logged with its reason. The environment variable `GNET_BACKEND` overrides

@@ -29,13 +29,12 @@ pub(crate) fn dispatch<V: Visit>(kind: BackendKind, v: V) -> Option<V::Out> {
 }
 
 pub(crate) fn backend_config(opts: &Options) -> Config {
-    Config {
-        read_buffer_size: opts.read_buffer_size,
-        ring_buffers: opts.ring_buffers,
-        ring_entries: opts.ring_entries,
-        recv_bundles: opts.recv_bundles,
-        ..Config::default()
-    }
+    let mut cfg = Config::default();
+    cfg.read_buffer_size = opts.read_buffer_size;
+    cfg.ring_buffers = opts.ring_buffers;
+    cfg.ring_entries = opts.ring_entries;
+    cfg.recv_bundles = opts.recv_bundles;
+    cfg
 }
 
 /// Opens (and drops) the backend as the loops will; `Ok` carries what the operator should be
@@ -165,7 +164,8 @@ pub(crate) fn choose(opts: &Options) -> Result<(BackendKind, Option<String>)> {
                     reason,
                 })
             }
-            Some(Err(OpenError::Failed(e))) => Err(Error::BackendUnavailable {
+            // `Failed`, and whatever later versions add: reported, never hidden.
+            Some(Err(e)) => Err(Error::BackendUnavailable {
                 backend: kind,
                 reason: e.to_string(),
             }),
@@ -189,7 +189,7 @@ pub(crate) fn choose(opts: &Options) -> Result<(BackendKind, Option<String>)> {
                     )) => {
                         reasons.push(format!("{kind} unavailable: {reason}"));
                     }
-                    Some(Err(OpenError::Failed(e))) => {
+                    Some(Err(e)) => {
                         return Err(Error::BackendUnavailable {
                             backend: kind,
                             reason: e.to_string(),

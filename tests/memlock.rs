@@ -270,10 +270,9 @@ fn the_backend_registers_fewer_ring_buffers_when_they_do_not_fit() {
     }
     // 16 pages: 256 entries take 9, 4096 ring buffers would take 16 more, 1024 take 4.
     limit(OLD_DEFAULT);
-    let ring = open(&Config {
-        ring_buffers: 4096,
-        ..Config::default()
-    });
+    let mut config = Config::default();
+    config.ring_buffers = 4096;
+    let ring = open(&config);
     assert_eq!((ring.ring_entries(), ring.ring_buffers()), (256, 1024));
     println!("CHILD-OK {}", ring.reduced().unwrap());
 }

@@ -23,7 +23,7 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use crate::contract::ListenerId;
+use crate::contract::Id;
 
 /// How long a paused listener rests before `accept` is tried again (unless a connection
 /// closes first).
@@ -159,13 +159,13 @@ impl Pause {
     /// Accepting hit a resource error: rest for [`BACKOFF`]. Returns the error to report
     /// (with what happens next) if it is the first of an episode; the others are only logged
     /// at debug level.
-    pub(crate) fn rest(&mut self, id: ListenerId, error: io::Error) -> Option<io::Error> {
+    pub(crate) fn rest(&mut self, id: Id, error: io::Error) -> Option<io::Error> {
         let now = Instant::now();
         self.retry_at = Some(now + BACKOFF);
         match self.episode.as_mut() {
             Some(ep) => {
                 ep.errors += 1;
-                log::debug!("accept on listener {}: {error} (still paused)", id.0);
+                log::debug!("accept on listener {id}: {error} (still paused)");
                 None
             }
             None => {
@@ -185,12 +185,11 @@ impl Pause {
 
     /// An accept pass found nothing more pending (`WouldBlock`): an episode, if one was on,
     /// is over.
-    pub(crate) fn drained(&mut self, id: ListenerId) {
+    pub(crate) fn drained(&mut self, id: Id) {
         if let Some(ep) = self.episode.take() {
             log::info!(
-                "accept on listener {}: accepting again after {:.1?} paused on resource \
+                "accept on listener {id}: accepting again after {:.1?} paused on resource \
                  errors ({} failed attempts)",
-                id.0,
                 ep.since.elapsed(),
                 ep.errors
             );
@@ -241,7 +240,7 @@ mod tests {
     #[test]
     fn an_episode_is_reported_once_and_a_close_hurries_the_retry() {
         let mut p = Pause::default();
-        let id = ListenerId(0);
+        let id = Id(0);
         let emfile = || io::Error::other("too many open files");
         let first = p.rest(id, emfile()).expect("the first error is reported");
         assert!(first.to_string().contains("accepting paused"), "{first}");

@@ -13,34 +13,38 @@ use bytes::Bytes;
 
 use crate::socket::{Addr, Listener, Socket};
 
-/// Identifies one connection on one loop.
+/// Identifies one thing a backend tracks for a loop: a listener or a connection.
 ///
 /// The loop chooses the value (a slab index in the low half and a generation in the high half)
-/// and the backend only echoes it back. Backends may use [`ConnId::index`] to index their own
-/// per-connection tables: no two live connections of one loop share an index.
+/// and the backend only echoes it back. Indexes are unique among everything live in a loop,
+/// whatever its kind, so a backend may keep one table indexed by [`Id::index`]; the generation
+/// tells a late event or a stale handle for an earlier occupant of the same index from the
+/// current one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ConnId(pub u64);
+pub struct Id(pub u64);
 
-impl ConnId {
+impl Id {
     /// Builds an id from a slab index and a generation.
     pub fn new(index: usize, generation: u32) -> Self {
-        ConnId((u64::from(generation) << 32) | (index as u64 & 0xffff_ffff))
+        Id((u64::from(generation) << 32) | (index as u64 & 0xffff_ffff))
     }
 
-    /// The slab index: unique among the live connections of a loop.
+    /// The slab index: unique among the live things of a loop.
     pub fn index(self) -> usize {
         (self.0 & 0xffff_ffff) as usize
     }
 
-    /// The generation: distinguishes connections that reused the same index.
+    /// The generation: distinguishes things that reused the same index.
     pub fn generation(self) -> u32 {
         (self.0 >> 32) as u32
     }
 }
 
-/// Identifies one listener on one loop (small and dense; chosen by the loop).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ListenerId(pub usize);
+impl std::fmt::Display for Id {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index(), self.generation())
+    }
+}
 
 /// What a backend wants the loop to do after it delivered received bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +59,7 @@ pub enum Flow {
 
 /// The backends this crate can provide.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum BackendKind {
     /// io_uring (Linux 6.0+): completion-based, provided-buffer ring, multishot operations.
     Uring,
@@ -98,6 +103,7 @@ impl std::fmt::Display for BackendKind {
 
 /// Settings a backend reads when it is opened. One value is shared by every loop.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Config {
     /// Size of one receive buffer: the per-loop read buffer on readiness backends, the largest
     /// entry of the provided-buffer ring on io_uring, the read size of each reader thread on
@@ -142,6 +148,7 @@ impl Default for Config {
 
 /// Why a backend could not be opened.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum OpenError {
     /// The mechanism is missing or forbidden here (`ENOSYS`, `EPERM`, `EINVAL`, a missing
     /// opcode, a platform without it). `Auto` falls back to the next backend and logs the
@@ -175,6 +182,7 @@ impl std::error::Error for OpenError {}
 
 /// Counters a backend exposes; fields a backend does not track stay zero.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Receive buffers the backend owns in all (the provided-buffer ring's entries on io_uring).
     pub buffers_total: usize,
@@ -204,7 +212,7 @@ pub trait Wake: Send + Sync + 'static {
 pub trait Sink {
     /// A listener accepted a connection. The loop now owns `socket` (already non-blocking and
     /// close-on-exec where the platform has these) and decides which loop serves it.
-    fn accepted(&mut self, listener: ListenerId, socket: Socket, peer: Addr);
+    fn accepted(&mut self, listener: Id, socket: Socket, peer: Addr);
 
     /// Accepting on a listener failed with an error that is not about one connection: the
     /// process ran out of resources (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`, ...; the listener
@@ -213,20 +221,20 @@ pub trait Sink {
     /// retry; the loop logs it. Every backend follows the policy of `accept.rs`: a paused
     /// listener leaves its pending connections in the kernel's backlog and is tried again after
     /// 100 ms, or as soon as the backend reports a connection [`Sink::closed`].
-    fn accept_error(&mut self, listener: ListenerId, error: io::Error);
+    fn accept_error(&mut self, listener: Id, error: io::Error);
 
     /// Bytes arrived on a connection. `data` is borrowed from the backend (the per-loop read
     /// buffer, a provided buffer of the ring, a reader thread's buffer) and returns to it when
     /// this call ends: the loop copies only what it keeps. Never empty.
-    fn received(&mut self, conn: ConnId, data: &[u8]) -> Flow;
+    fn received(&mut self, conn: Id, data: &[u8]) -> Flow;
 
     /// The peer closed its sending side (a read returned 0). No more `received` for `conn`.
     /// Sending still works until the loop calls [`Backend::close`].
-    fn eof(&mut self, conn: ConnId);
+    fn eof(&mut self, conn: Id);
 
     /// Everything handed to the last [`Backend::send`] for `conn` reached the kernel; `n` is
     /// its total length.
-    fn sent(&mut self, conn: ConnId, n: usize);
+    fn sent(&mut self, conn: Id, n: usize);
 
     /// The buffers of a finished send, handed back after [`Sink::sent`] so the loop can reuse
     /// their memory (a backend may also just drop them: this is an optimisation, not a
@@ -237,12 +245,12 @@ pub trait Sink {
 
     /// An I/O error on `conn` (reset, broken pipe, ...). The backend stopped receiving and
     /// sending on it; the loop must call [`Backend::close`] next.
-    fn failed(&mut self, conn: ConnId, error: io::Error);
+    fn failed(&mut self, conn: Id, error: io::Error);
 
     /// The close the loop asked for is complete: every operation on `conn` is finished or
     /// cancelled and reaped, every buffer returned, and the backend forgot `conn`. The loop
     /// may now drop the socket (which closes the descriptor) and reuse the index.
-    fn closed(&mut self, conn: ConnId);
+    fn closed(&mut self, conn: Id);
 
     /// [`Wake::wake`] was called. Coalesced.
     fn woken(&mut self);
@@ -277,7 +285,7 @@ pub trait Sink {
 /// **Closing.** [`Backend::close`] stops receiving, cancels whatever is in flight (an
 /// in-flight send is abandoned), reaps every completion, returns every buffer and then reports
 /// [`Sink::closed`] — possibly during a later `poll`, never during `close` itself. After
-/// `closed` no event for that `ConnId` is reported again. The loop calls `close` exactly once
+/// `closed` no event for that `Id` is reported again. The loop calls `close` exactly once
 /// per connection, also after `eof` and `failed`. An orderly close (flush first, then close) is
 /// the loop's business: it waits for `sent` before it calls `close`, and shuts the write side
 /// down itself. A backend never sends a FIN of its own (never shuts the write side down in
@@ -321,11 +329,11 @@ pub trait Backend: Sized + 'static {
     ///
     /// # Errors
     /// Registration failures from the kernel.
-    fn add_listener(&mut self, id: ListenerId, listener: &Listener) -> io::Result<()>;
+    fn add_listener(&mut self, id: Id, listener: &Listener) -> io::Result<()>;
 
     /// Stops accepting on a listener. No `accepted` for `id` is reported after this returns;
     /// the loop may drop the listener right away.
-    fn remove_listener(&mut self, id: ListenerId);
+    fn remove_listener(&mut self, id: Id);
 
     /// Starts receiving on a connection (handed over non-blocking). A backend may change the
     /// socket's blocking mode (the thread-based stdnet backend makes it blocking); the loop
@@ -339,17 +347,17 @@ pub trait Backend: Sized + 'static {
     /// connection closes, or after 100 ms; for anything else it drops the socket. Once
     /// `add_conn` succeeded, a connection must need no further descriptor or other resource
     /// that could fail it later for a reason that is not its own.
-    fn add_conn(&mut self, id: ConnId, socket: &Socket) -> io::Result<()>;
+    fn add_conn(&mut self, id: Id, socket: &Socket) -> io::Result<()>;
 
     /// Sends `bufs` in order on `conn`; reports [`Sink::sent`] or [`Sink::failed`]. `bufs` is
     /// not empty and its total length is not zero.
-    fn send(&mut self, conn: ConnId, bufs: Vec<Bytes>);
+    fn send(&mut self, conn: Id, bufs: Vec<Bytes>);
 
     /// Resumes receiving after [`Flow::Pause`].
-    fn resume(&mut self, conn: ConnId);
+    fn resume(&mut self, conn: Id);
 
     /// Stops all I/O on `conn` and reports [`Sink::closed`] when nothing is left in flight.
-    fn close(&mut self, conn: ConnId);
+    fn close(&mut self, conn: Id);
 
     /// Counters for tests and operators (buffer ring occupancy, operations in flight). Cheap.
     fn stats(&self) -> Stats {

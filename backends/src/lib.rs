@@ -17,9 +17,7 @@ mod socket;
 pub use accept::is_resource_shortage;
 pub use affinity::pin_current_thread;
 
-pub use contract::{
-    Backend, BackendKind, Config, ConnId, Flow, ListenerId, OpenError, Sink, Stats, Wake,
-};
+pub use contract::{Backend, BackendKind, Config, Flow, Id, OpenError, Sink, Stats, Wake};
 pub use socket::{Addr, Listener, Socket};
 
 cfg_if::cfg_if! {

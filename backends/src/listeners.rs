@@ -14,11 +14,12 @@ use std::os::fd::{BorrowedFd, RawFd};
 use std::time::Instant;
 
 use crate::accept::{self, Pause, Verdict};
-use crate::contract::{ListenerId, Sink};
+use crate::contract::{Id, Sink};
 use crate::sys;
 
 #[derive(Debug)]
 struct Entry {
+    id: Id,
     /// Lent by the loop, open until `remove_listener` returns.
     fd: RawFd,
     pause: Pause,
@@ -26,7 +27,7 @@ struct Entry {
     stopped: bool,
 }
 
-/// Registered listeners by [`ListenerId`] (small and dense).
+/// Registered listeners by [`Id::index`].
 #[derive(Debug, Default)]
 pub(crate) struct Listeners {
     slots: Vec<Option<Entry>>,
@@ -35,19 +36,23 @@ pub(crate) struct Listeners {
 }
 
 impl Listeners {
-    pub(crate) fn contains(&self, id: ListenerId) -> bool {
-        self.slots.get(id.0).is_some_and(Option::is_some)
+    pub(crate) fn contains(&self, id: Id) -> bool {
+        self.slots
+            .get(id.index())
+            .is_some_and(|e| e.as_ref().is_some_and(|e| e.id == id))
     }
 
     pub(crate) fn is_empty(&self) -> bool {
         self.slots.iter().all(Option::is_none)
     }
 
-    pub(crate) fn insert(&mut self, id: ListenerId, fd: RawFd) {
-        if id.0 >= self.slots.len() {
-            self.slots.resize_with(id.0 + 1, || None);
+    pub(crate) fn insert(&mut self, id: Id, fd: RawFd) {
+        let index = id.index();
+        if index >= self.slots.len() {
+            self.slots.resize_with(index + 1, || None);
         }
-        self.slots[id.0] = Some(Entry {
+        self.slots[index] = Some(Entry {
+            id,
             fd,
             pause: Pause::default(),
             stopped: false,
@@ -55,20 +60,25 @@ impl Listeners {
     }
 
     /// Forgets a listener and returns its descriptor (still open: the loop owns it).
-    pub(crate) fn remove(&mut self, id: ListenerId) -> Option<RawFd> {
-        let entry = self.slots.get_mut(id.0)?.take()?;
+    pub(crate) fn remove(&mut self, id: Id) -> Option<RawFd> {
+        let slot = self.slots.get_mut(id.index())?;
+        if slot.as_ref()?.id != id {
+            return None;
+        }
+        let entry = slot.take()?;
         if entry.pause.resting() {
             self.resting -= 1;
         }
         Some(entry.fd)
     }
 
-    /// A readiness edge: accept everything pending, unless the listener is resting.
-    pub(crate) fn on_ready<S: Sink>(&mut self, id: ListenerId, sink: &mut S) {
-        let Some(entry) = self.slots.get_mut(id.0).and_then(Option::as_mut) else {
+    /// A readiness edge for the listener at `index`: accept everything pending, unless it is
+    /// resting.
+    pub(crate) fn on_ready<S: Sink>(&mut self, index: usize, sink: &mut S) {
+        let Some(entry) = self.slots.get_mut(index).and_then(Option::as_mut) else {
             return;
         };
-        if !entry.pause.resting() && !entry.stopped && accept_all(id, entry, sink) {
+        if !entry.pause.resting() && !entry.stopped && accept_all(entry, sink) {
             self.resting += 1;
         }
     }
@@ -102,11 +112,10 @@ impl Listeners {
             return;
         }
         let now = Instant::now();
-        for (index, slot) in self.slots.iter_mut().enumerate() {
-            let Some(entry) = slot.as_mut() else { continue };
+        for entry in self.slots.iter_mut().flatten() {
             if entry.pause.due(now) {
                 entry.pause.wake();
-                if !accept_all(ListenerId(index), entry, sink) {
+                if !accept_all(entry, sink) {
                     self.resting -= 1;
                 }
             }
@@ -115,7 +124,8 @@ impl Listeners {
 }
 
 /// Accepts until `EAGAIN`; returns `true` when the listener paused on a resource error.
-fn accept_all<S: Sink>(id: ListenerId, entry: &mut Entry, sink: &mut S) -> bool {
+fn accept_all<S: Sink>(entry: &mut Entry, sink: &mut S) -> bool {
+    let id = entry.id;
     // SAFETY: the loop lent this descriptor in `add_listener` and keeps it open until
     // `remove_listener` returns, which removes the entry before that.
     let fd = unsafe { BorrowedFd::borrow_raw(entry.fd) };
@@ -133,7 +143,7 @@ fn accept_all<S: Sink>(id: ListenerId, entry: &mut Entry, sink: &mut S) -> bool 
             Err(e) => match accept::classify(&e) {
                 Verdict::Retry if skipped < accept::MAX_SKIPPED => {
                     skipped += 1;
-                    log::debug!("accept on listener {}: {e} (skipped)", id.0);
+                    log::debug!("accept on listener {id}: {e} (skipped)");
                 }
                 Verdict::Retry | Verdict::Pause => {
                     if let Some(e) = entry.pause.rest(id, e) {
@@ -142,7 +152,7 @@ fn accept_all<S: Sink>(id: ListenerId, entry: &mut Entry, sink: &mut S) -> bool 
                     return true;
                 }
                 Verdict::Stop => {
-                    log::error!("accept on listener {}: {e}; it accepts no more", id.0);
+                    log::error!("accept on listener {id}: {e}; it accepts no more");
                     entry.stopped = true;
                     sink.accept_error(id, e);
                     return false;

@@ -6,7 +6,6 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
-use crate::contract::ListenerId;
 use crate::sys::{cvt, is_interrupted};
 
 /// Interest of a connection, set once at registration: both directions, edge-triggered, with
@@ -28,13 +27,14 @@ const MAX_EVENTS: usize = 16 * 1024;
 
 /// What an event is about, decoded from its `epoll_data`.
 ///
-/// Connections store their [`ConnId::index`](crate::ConnId::index) (below 2³²), listeners
+/// Connections store their [`Id::index`](crate::Id::index) (below 2³²), listeners
 /// their id with the top bit set, the waker `u64::MAX`: dispatch is a table index, never a
 /// lookup by descriptor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Token {
     Conn(usize),
-    Listener(ListenerId),
+    /// A listener, by its [`Id::index`](crate::Id::index).
+    Listener(usize),
     Waker,
 }
 
@@ -45,7 +45,7 @@ impl Token {
     pub(crate) fn encode(self) -> u64 {
         match self {
             Token::Conn(index) => index as u64,
-            Token::Listener(id) => LISTENER_BIT | id.0 as u64,
+            Token::Listener(index) => LISTENER_BIT | index as u64,
             Token::Waker => WAKER,
         }
     }
@@ -54,7 +54,7 @@ impl Token {
         if data == WAKER {
             Token::Waker
         } else if data & LISTENER_BIT != 0 {
-            Token::Listener(ListenerId((data & !LISTENER_BIT) as usize))
+            Token::Listener((data & !LISTENER_BIT) as usize)
         } else {
             Token::Conn(data as usize)
         }
@@ -214,7 +214,7 @@ mod tests {
         for t in [
             Token::Conn(0),
             Token::Conn(u32::MAX as usize),
-            Token::Listener(ListenerId(7)),
+            Token::Listener(7),
             Token::Waker,
         ] {
             assert_eq!(Token::decode(t.encode()), t);

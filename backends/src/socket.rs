@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 /// A connected stream socket, owned by the loop. Dropping it closes the descriptor.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Socket {
     /// A TCP connection.
     Tcp(TcpStream),
@@ -19,6 +20,7 @@ pub enum Socket {
 
 /// A listening stream socket, owned by the loop.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Listener {
     /// A TCP listener.
     Tcp(TcpListener),
@@ -30,6 +32,7 @@ pub enum Listener {
 /// A socket address: an IP address and port, or a Unix-domain path (`None` when unnamed, as
 /// the client side of a Unix connection usually is).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Addr {
     /// IPv4 or IPv6 address and port.
     Inet(SocketAddr),

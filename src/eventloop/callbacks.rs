@@ -5,7 +5,7 @@ use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bytes::{Buf, BytesMut};
-use gnet_backends::{ConnId, Flow};
+use gnet_backends::{Flow, Id};
 
 use super::Core;
 use crate::conn::Conn;
@@ -24,7 +24,7 @@ pub(crate) fn panic_message(p: &(dyn Any + Send)) -> String {
 
 impl<H: EventHandler> Core<H> {
     /// Applies what a connection callback returned.
-    fn after_callback(&mut self, id: ConnId, r: std::thread::Result<Action>) {
+    fn after_callback(&mut self, id: Id, r: std::thread::Result<Action>) {
         match r {
             Ok(Action::None) => {}
             Ok(Action::Close) => self.begin_close(id, CloseCause::Local),
@@ -47,8 +47,8 @@ impl<H: EventHandler> Core<H> {
     }
 
     /// `on_open` for a freshly registered connection.
-    pub(super) fn open(&mut self, id: ConnId) {
-        let Some(st) = self.conns.get_mut(id.index()) else {
+    pub(super) fn open(&mut self, id: Id) {
+        let Some(st) = self.conns.conn_mut(id) else {
             return;
         };
         let handler = &self.handler;
@@ -59,10 +59,10 @@ impl<H: EventHandler> Core<H> {
 
     /// `on_traffic` with `fresh` bytes from the backend (or none, for a wake). Returns whether
     /// the backend should keep receiving.
-    pub(super) fn traffic(&mut self, id: ConnId, fresh: Option<&[u8]>) -> Flow {
+    pub(super) fn traffic(&mut self, id: Id, fresh: Option<&[u8]>) -> Flow {
         let max_in = self.opts.max_inbound;
         let max_out = self.opts.max_outbound;
-        let Some(st) = self.conns.get_mut(id.index()).filter(|s| s.id == id) else {
+        let Some(st) = self.conns.conn_mut(id) else {
             return Flow::Continue;
         };
         let handler = &self.handler;
@@ -112,11 +112,10 @@ impl<H: EventHandler> Core<H> {
     }
 
     /// The backend released `id`: `on_close`, then the socket is dropped (closing the fd).
-    pub(super) fn finish_close(&mut self, id: ConnId) {
-        if !self.conns.get(id.index()).is_some_and(|s| s.id == id) {
+    pub(super) fn finish_close(&mut self, id: Id) {
+        let Some(mut st) = self.conns.remove_conn(id) else {
             return;
-        }
-        let mut st = self.conns.remove(id.index());
+        };
         self.shared
             .conns
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);

@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use gnet_backends::ConnId;
+use gnet_backends::Id;
 
 /// Which timeout a deadline came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,12 +23,12 @@ pub(super) enum Timeout {
 
 #[derive(Debug, Default)]
 pub(super) struct Deadlines {
-    queues: [VecDeque<(Instant, ConnId)>; 2],
+    queues: [VecDeque<(Instant, Id)>; 2],
 }
 
 impl Deadlines {
     /// Schedules `at` for `id`; `at` must be now + the timeout `which` stands for.
-    pub(super) fn push(&mut self, which: Timeout, at: Instant, id: ConnId) {
+    pub(super) fn push(&mut self, which: Timeout, at: Instant, id: Id) {
         let q = &mut self.queues[which as usize];
         debug_assert!(q.back().map_or(true, |(last, _)| *last <= at));
         q.push_back((at, id));
@@ -36,7 +36,7 @@ impl Deadlines {
 
     /// Drops the entries at the fronts for which `current` says they are no longer the
     /// connection's deadline, then returns the earliest deadline left.
-    pub(super) fn next(&mut self, current: impl Fn(ConnId, Instant) -> bool) -> Option<Instant> {
+    pub(super) fn next(&mut self, current: impl Fn(Id, Instant) -> bool) -> Option<Instant> {
         for q in &mut self.queues {
             while q.front().is_some_and(|&(at, id)| !current(id, at)) {
                 q.pop_front();
@@ -50,7 +50,7 @@ impl Deadlines {
     }
 
     /// Pops one entry due at `now`, if any: the connection and the deadline it was given.
-    pub(super) fn pop_due(&mut self, now: Instant) -> Option<(ConnId, Instant)> {
+    pub(super) fn pop_due(&mut self, now: Instant) -> Option<(Id, Instant)> {
         let q = self
             .queues
             .iter_mut()
@@ -77,22 +77,18 @@ mod tests {
         let ms = Duration::from_millis;
         let mut d = Deadlines::default();
         for i in 0..1000 {
-            d.push(
-                Timeout::Close,
-                t0 + ms(30_000 + i),
-                ConnId::new(i as usize, 1),
-            );
+            d.push(Timeout::Close, t0 + ms(30_000 + i), Id::new(i as usize, 1));
         }
-        d.push(Timeout::Shutdown, t0 + ms(500), ConnId::new(5000, 1));
+        d.push(Timeout::Shutdown, t0 + ms(500), Id::new(5000, 1));
         // Every close deadline but the last is stale (those connections are gone).
-        let last = ConnId::new(999, 1);
+        let last = Id::new(999, 1);
         let next = d.next(|id, _| id == last || id.index() == 5000);
         assert_eq!(next, Some(t0 + ms(500)));
         assert_eq!(d.len(), 2, "the stale fronts were dropped");
         assert_eq!(d.pop_due(t0 + ms(499)), None);
         assert_eq!(
             d.pop_due(t0 + ms(40_000)),
-            Some((ConnId::new(5000, 1), t0 + ms(500)))
+            Some((Id::new(5000, 1), t0 + ms(500)))
         );
         assert_eq!(d.pop_due(t0 + ms(40_000)), Some((last, t0 + ms(30_999))));
         assert_eq!(d.pop_due(t0 + ms(40_000)), None);

@@ -8,13 +8,13 @@
 mod callbacks;
 mod deadlines;
 mod sink;
+mod table;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gnet_backends::{Addr, Backend, ConnId, Listener, ListenerId, Socket};
-use slab::Slab;
+use gnet_backends::{Addr, Backend, Id, Listener, Socket};
 
 use crate::conn::{ConnState, Phase};
 use crate::engine::Engine;
@@ -24,6 +24,7 @@ use crate::handler::{Action, CloseCause, EventHandler};
 use crate::options::Options;
 use crate::outbound::BufPool;
 use deadlines::{Deadlines, Timeout};
+use table::Table;
 
 /// How long connections the backend could not register wait before they are offered again
 /// (unless a connection closes first).
@@ -45,9 +46,8 @@ pub(crate) struct Core<H: EventHandler> {
     engine: Engine,
     shared: Arc<LoopShared>,
     opts: Arc<Options>,
-    conns: Slab<ConnState<H::Context>>,
-    generation: u32,
-    listeners: Vec<(ListenerId, Listener)>,
+    /// Connections and listeners: one id space.
+    conns: Table<H::Context>,
     /// Accepted here (or handed over by another loop), to register after `poll`.
     incoming: Vec<(Socket, Addr)>,
     /// Accepted connections the backend could not take for lack of resources (descriptors,
@@ -59,9 +59,9 @@ pub(crate) struct Core<H: EventHandler> {
     /// When the current stretch of held connections began (reported once, at its start).
     held_since: Option<Instant>,
     /// Connections whose output, close or resume needs the backend after `poll`.
-    dirty: Vec<ConnId>,
+    dirty: Vec<Id>,
     /// Connections to resume receiving on.
-    resume: Vec<ConnId>,
+    resume: Vec<Id>,
     /// Deadlines of draining connections.
     deadlines: Deadlines,
     woken: bool,
@@ -79,12 +79,16 @@ impl<B: Backend, H: EventHandler> EventLoop<B, H> {
         handler: Arc<H>,
         engine: Engine,
         opts: Arc<Options>,
-        listeners: Vec<(ListenerId, Listener)>,
+        listeners: Vec<Listener>,
     ) -> Result<Self> {
         let shared = engine.inner.loops[index].clone();
         shared.set_waker(backend.waker());
-        for (id, l) in &listeners {
-            backend.add_listener(*id, l)?;
+        let mut conns = Table::new();
+        for l in listeners {
+            conns.insert_listener(l);
+        }
+        for (id, l) in conns.listeners() {
+            backend.add_listener(id, l)?;
         }
         let next_tick = (opts.ticker && index == 0).then(Instant::now);
         Ok(EventLoop {
@@ -95,9 +99,7 @@ impl<B: Backend, H: EventHandler> EventLoop<B, H> {
                 engine,
                 shared,
                 opts,
-                conns: Slab::new(),
-                generation: 0,
-                listeners,
+                conns,
                 incoming: Vec::new(),
                 held: Vec::new(),
                 held_retry: None,
@@ -125,7 +127,7 @@ impl<B: Backend, H: EventHandler> EventLoop<B, H> {
                 break Err(Error::Io(e));
             }
             self.core.apply(&mut self.backend);
-            if self.core.stopping && self.core.conns.is_empty() {
+            if self.core.stopping && self.core.conns.no_conns() {
                 break Ok(());
             }
         };
@@ -143,11 +145,9 @@ impl<H: EventHandler> Core<H> {
             return Some(Duration::ZERO);
         }
         let conns = &self.conns;
-        let drain = self.deadlines.next(|id, at| {
-            conns
-                .get(id.index())
-                .is_some_and(|s| s.id == id && s.deadline == Some(at))
-        });
+        let drain = self
+            .deadlines
+            .next(|id, at| conns.conn(id).is_some_and(|s| s.deadline == Some(at)));
         let at = [self.next_tick, drain, self.held_retry]
             .into_iter()
             .flatten()
@@ -156,17 +156,17 @@ impl<H: EventHandler> Core<H> {
     }
 
     /// The live state for `id`, or `None` for a stale id.
-    fn state(&mut self, id: ConnId) -> Option<&mut ConnState<H::Context>> {
-        self.conns.get_mut(id.index()).filter(|s| s.id == id)
+    fn state(&mut self, id: Id) -> Option<&mut ConnState<H::Context>> {
+        self.conns.conn_mut(id)
     }
 
-    fn mark(&mut self, id: ConnId) {
+    fn mark(&mut self, id: Id) {
         self.dirty.push(id);
     }
 
     /// Decides to close `id`: output already queued is still delivered (bounded by the close
     /// timeout) unless the cause is an error that makes that pointless.
-    fn begin_close(&mut self, id: ConnId, cause: CloseCause) {
+    fn begin_close(&mut self, id: Id, cause: CloseCause) {
         let Some(st) = self.state(id) else { return };
         if !st.is_open() {
             return;
@@ -184,7 +184,7 @@ impl<H: EventHandler> Core<H> {
 
     /// Gives a draining connection its deadline for `which` timeout, unless it already has an
     /// earlier one. A timeout too large to represent means no deadline.
-    fn set_deadline(&mut self, id: ConnId, which: Timeout) {
+    fn set_deadline(&mut self, id: Id, which: Timeout) {
         let timeout = match which {
             Timeout::Close => self.opts.close_timeout,
             Timeout::Shutdown => self.opts.shutdown_timeout,
@@ -202,7 +202,7 @@ impl<H: EventHandler> Core<H> {
 
     /// The connection failed (an I/O error, a panicking handler): drop its output and close
     /// it now, with a reset.
-    fn fail(&mut self, id: ConnId, cause: CloseCause) {
+    fn fail(&mut self, id: Id, cause: CloseCause) {
         let Some(st) = self.state(id) else { return };
         if matches!(st.phase, Phase::Closing { .. }) {
             return;
@@ -243,14 +243,15 @@ impl<H: EventHandler> Core<H> {
 
     fn begin_stop<B: Backend>(&mut self, backend: &mut B) {
         self.stopping = true;
-        for (id, _) in &self.listeners {
-            backend.remove_listener(*id);
+        for id in self.conns.listener_ids() {
+            // The backend first, then the listener may go.
+            backend.remove_listener(id);
+            self.conns.remove_listener(id);
         }
-        self.listeners.clear();
         self.incoming.clear();
         self.held.clear();
         self.held_retry = None;
-        let ids: Vec<ConnId> = self.conns.iter().map(|(_, s)| s.id).collect();
+        let ids = self.conns.conn_ids();
         for id in ids {
             if self.state(id).is_some_and(|s| s.is_open()) {
                 self.begin_close(id, CloseCause::Shutdown);
@@ -293,7 +294,7 @@ impl<H: EventHandler> Core<H> {
 
     fn async_write(
         &mut self,
-        id: ConnId,
+        id: Id,
         bufs: Vec<bytes::Bytes>,
         done: Option<crate::handle::WriteCallback>,
     ) {
@@ -343,9 +344,7 @@ impl<H: EventHandler> Core<H> {
                 continue;
             }
             self.configure(&socket);
-            let entry = self.conns.vacant_entry();
-            self.generation = self.generation.wrapping_add(1);
-            let id = ConnId::new(entry.key(), self.generation);
+            let id = self.conns.next_id();
             if let Err(e) = backend.add_conn(id, &socket) {
                 if gnet_backends::is_resource_shortage(&e) {
                     self.hold(socket, peer, &e);
@@ -366,7 +365,7 @@ impl<H: EventHandler> Core<H> {
                     );
                 }
             }
-            let st = entry.insert(ConnState::new(socket, id, peer));
+            let st = self.conns.insert_conn(ConnState::new(socket, id, peer));
             if let Some(default) = B::DIRECT_SEND {
                 st.direct_min = self
                     .opts
@@ -427,8 +426,9 @@ impl<H: EventHandler> Core<H> {
 
     #[cfg(not(unix))]
     fn configure(&self, socket: &Socket) {
-        let Socket::Tcp(s) = socket;
-        let _ = s.set_nodelay(self.opts.tcp_nodelay);
+        if let Socket::Tcp(s) = socket {
+            let _ = s.set_nodelay(self.opts.tcp_nodelay);
+        }
     }
 
     fn tick(&mut self) {
@@ -471,8 +471,8 @@ impl<H: EventHandler> Core<H> {
     }
 
     /// Hands queued output to the backend, and finishes a drain once nothing is left.
-    fn flush<B: Backend>(&mut self, backend: &mut B, id: ConnId) {
-        let Some(st) = self.conns.get_mut(id.index()).filter(|s| s.id == id) else {
+    fn flush<B: Backend>(&mut self, backend: &mut B, id: Id) {
+        let Some(st) = self.conns.conn_mut(id) else {
             return;
         };
         st.dirty = false;

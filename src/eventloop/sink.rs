@@ -2,7 +2,7 @@
 
 use std::io;
 
-use gnet_backends::{Addr, ConnId, Flow, ListenerId, Sink, Socket};
+use gnet_backends::{Addr, Flow, Id, Sink, Socket};
 
 use super::Core;
 use crate::handle::Task;
@@ -18,7 +18,7 @@ fn cause_of(e: io::Error) -> CloseCause {
 }
 
 impl<H: EventHandler> Sink for Core<H> {
-    fn accepted(&mut self, _listener: ListenerId, socket: Socket, peer: Addr) {
+    fn accepted(&mut self, _listener: Id, socket: Socket, peer: Addr) {
         if self.stopping {
             return;
         }
@@ -35,7 +35,7 @@ impl<H: EventHandler> Sink for Core<H> {
         self.incoming.push((socket, peer));
     }
 
-    fn accept_error(&mut self, listener: ListenerId, error: io::Error) {
+    fn accept_error(&mut self, listener: Id, error: io::Error) {
         log::warn!(
             "gnet: loop {} accept on listener {} failed: {error}",
             self.index,
@@ -43,21 +43,21 @@ impl<H: EventHandler> Sink for Core<H> {
         );
     }
 
-    fn received(&mut self, conn: ConnId, data: &[u8]) -> Flow {
+    fn received(&mut self, conn: Id, data: &[u8]) -> Flow {
         match self.state(conn) {
             Some(st) if st.is_open() => self.traffic(conn, Some(data)),
             _ => Flow::Continue,
         }
     }
 
-    fn eof(&mut self, conn: ConnId) {
+    fn eof(&mut self, conn: Id) {
         if let Some(st) = self.state(conn) {
             st.eof = true;
         }
         self.begin_close(conn, CloseCause::PeerClosed);
     }
 
-    fn sent(&mut self, conn: ConnId, n: usize) {
+    fn sent(&mut self, conn: Id, n: usize) {
         let max_out = self.opts.max_outbound;
         let Some(st) = self.state(conn) else { return };
         st.sending = 0;
@@ -85,11 +85,11 @@ impl<H: EventHandler> Sink for Core<H> {
         self.pool.put(bufs);
     }
 
-    fn failed(&mut self, conn: ConnId, error: io::Error) {
+    fn failed(&mut self, conn: Id, error: io::Error) {
         self.fail(conn, cause_of(error));
     }
 
-    fn closed(&mut self, conn: ConnId) {
+    fn closed(&mut self, conn: Id) {
         self.finish_close(conn);
     }
 

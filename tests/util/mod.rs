@@ -189,6 +189,7 @@ impl Client {
             ListenAddr::Unix(p) => Client::Unix(
                 UnixStream::connect(p).unwrap_or_else(|e| panic!("connect {}: {e}", p.display())),
             ),
+            other => panic!("no stream client for {other}"),
         };
         c.set_timeouts(Some(IO_TIMEOUT));
         c

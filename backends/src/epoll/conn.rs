@@ -16,19 +16,19 @@ use std::os::fd::{BorrowedFd, RawFd};
 
 use bytes::Bytes;
 
-use crate::contract::{ConnId, Flow, Sink};
+use crate::contract::{Flow, Id, Sink};
 use crate::sys::{self, SendQueue};
 
 /// An event produced outside `poll` (or kept for later), reported by the next `poll`.
 #[derive(Debug)]
 pub(super) enum Report {
-    Sent(ConnId, usize, Vec<Bytes>),
-    Failed(ConnId, io::Error),
-    Closed(ConnId),
+    Sent(Id, usize, Vec<Bytes>),
+    Failed(Id, io::Error),
+    Closed(Id),
 }
 
 impl Report {
-    pub(super) fn conn(&self) -> ConnId {
+    pub(super) fn conn(&self) -> Id {
         match self {
             Report::Sent(id, ..) | Report::Failed(id, _) | Report::Closed(id) => *id,
         }
@@ -58,7 +58,7 @@ pub(super) enum ReadEnd {
 /// A registered connection. `fd` is lent by the loop, which keeps it open until `closed`.
 #[derive(Debug)]
 pub(super) struct Conn {
-    pub(super) id: ConnId,
+    pub(super) id: Id,
     fd: RawFd,
     pub(super) readable: bool,
     closing: bool,
@@ -70,7 +70,7 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    pub(super) fn new(id: ConnId, fd: RawFd) -> Self {
+    pub(super) fn new(id: Id, fd: RawFd) -> Self {
         Conn {
             id,
             fd,
@@ -197,7 +197,7 @@ impl Conn {
     }
 }
 
-/// Connections by [`ConnId::index`], which the loop keeps unique among live connections.
+/// Connections by [`Id::index`], which the loop keeps unique among live connections.
 #[derive(Debug, Default)]
 pub(super) struct Conns {
     slots: Vec<Option<Conn>>,
@@ -224,7 +224,7 @@ impl Conns {
         self.live += 1;
     }
 
-    pub(super) fn remove(&mut self, id: ConnId) -> Option<Conn> {
+    pub(super) fn remove(&mut self, id: Id) -> Option<Conn> {
         let slot = self.slots.get_mut(id.index())?;
         if slot.as_ref()?.id != id {
             return None;
@@ -234,11 +234,11 @@ impl Conns {
     }
 
     /// The live connection `id` (index and generation must both match).
-    pub(super) fn get_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+    pub(super) fn get_mut(&mut self, id: Id) -> Option<&mut Conn> {
         self.by_index(id.index()).filter(|c| c.id == id)
     }
 
-    pub(super) fn contains(&self, id: ConnId) -> bool {
+    pub(super) fn contains(&self, id: Id) -> bool {
         self.slots
             .get(id.index())
             .and_then(Option::as_ref)

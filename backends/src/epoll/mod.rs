@@ -40,9 +40,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::contract::{
-    Backend, BackendKind, Config, ConnId, ListenerId, OpenError, Sink, Stats, Wake,
-};
+use crate::contract::{Backend, BackendKind, Config, Id, OpenError, Sink, Stats, Wake};
 use crate::socket::{Listener, Socket};
 
 use crate::listeners::Listeners;
@@ -57,7 +55,7 @@ pub struct Epoll {
     conns: Conns,
     listeners: Listeners,
     /// Connections with bytes to read, in the order they get their next pass.
-    ready: VecDeque<ConnId>,
+    ready: VecDeque<Id>,
     /// Reports produced outside `poll`, delivered by the next one.
     deferred: VecDeque<Report>,
     /// `closed` reports queued and not yet delivered (for [`Stats::conns`]).
@@ -114,7 +112,7 @@ impl Epoll {
                 self.waker.reset()?;
                 sink.woken();
             }
-            Token::Listener(id) => self.listeners.on_ready(id, sink),
+            Token::Listener(index) => self.listeners.on_ready(index, sink),
             Token::Conn(index) => {
                 let Some(conn) = self.conns.by_index(index) else {
                     return Ok(());
@@ -204,7 +202,7 @@ impl Backend for Epoll {
         self.waker.clone()
     }
 
-    fn add_listener(&mut self, id: ListenerId, listener: &Listener) -> io::Result<()> {
+    fn add_listener(&mut self, id: Id, listener: &Listener) -> io::Result<()> {
         if self.listeners.contains(id) {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
@@ -212,12 +210,12 @@ impl Backend for Epoll {
             ));
         }
         self.poller
-            .add(listener.as_fd(), READ_INTEREST, Token::Listener(id))?;
+            .add(listener.as_fd(), READ_INTEREST, Token::Listener(id.index()))?;
         self.listeners.insert(id, listener.as_raw_fd());
         Ok(())
     }
 
-    fn remove_listener(&mut self, id: ListenerId) {
+    fn remove_listener(&mut self, id: Id) {
         let Some(fd) = self.listeners.remove(id) else {
             log::warn!("epoll: remove_listener({}) for an unknown listener", id.0);
             return;
@@ -229,7 +227,7 @@ impl Backend for Epoll {
         }
     }
 
-    fn add_conn(&mut self, id: ConnId, socket: &Socket) -> io::Result<()> {
+    fn add_conn(&mut self, id: Id, socket: &Socket) -> io::Result<()> {
         if !self.conns.is_free(id.index()) {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
@@ -244,7 +242,7 @@ impl Backend for Epoll {
         Ok(())
     }
 
-    fn send(&mut self, conn: ConnId, bufs: Vec<Bytes>) {
+    fn send(&mut self, conn: Id, bufs: Vec<Bytes>) {
         let Some(c) = self.conns.get_mut(conn) else {
             log::warn!("epoll: send on unknown connection {conn:?}");
             return;
@@ -254,7 +252,7 @@ impl Backend for Epoll {
         }
     }
 
-    fn resume(&mut self, conn: ConnId) {
+    fn resume(&mut self, conn: Id) {
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
@@ -264,7 +262,7 @@ impl Backend for Epoll {
         }
     }
 
-    fn close(&mut self, conn: ConnId) {
+    fn close(&mut self, conn: Id) {
         let Some(c) = self.conns.remove(conn) else {
             log::warn!("epoll: close of unknown connection {conn:?}");
             return;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use super::queue::{Msg, Shared};
 use super::STACK_SIZE;
 use crate::accept::{self, Pause, Verdict};
-use crate::contract::ListenerId;
+use crate::contract::Id;
 use crate::socket::Listener;
 
 /// Shortest pause between two empty accept attempts.
@@ -47,7 +47,7 @@ pub(super) struct AcceptThread {
 impl AcceptThread {
     /// Starts accepting on a clone of `listener`.
     pub(super) fn spawn(
-        id: ListenerId,
+        id: Id,
         token: u64,
         listener: &Listener,
         shared: &Arc<Shared>,
@@ -114,7 +114,7 @@ fn set_nonblocking(l: &Listener) -> io::Result<()> {
 }
 
 fn run(
-    id: ListenerId,
+    id: Id,
     token: u64,
     listener: Listener,
     stop: &AtomicBool,
@@ -187,7 +187,7 @@ fn run(
 }
 
 /// Pauses the thread's listener; the first error of an episode goes to the loop.
-fn report(id: ListenerId, token: u64, pause: &mut Pause, error: io::Error, shared: &Shared) {
+fn report(id: Id, token: u64, pause: &mut Pause, error: io::Error, shared: &Shared) {
     if let Some(error) = pause.rest(id, error) {
         shared.push(Msg::AcceptError {
             listener: id,

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use super::borrowed::Borrowed;
 use super::queue::{lock, Msg, Shared};
 use super::STACK_SIZE;
-use crate::contract::ConnId;
+use crate::contract::Id;
 use crate::socket::Socket;
 
 /// Receive chunks a reader may have queued for the loop and not yet seen delivered: the bound
@@ -110,7 +110,7 @@ pub(super) fn prepare(socket: &Socket) -> io::Result<()> {
 
 /// Starts the reader thread of `conn` on the connection's socket.
 pub(super) fn spawn_reader(
-    conn: ConnId,
+    conn: Id,
     socket: Arc<Borrowed>,
     state: Arc<ConnShared>,
     shared: Arc<Shared>,
@@ -129,7 +129,7 @@ pub(super) fn spawn_reader(
 
 /// Starts the writer thread of `conn` on the connection's socket.
 pub(super) fn spawn_writer(
-    conn: ConnId,
+    conn: Id,
     socket: Arc<Borrowed>,
     state: Arc<ConnShared>,
     shared: Arc<Shared>,
@@ -147,13 +147,7 @@ pub(super) fn spawn_writer(
 
 /// Runs a thread's body; a panic in it fails the connection instead of leaving it without
 /// its thread (and so never closed: `Exited` is still sent by the caller).
-fn contain_panic(
-    conn: ConnId,
-    which: &str,
-    body: impl FnOnce(),
-    state: &ConnShared,
-    shared: &Shared,
-) {
+fn contain_panic(conn: Id, which: &str, body: impl FnOnce(), state: &ConnShared, shared: &Shared) {
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() && !state.closing() {
         let error = io::Error::other(format!("stdnet: the {which} thread panicked"));
         shared.push(Msg::Failed { conn, error });
@@ -168,7 +162,7 @@ fn contain_panic(
 /// ([`PROBE`] bytes) and queues an exact-size copy; once a read fills its buffer (more is
 /// probably waiting) the reader switches to full-size (`read_buffer_size`) buffers, recycled
 /// through [`State::spare`], and back to the stack buffer after the first short read.
-fn reader(conn: ConnId, socket: &Socket, state: &ConnShared, shared: &Shared, size: usize) {
+fn reader(conn: Id, socket: &Socket, state: &ConnShared, shared: &Shared, size: usize) {
     let mut probe = [0u8; PROBE];
     let probe = &mut probe[..size.min(PROBE)];
     let mut hot = false;
@@ -225,7 +219,7 @@ fn reader(conn: ConnId, socket: &Socket, state: &ConnShared, shared: &Shared, si
 
 /// The writer: writes each batch the loop hands over, whole and in order, then reports `sent`
 /// (after dropping the batch); exits at `close` or after an error.
-fn writer(conn: ConnId, socket: &Socket, state: &ConnShared, shared: &Shared) {
+fn writer(conn: Id, socket: &Socket, state: &ConnShared, shared: &Shared) {
     loop {
         let bufs = {
             let mut st = state.lock();

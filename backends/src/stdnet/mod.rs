@@ -60,9 +60,7 @@ use self::accept::AcceptThread;
 use self::borrowed::Borrowed;
 use self::conn::{ConnShared, MAX_IN_FLIGHT};
 use self::queue::{Msg, Shared, Waker};
-use crate::contract::{
-    Backend, BackendKind, Config, ConnId, Flow, ListenerId, OpenError, Sink, Stats, Wake,
-};
+use crate::contract::{Backend, BackendKind, Config, Flow, Id, OpenError, Sink, Stats, Wake};
 use crate::socket::{Listener, Socket};
 
 /// Stack size of every helper thread: they only run small loops around blocking calls (plus the
@@ -73,9 +71,9 @@ const STACK_SIZE: usize = 128 * 1024;
 pub struct StdNet {
     shared: Arc<Shared>,
     read_buffer_size: usize,
-    listeners: HashMap<ListenerId, AcceptThread>,
+    listeners: HashMap<Id, AcceptThread>,
     next_token: u64,
-    conns: HashMap<ConnId, Conn>,
+    conns: HashMap<Id, Conn>,
     /// Events produced outside `poll` (a `closed` due at once, a writer that could not start).
     pending: VecDeque<Msg>,
     /// The batch being reported (kept to reuse its allocation).
@@ -193,7 +191,7 @@ impl StdNet {
 impl StdNet {
     /// Reports `closed`: the loop drops its socket in the call, and the threads have dropped
     /// theirs, so descriptors are free and a listener resting at the limit may try again.
-    fn report_closed<S: Sink>(&mut self, conn: ConnId, sink: &mut S) {
+    fn report_closed<S: Sink>(&mut self, conn: Id, sink: &mut S) {
         sink.closed(conn);
         for l in self.listeners.values() {
             l.hurry();
@@ -226,7 +224,7 @@ impl Backend for StdNet {
         Arc::new(Waker(self.shared.clone()))
     }
 
-    fn add_listener(&mut self, id: ListenerId, listener: &Listener) -> io::Result<()> {
+    fn add_listener(&mut self, id: Id, listener: &Listener) -> io::Result<()> {
         if self.listeners.contains_key(&id) {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
@@ -239,7 +237,7 @@ impl Backend for StdNet {
         Ok(())
     }
 
-    fn remove_listener(&mut self, id: ListenerId) {
+    fn remove_listener(&mut self, id: Id) {
         if let Some(mut thread) = self.listeners.remove(&id) {
             thread.stop();
             // Close what it accepted and the loop has not seen yet.
@@ -250,7 +248,7 @@ impl Backend for StdNet {
         }
     }
 
-    fn add_conn(&mut self, id: ConnId, socket: &Socket) -> io::Result<()> {
+    fn add_conn(&mut self, id: Id, socket: &Socket) -> io::Result<()> {
         if self.conns.contains_key(&id) {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
@@ -286,7 +284,7 @@ impl Backend for StdNet {
         Ok(())
     }
 
-    fn send(&mut self, conn: ConnId, bufs: Vec<Bytes>) {
+    fn send(&mut self, conn: Id, bufs: Vec<Bytes>) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -319,7 +317,7 @@ impl Backend for StdNet {
         }
     }
 
-    fn resume(&mut self, conn: ConnId) {
+    fn resume(&mut self, conn: Id) {
         if let Some(c) = self.conns.get(&conn) {
             let mut st = c.state.lock();
             if st.paused {
@@ -330,7 +328,7 @@ impl Backend for StdNet {
         }
     }
 
-    fn close(&mut self, conn: ConnId) {
+    fn close(&mut self, conn: Id) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };

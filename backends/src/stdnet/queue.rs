@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::contract::{ConnId, ListenerId, Wake};
+use crate::contract::{Id, Wake};
 use crate::socket::{Addr, Socket};
 
 /// Locks a mutex, ignoring poisoning: every critical section in stdnet leaves its data
@@ -20,34 +20,30 @@ pub(super) enum Msg {
     /// An accept thread accepted a connection. `token` identifies the registration of the
     /// listener so that a removed (or re-added) listener's leftovers are recognised.
     Accepted {
-        listener: ListenerId,
+        listener: Id,
         token: u64,
         socket: Socket,
         peer: Addr,
     },
     /// An accept thread hit a persistent accept error.
     AcceptError {
-        listener: ListenerId,
+        listener: Id,
         token: u64,
         error: io::Error,
     },
     /// A reader thread read `len` bytes into `buf` (the reader's buffer; `buf[..len]`).
-    Data {
-        conn: ConnId,
-        buf: Vec<u8>,
-        len: usize,
-    },
+    Data { conn: Id, buf: Vec<u8>, len: usize },
     /// A reader thread read end-of-stream.
-    Eof(ConnId),
+    Eof(Id),
     /// A writer thread wrote a whole batch of `n` bytes.
-    Sent { conn: ConnId, n: usize },
+    Sent { conn: Id, n: usize },
     /// A reader or writer thread hit an I/O error (or a thread could not be started).
-    Failed { conn: ConnId, error: io::Error },
+    Failed { conn: Id, error: io::Error },
     /// A reader or writer thread of `conn` exited and released its socket handle. The last
     /// message a thread ever sends.
-    Exited(ConnId),
+    Exited(Id),
     /// Local only (never crosses threads): `close` found no thread left, so `closed` is due.
-    Closed(ConnId),
+    Closed(Id),
 }
 
 /// State shared between a loop and its helper threads and wakers.

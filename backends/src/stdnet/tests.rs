@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::StdNet;
-use crate::contract::{Backend, Config, ConnId, Flow, ListenerId, Sink};
+use crate::contract::{Backend, Config, Flow, Id, Sink};
 use crate::socket::{Addr, Listener, Socket};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,36 +23,36 @@ enum Ev {
 
 #[derive(Default)]
 struct Rec {
-    accepted: Vec<(ListenerId, Socket, Addr)>,
+    accepted: Vec<(Id, Socket, Addr)>,
     accept_errors: usize,
-    data: HashMap<ConnId, Vec<u8>>,
+    data: HashMap<Id, Vec<u8>>,
     chunks: usize,
     max_chunk: usize,
-    events: Vec<(ConnId, Ev)>,
+    events: Vec<(Id, Ev)>,
     woken: usize,
     pause: bool,
 }
 
 impl Rec {
-    fn count(&self, conn: ConnId, ev: Ev) -> usize {
+    fn count(&self, conn: Id, ev: Ev) -> usize {
         self.events.iter().filter(|e| **e == (conn, ev)).count()
     }
-    fn has(&self, conn: ConnId, ev: Ev) -> bool {
+    fn has(&self, conn: Id, ev: Ev) -> bool {
         self.count(conn, ev) > 0
     }
-    fn bytes(&self, conn: ConnId) -> usize {
+    fn bytes(&self, conn: Id) -> usize {
         self.data.get(&conn).map_or(0, Vec::len)
     }
 }
 
 impl Sink for Rec {
-    fn accepted(&mut self, listener: ListenerId, socket: Socket, peer: Addr) {
+    fn accepted(&mut self, listener: Id, socket: Socket, peer: Addr) {
         self.accepted.push((listener, socket, peer));
     }
-    fn accept_error(&mut self, _: ListenerId, _: io::Error) {
+    fn accept_error(&mut self, _: Id, _: io::Error) {
         self.accept_errors += 1;
     }
-    fn received(&mut self, conn: ConnId, data: &[u8]) -> Flow {
+    fn received(&mut self, conn: Id, data: &[u8]) -> Flow {
         assert!(!data.is_empty());
         self.max_chunk = self.max_chunk.max(data.len());
         self.data.entry(conn).or_default().extend_from_slice(data);
@@ -64,16 +64,16 @@ impl Sink for Rec {
             Flow::Continue
         }
     }
-    fn eof(&mut self, conn: ConnId) {
+    fn eof(&mut self, conn: Id) {
         self.events.push((conn, Ev::Eof));
     }
-    fn sent(&mut self, conn: ConnId, n: usize) {
+    fn sent(&mut self, conn: Id, n: usize) {
         self.events.push((conn, Ev::Sent(n)));
     }
-    fn failed(&mut self, conn: ConnId, _: io::Error) {
+    fn failed(&mut self, conn: Id, _: io::Error) {
         self.events.push((conn, Ev::Failed));
     }
-    fn closed(&mut self, conn: ConnId) {
+    fn closed(&mut self, conn: Id) {
         self.events.push((conn, Ev::Closed));
     }
     fn woken(&mut self) {
@@ -81,8 +81,8 @@ impl Sink for Rec {
     }
 }
 
-const C: ConnId = ConnId(1 << 32 | 7);
-const L: ListenerId = ListenerId(3);
+const C: Id = Id(1 << 32 | 7);
+const L: Id = Id(3);
 
 fn open() -> StdNet {
     StdNet::open(&Config::default()).unwrap()
@@ -123,7 +123,7 @@ fn tcp_conn(b: &mut StdNet, rec: &mut Rec) -> (TcpStream, Listener) {
     (client, l)
 }
 
-fn close_and_wait(b: &mut StdNet, rec: &mut Rec, conn: ConnId) {
+fn close_and_wait(b: &mut StdNet, rec: &mut Rec, conn: Id) {
     b.close(conn);
     assert!(!rec.has(conn, Ev::Closed), "closed reported during close");
     poll_until(b, rec, |r| r.has(conn, Ev::Closed));
@@ -183,7 +183,7 @@ fn unix_echo_round_trip() {
     // A second connection closed while its reader is blocked in a read.
     let _client2 = UnixStream::connect(&path).unwrap();
     poll_until(&mut b, &mut rec, |r| r.accepted.len() == 2);
-    let c2 = ConnId::new(8, 1);
+    let c2 = Id::new(8, 1);
     b.add_conn(c2, &rec.accepted[1].1).unwrap();
     thread::sleep(Duration::from_millis(20));
     let start = Instant::now();

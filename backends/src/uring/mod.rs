@@ -90,9 +90,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use io_uring::{cqueue, IoUring};
 
-use crate::contract::{
-    Backend, BackendKind, Config, ConnId, ListenerId, OpenError, Sink, Stats, Wake,
-};
+use crate::contract::{Backend, BackendKind, Config, Id, OpenError, Sink, Stats, Wake};
 use crate::listeners::Listeners;
 use crate::poller::{Poller, Token, READ_INTEREST};
 use crate::socket::{Listener, Socket};
@@ -121,7 +119,7 @@ pub struct Uring {
     /// The ring's multishot poll on `accept_poller` is armed.
     accept_armed: bool,
     /// Connections whose receive ended on an empty buffer ring.
-    starved: VecDeque<ConnId>,
+    starved: VecDeque<Id>,
     /// Events produced outside `poll`, reported by the next one.
     pending: VecDeque<Pending>,
     /// Completions reaped outside `poll` (to make room while submitting).
@@ -161,9 +159,9 @@ pub struct Uring {
 /// The most finished send operations kept for reuse.
 const SPARE_SENDS: usize = 1024;
 
-/// Per-connection state, indexed by [`ConnId::index`].
+/// Per-connection state, indexed by [`Id::index`].
 struct Conn {
-    id: ConnId,
+    id: Id,
     /// Borrowed from the loop's `Socket` until `closed`.
     fd: RawFd,
     /// Operations (receive, send, cancellations) submitted and not completed.
@@ -182,8 +180,8 @@ struct Conn {
 }
 
 enum Pending {
-    Closed(ConnId),
-    Sent(ConnId, usize),
+    Closed(Id),
+    Sent(Id, usize),
 }
 
 impl Uring {
@@ -229,7 +227,7 @@ impl Uring {
         }
     }
 
-    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+    fn conn_mut(&mut self, id: Id) -> Option<&mut Conn> {
         self.conns
             .get_mut(id.index())
             .and_then(Option::as_mut)
@@ -238,7 +236,7 @@ impl Uring {
 
     /// Reports `closed`: the loop drops the socket in the call, so a descriptor is free and a
     /// listener paused at the descriptor limit can try again at once.
-    fn report_closed<S: Sink>(&mut self, id: ConnId, sink: &mut S) {
+    fn report_closed<S: Sink>(&mut self, id: Id, sink: &mut S) {
         sink.closed(id);
         self.listeners.connection_closed();
     }
@@ -316,7 +314,7 @@ impl Backend for Uring {
         self.waker.clone()
     }
 
-    fn add_listener(&mut self, id: ListenerId, listener: &Listener) -> io::Result<()> {
+    fn add_listener(&mut self, id: Id, listener: &Listener) -> io::Result<()> {
         if self.listeners.contains(id) {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
@@ -326,7 +324,7 @@ impl Backend for Uring {
         // Readiness that already holds (connections queued before this call) makes the epoll
         // instance readable at once: `EPOLL_CTL_ADD` checks it.
         self.accept_poller
-            .add(listener.as_fd(), READ_INTEREST, Token::Listener(id))?;
+            .add(listener.as_fd(), READ_INTEREST, Token::Listener(id.index()))?;
         self.listeners.insert(id, listener.as_raw_fd());
         if !self.accept_armed {
             self.arm_accept();
@@ -334,7 +332,7 @@ impl Backend for Uring {
         Ok(())
     }
 
-    fn remove_listener(&mut self, id: ListenerId) {
+    fn remove_listener(&mut self, id: Id) {
         let Some(fd) = self.listeners.remove(id) else {
             log::warn!(
                 "io_uring: remove_listener({}) for an unknown listener",
@@ -351,7 +349,7 @@ impl Backend for Uring {
         }
     }
 
-    fn add_conn(&mut self, id: ConnId, socket: &Socket) -> io::Result<()> {
+    fn add_conn(&mut self, id: Id, socket: &Socket) -> io::Result<()> {
         let index = id.index();
         if index > MAX_INDEX {
             return Err(io::Error::new(
@@ -386,7 +384,7 @@ impl Backend for Uring {
         Ok(())
     }
 
-    fn send(&mut self, conn: ConnId, bufs: Vec<Bytes>) {
+    fn send(&mut self, conn: Id, bufs: Vec<Bytes>) {
         let mut op = self.spare_sends.pop().unwrap_or_else(SendOp::empty);
         op.load(bufs);
         let Some(c) = self.conn_mut(conn) else {
@@ -409,14 +407,14 @@ impl Backend for Uring {
         self.submit_send(conn.index());
     }
 
-    fn resume(&mut self, conn: ConnId) {
+    fn resume(&mut self, conn: Id) {
         if let Some(c) = self.conn_mut(conn) {
             c.paused = false;
             self.maybe_arm(conn.index());
         }
     }
 
-    fn close(&mut self, conn: ConnId) {
+    fn close(&mut self, conn: Id) {
         let Some(c) = self.conn_mut(conn) else {
             log::debug!("io_uring: close of unknown connection {conn:?}");
             return;

@@ -9,7 +9,7 @@
 //! +--------+-----------------------------+-----------------------------+
 //! ```
 //!
-//! For connection operations `index`/`generation` are the [`ConnId`]'s, so a completion that
+//! For connection operations `index`/`generation` are the [`Id`]'s, so a completion that
 //! arrives for an old connection whose index was reused is recognised (generation mismatch)
 //! and dropped after its buffer is returned. The other kinds (the listeners' poll, the
 //! waker, global cancellations) carry zeros.
@@ -18,7 +18,7 @@ use std::io;
 
 use bytes::Bytes;
 
-use crate::contract::ConnId;
+use crate::contract::Id;
 
 /// The largest connection or listener index that fits the encoding.
 pub(super) const MAX_INDEX: usize = (1 << 28) - 1;
@@ -64,7 +64,7 @@ pub(super) struct Tag {
 }
 
 impl Tag {
-    pub fn conn(kind: Kind, id: ConnId) -> Tag {
+    pub fn conn(kind: Kind, id: Id) -> Tag {
         Tag {
             kind,
             index: id.index(),
@@ -95,8 +95,8 @@ impl Tag {
         })
     }
 
-    pub fn conn_id(self) -> ConnId {
-        ConnId::new(self.index, self.generation)
+    pub fn conn_id(self) -> Id {
+        Id::new(self.index, self.generation)
     }
 }
 
@@ -218,7 +218,7 @@ mod tests {
 
     #[test]
     fn uring_user_data_round_trip() {
-        let id = ConnId::new(MAX_INDEX, u32::MAX);
+        let id = Id::new(MAX_INDEX, u32::MAX);
         for kind in [Kind::Recv, Kind::Send, Kind::ConnCancel] {
             let t = Tag::conn(kind, id);
             let back = Tag::decode(t.encode()).unwrap();

@@ -12,7 +12,7 @@ use io_uring::{opcode, squeue};
 use super::bufring;
 use super::ops::{Kind, Tag};
 use super::Uring;
-use crate::contract::{ConnId, Flow, ListenerId, Sink};
+use crate::contract::{Flow, Id, Sink};
 use crate::socket::{Addr, Socket};
 
 /// `IORING_ENTER_GETEVENTS`: run the ring's deferred work and wait for `min_complete`.
@@ -170,15 +170,15 @@ impl Uring {
 struct DropSink;
 
 impl Sink for DropSink {
-    fn accepted(&mut self, _: ListenerId, _: Socket, _: Addr) {}
-    fn accept_error(&mut self, _: ListenerId, _: io::Error) {}
-    fn received(&mut self, _: ConnId, _: &[u8]) -> Flow {
+    fn accepted(&mut self, _: Id, _: Socket, _: Addr) {}
+    fn accept_error(&mut self, _: Id, _: io::Error) {}
+    fn received(&mut self, _: Id, _: &[u8]) -> Flow {
         Flow::Continue
     }
-    fn eof(&mut self, _: ConnId) {}
-    fn sent(&mut self, _: ConnId, _: usize) {}
-    fn failed(&mut self, _: ConnId, _: io::Error) {}
-    fn closed(&mut self, _: ConnId) {}
+    fn eof(&mut self, _: Id) {}
+    fn sent(&mut self, _: Id, _: usize) {}
+    fn failed(&mut self, _: Id, _: io::Error) {}
+    fn closed(&mut self, _: Id) {}
     fn woken(&mut self) {}
 }
 

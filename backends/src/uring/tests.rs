@@ -8,25 +8,25 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::Uring;
-use crate::contract::{Backend, Config, ConnId, Flow, ListenerId, OpenError, Sink};
+use crate::contract::{Backend, Config, Flow, Id, OpenError, Sink};
 use crate::socket::{Addr, Listener, Socket};
 
 /// What the backend reported, in order (fields read through `Debug` in failure messages).
 #[derive(Debug)]
 #[allow(dead_code)]
 pub(super) enum Ev {
-    Data(ConnId, usize),
-    Eof(ConnId),
-    Sent(ConnId, usize),
-    Failed(ConnId, io::ErrorKind),
-    Closed(ConnId),
+    Data(Id, usize),
+    Eof(Id),
+    Sent(Id, usize),
+    Failed(Id, io::ErrorKind),
+    Closed(Id),
 }
 
 #[derive(Default)]
 pub(super) struct Rec {
-    pub accepted: Vec<(ListenerId, Socket, Addr)>,
+    pub accepted: Vec<(Id, Socket, Addr)>,
     pub accept_errors: usize,
-    pub data: HashMap<ConnId, Vec<u8>>,
+    pub data: HashMap<Id, Vec<u8>>,
     pub events: Vec<Ev>,
     pub woken: usize,
     /// Answer `Flow::Pause` to every `received`.
@@ -39,13 +39,13 @@ impl Rec {
     pub fn count(&self, f: impl Fn(&Ev) -> bool) -> usize {
         self.events.iter().filter(|e| f(e)).count()
     }
-    pub fn is_closed(&self, id: ConnId) -> bool {
+    pub fn is_closed(&self, id: Id) -> bool {
         self.count(|e| matches!(e, Ev::Closed(c) if *c == id)) > 0
     }
     pub fn failures(&self) -> usize {
         self.count(|e| matches!(e, Ev::Failed(..)))
     }
-    pub fn len(&self, id: ConnId) -> usize {
+    pub fn len(&self, id: Id) -> usize {
         self.data.get(&id).map_or(0, Vec::len)
     }
 }
@@ -54,14 +54,14 @@ impl Sink for Rec {
     fn reclaim(&mut self, bufs: Vec<Bytes>) {
         self.reclaimed += bufs.iter().map(Bytes::len).sum::<usize>();
     }
-    fn accepted(&mut self, l: ListenerId, s: Socket, peer: Addr) {
+    fn accepted(&mut self, l: Id, s: Socket, peer: Addr) {
         self.accepted.push((l, s, peer));
     }
-    fn accept_error(&mut self, _: ListenerId, e: io::Error) {
+    fn accept_error(&mut self, _: Id, e: io::Error) {
         eprintln!("accept error: {e}");
         self.accept_errors += 1;
     }
-    fn received(&mut self, c: ConnId, d: &[u8]) -> Flow {
+    fn received(&mut self, c: Id, d: &[u8]) -> Flow {
         assert!(!d.is_empty());
         self.data.entry(c).or_default().extend_from_slice(d);
         self.events.push(Ev::Data(c, d.len()));
@@ -71,16 +71,16 @@ impl Sink for Rec {
             Flow::Continue
         }
     }
-    fn eof(&mut self, c: ConnId) {
+    fn eof(&mut self, c: Id) {
         self.events.push(Ev::Eof(c));
     }
-    fn sent(&mut self, c: ConnId, n: usize) {
+    fn sent(&mut self, c: Id, n: usize) {
         self.events.push(Ev::Sent(c, n));
     }
-    fn failed(&mut self, c: ConnId, e: io::Error) {
+    fn failed(&mut self, c: Id, e: io::Error) {
         self.events.push(Ev::Failed(c, e.kind()));
     }
-    fn closed(&mut self, c: ConnId) {
+    fn closed(&mut self, c: Id) {
         self.events.push(Ev::Closed(c));
     }
     fn woken(&mut self) {
@@ -124,23 +124,23 @@ pub(super) fn listen(u: &mut Uring) -> (Listener, std::net::SocketAddr) {
     l.set_nonblocking(true).unwrap();
     let addr = l.local_addr().unwrap();
     let l = Listener::Tcp(l);
-    u.add_listener(ListenerId(0), &l).unwrap();
+    u.add_listener(Id(0), &l).unwrap();
     (l, addr)
 }
 
-/// Connects a client and registers the accepted server side as `ConnId::new(index, 1)`.
+/// Connects a client and registers the accepted server side as `Id::new(index, 1)`.
 pub(super) fn connect(
     u: &mut Uring,
     rec: &mut Rec,
     addr: std::net::SocketAddr,
     index: usize,
-) -> (TcpStream, ConnId, Socket) {
+) -> (TcpStream, Id, Socket) {
     let client = TcpStream::connect(addr).unwrap();
     pump(u, rec, "accept", |_, r| !r.accepted.is_empty());
     let (l, s, peer) = rec.accepted.remove(0);
-    assert_eq!(l, ListenerId(0));
+    assert_eq!(l, Id(0));
     assert_eq!(peer, Addr::Inet(client.local_addr().unwrap()));
-    let id = ConnId::new(index, 1);
+    let id = Id::new(index, 1);
     u.add_conn(id, &s).unwrap();
     (client, id, s)
 }
@@ -406,19 +406,19 @@ fn uring_unix_listener_and_removal() {
     let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
     l.set_nonblocking(true).unwrap();
     let l = Listener::Unix(l);
-    u.add_listener(ListenerId(2), &l).unwrap();
+    u.add_listener(Id(2), &l).unwrap();
     let mut c = std::os::unix::net::UnixStream::connect(&path).unwrap();
     pump(&mut u, &mut rec, "accept", |_, r| !r.accepted.is_empty());
     let (lid, s, peer) = rec.accepted.remove(0);
-    assert_eq!((lid, peer), (ListenerId(2), Addr::Unix(None)));
+    assert_eq!((lid, peer), (Id(2), Addr::Unix(None)));
     assert!(matches!(s, Socket::Unix(_)));
-    let id = ConnId::new(9, 7);
+    let id = Id::new(9, 7);
     u.add_conn(id, &s).unwrap();
     c.write_all(b"unix").unwrap();
     pump(&mut u, &mut rec, "data", |_, r| r.len(id) == 4);
     u.close(id);
     pump(&mut u, &mut rec, "closed", |_, r| r.is_closed(id));
-    u.remove_listener(ListenerId(2));
+    u.remove_listener(Id(2));
     drop(l);
     for _ in 0..5 {
         u.poll(Some(Duration::from_millis(5)), &mut rec).unwrap();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::tests::{assert_whole, config, connect, listen, open, pump, run_in_child, Ev, Rec};
-use crate::contract::{Backend, Config, ConnId};
+use crate::contract::{Backend, Config, Id};
 
 fn pattern(len: usize, seed: usize) -> Vec<u8> {
     (0..len).map(|i| ((i + seed) % 251) as u8).collect()
@@ -200,7 +200,7 @@ fn connect_many(
     rec: &mut Rec,
     addr: std::net::SocketAddr,
     n: usize,
-) -> (Vec<TcpStream>, Vec<(ConnId, crate::socket::Socket)>) {
+) -> (Vec<TcpStream>, Vec<(Id, crate::socket::Socket)>) {
     (0..n)
         .map(|i| {
             let (c, id, s) = connect(u, rec, addr, i);
@@ -214,7 +214,7 @@ fn connect_many(
 fn close_all(
     u: &mut super::Uring,
     rec: &mut Rec,
-    servers: &[(ConnId, crate::socket::Socket)],
+    servers: &[(Id, crate::socket::Socket)],
     writers: Vec<std::thread::JoinHandle<TcpStream>>,
 ) {
     let clients: Vec<TcpStream> = writers.into_iter().map(|w| w.join().unwrap()).collect();
@@ -284,7 +284,7 @@ fn uring_open_close_2000_connections_leaks_nothing() {
         let mut servers = Vec::new();
         for (i, (_, s, _)) in rec.accepted.drain(..).enumerate() {
             next = next.wrapping_add(1);
-            let id = ConnId::new(i, next);
+            let id = Id::new(i, next);
             u.add_conn(id, &s).unwrap();
             if i % 4 == 0 {
                 // Much larger than the (shrunk) socket buffers: still in flight at close.

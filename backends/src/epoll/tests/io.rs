@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{listen, open, pair, poll_until, set_sndbuf, Ev, Recorder};
-use crate::contract::{Backend, Config, ConnId, ListenerId};
+use crate::contract::{Backend, Config, Id};
 use crate::socket::Addr;
 
-const A: ConnId = ConnId(1 | (7 << 32));
-const B: ConnId = ConnId(2);
+const A: Id = Id(1 | (7 << 32));
+const B: Id = Id(2);
 
 #[test]
 fn accept_and_echo() {
@@ -23,7 +23,7 @@ fn accept_and_echo() {
     let mut client = TcpStream::connect(addr).unwrap();
     poll_until(&mut ep, &mut sink, |s| !s.accepted.is_empty());
     match &sink.events[0] {
-        Ev::Accepted(ListenerId(0), Addr::Inet(peer)) => {
+        Ev::Accepted(Id(0), Addr::Inet(peer)) => {
             assert_eq!(*peer, client.local_addr().unwrap());
         }
         other => panic!("unexpected {other:?}"),

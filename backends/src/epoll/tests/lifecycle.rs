@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{listen, open, pair, poll_until, Ev, Recorder};
-use crate::contract::{Backend, Config, ConnId, ListenerId};
+use crate::contract::{Backend, Config, Id};
 use crate::socket::{Addr, Listener};
 
-const A: ConnId = ConnId(3 | (1 << 32));
+const A: Id = Id(3 | (1 << 32));
 
 #[test]
 fn close_reports_closed_on_next_poll_and_nothing_after() {
@@ -55,7 +55,7 @@ fn index_reused_after_closed() {
     let (_s1, _c1) = pair(&mut ep, A);
     ep.close(A);
     ep.poll(Some(Duration::ZERO), &mut sink).unwrap();
-    let again = ConnId::new(A.index(), A.generation() + 1);
+    let again = Id::new(A.index(), A.generation() + 1);
     let (_s2, mut c2) = pair(&mut ep, again);
     c2.write_all(b"new").unwrap();
     poll_until(&mut ep, &mut sink, |s| s.bytes(again) == b"new");
@@ -104,7 +104,7 @@ fn removed_listener_accepts_nothing() {
     let mut ep = open(&Config::default());
     let mut sink = Recorder::default();
     let (listener, addr) = listen(&mut ep);
-    ep.remove_listener(ListenerId(0));
+    ep.remove_listener(Id(0));
     let _client = std::net::TcpStream::connect(addr).unwrap();
     ep.poll(Some(Duration::from_millis(30)), &mut sink).unwrap();
     assert!(sink.events.is_empty(), "{:?}", sink.events);
@@ -127,7 +127,7 @@ fn a_listener_that_cannot_accept_is_reported_once_and_left_alone() {
         ep.poll(Some(Duration::from_millis(20)), &mut sink).unwrap();
         polls += 1;
     }
-    let errors = sink.count(|e| matches!(e, Ev::AcceptError(ListenerId(0), _)));
+    let errors = sink.count(|e| matches!(e, Ev::AcceptError(Id(0), _)));
     assert_eq!(errors, 1, "{:?}", sink.events);
     assert_eq!(errors, sink.events.len());
     // Nothing to do after the error: every poll slept its full timeout instead of retrying.
@@ -145,12 +145,12 @@ fn accepts_unix_connections() {
     let l = Listener::Unix(l);
     let mut ep = open(&Config::default());
     let mut sink = Recorder::default();
-    ep.add_listener(ListenerId(2), &l).unwrap();
+    ep.add_listener(Id(2), &l).unwrap();
     let mut client = UnixStream::connect(&path).unwrap();
     poll_until(&mut ep, &mut sink, |s| !s.accepted.is_empty());
     assert!(matches!(
         sink.events[0],
-        Ev::Accepted(ListenerId(2), Addr::Unix(None))
+        Ev::Accepted(Id(2), Addr::Unix(None))
     ));
     let server = sink.accepted.pop().unwrap();
     assert!(!server.is_tcp());

@@ -7,7 +7,7 @@ use std::io as stdio;
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::contract::{Backend, Config, ConnId, Flow, ListenerId, Sink};
+use crate::contract::{Backend, Config, Flow, Id, Sink};
 use crate::socket::{Addr, Listener, Socket};
 
 use super::Epoll;
@@ -16,13 +16,13 @@ use super::Epoll;
 #[derive(Debug)]
 #[allow(dead_code)]
 pub(super) enum Ev {
-    Accepted(ListenerId, Addr),
-    AcceptError(ListenerId, stdio::ErrorKind),
-    Received(ConnId, Vec<u8>),
-    Eof(ConnId),
-    Sent(ConnId, usize),
-    Failed(ConnId, stdio::ErrorKind),
-    Closed(ConnId),
+    Accepted(Id, Addr),
+    AcceptError(Id, stdio::ErrorKind),
+    Received(Id, Vec<u8>),
+    Eof(Id),
+    Sent(Id, usize),
+    Failed(Id, stdio::ErrorKind),
+    Closed(Id),
     Woken,
 }
 
@@ -41,14 +41,14 @@ impl Sink for Recorder {
     fn reclaim(&mut self, bufs: Vec<bytes::Bytes>) {
         self.reclaimed.extend(bufs);
     }
-    fn accepted(&mut self, listener: ListenerId, socket: Socket, peer: Addr) {
+    fn accepted(&mut self, listener: Id, socket: Socket, peer: Addr) {
         self.accepted.push(socket);
         self.events.push(Ev::Accepted(listener, peer));
     }
-    fn accept_error(&mut self, listener: ListenerId, error: stdio::Error) {
+    fn accept_error(&mut self, listener: Id, error: stdio::Error) {
         self.events.push(Ev::AcceptError(listener, error.kind()));
     }
-    fn received(&mut self, conn: ConnId, data: &[u8]) -> Flow {
+    fn received(&mut self, conn: Id, data: &[u8]) -> Flow {
         assert!(!data.is_empty(), "received an empty slice");
         self.received_calls += 1;
         self.events.push(Ev::Received(conn, data.to_vec()));
@@ -57,16 +57,16 @@ impl Sink for Recorder {
             _ => Flow::Continue,
         }
     }
-    fn eof(&mut self, conn: ConnId) {
+    fn eof(&mut self, conn: Id) {
         self.events.push(Ev::Eof(conn));
     }
-    fn sent(&mut self, conn: ConnId, n: usize) {
+    fn sent(&mut self, conn: Id, n: usize) {
         self.events.push(Ev::Sent(conn, n));
     }
-    fn failed(&mut self, conn: ConnId, error: stdio::Error) {
+    fn failed(&mut self, conn: Id, error: stdio::Error) {
         self.events.push(Ev::Failed(conn, error.kind()));
     }
-    fn closed(&mut self, conn: ConnId) {
+    fn closed(&mut self, conn: Id) {
         self.events.push(Ev::Closed(conn));
     }
     fn woken(&mut self) {
@@ -76,7 +76,7 @@ impl Sink for Recorder {
 
 impl Recorder {
     /// All bytes received on `conn`, concatenated.
-    pub(super) fn bytes(&self, conn: ConnId) -> Vec<u8> {
+    pub(super) fn bytes(&self, conn: Id) -> Vec<u8> {
         let mut out = Vec::new();
         for e in &self.events {
             if let Ev::Received(c, d) = e {
@@ -119,12 +119,12 @@ pub(super) fn listen(ep: &mut Epoll) -> (Listener, std::net::SocketAddr) {
     l.set_nonblocking(true).expect("nonblocking");
     let addr = l.local_addr().expect("addr");
     let l = Listener::Tcp(l);
-    ep.add_listener(ListenerId(0), &l).expect("add_listener");
+    ep.add_listener(Id(0), &l).expect("add_listener");
     (l, addr)
 }
 
 /// A connected pair: the server side registered as `id`, the client side blocking.
-pub(super) fn pair(ep: &mut Epoll, id: ConnId) -> (Socket, TcpStream) {
+pub(super) fn pair(ep: &mut Epoll, id: Id) -> (Socket, TcpStream) {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let client = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
     let (server, _) = l.accept().expect("accept");
