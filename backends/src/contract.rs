@@ -6,6 +6,7 @@
 //! reports the outcome, so the loop above never sees the difference between the two models.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +44,45 @@ impl Id {
 impl std::fmt::Display for Id {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.index(), self.generation())
+    }
+}
+
+/// One datagram to send: its bytes, which go out whole or not at all, and where to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Datagram {
+    /// The destination; `None` for a connected socket's peer.
+    pub to: Option<SocketAddr>,
+    /// The datagram (frozen: the backend keeps it until it is in the kernel).
+    pub data: Bytes,
+}
+
+impl Datagram {
+    /// A datagram of `data` for `to` (`None`: the connected peer).
+    pub fn new(to: Option<SocketAddr>, data: Bytes) -> Datagram {
+        Datagram { to, data }
+    }
+}
+
+/// What a backend can do besides serving stream connections, each with the reason when it
+/// cannot (a kernel without an opcode, a platform without a call). A missing capability
+/// degrades that one feature; the backend still serves streams.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Datagram sockets: [`Backend::add_datagram`] and [`Backend::send_to`].
+    pub datagrams: Result<(), String>,
+    /// Outbound connections: [`Backend::connect`].
+    pub connect: Result<(), String>,
+}
+
+impl Capabilities {
+    /// Everything supported.
+    pub fn all() -> Capabilities {
+        Capabilities {
+            datagrams: Ok(()),
+            connect: Ok(()),
+        }
     }
 }
 
@@ -254,6 +294,27 @@ pub trait Sink {
 
     /// [`Wake::wake`] was called. Coalesced.
     fn woken(&mut self);
+
+    /// A datagram arrived on the datagram socket `id`, from `from`: one call per datagram,
+    /// never two merged. `data` is borrowed as in [`Sink::received`]. When the datagram was
+    /// larger than the receive buffer ([`Config::read_buffer_size`]) `truncated` is set, `data`
+    /// holds its first bytes and the rest is lost: never pass it on as if whole. May be empty
+    /// (an empty datagram is one).
+    fn datagram(&mut self, id: Id, from: SocketAddr, data: &[u8], truncated: bool) -> Flow;
+
+    /// An error about one datagram, or one the network reported for the socket (an ICMP port
+    /// unreachable arriving as `ECONNREFUSED` on a connected socket, `EMSGSIZE` for a
+    /// datagram too large, `ENETUNREACH`, ...): the socket goes on receiving and sending. `to`
+    /// is the destination of the datagram that could not be sent, `None` for an error that
+    /// came with a receive.
+    fn datagram_error(&mut self, id: Id, to: Option<SocketAddr>, error: io::Error);
+
+    /// The connection [`Backend::connect`] started is established (`Ok`) or failed with the
+    /// error the kernel gave (`ECONNREFUSED`, `ETIMEDOUT`, `ENETUNREACH`, ...). Either way the
+    /// backend has forgotten `id`: the loop registers the socket under the same id with
+    /// [`Backend::add_conn`] (a stream) or [`Backend::add_datagram`] (a connected datagram
+    /// socket), or drops it.
+    fn connected(&mut self, id: Id, result: io::Result<()>);
 }
 
 /// An I/O backend: one instance per event loop, used only from that loop's thread.
@@ -281,6 +342,25 @@ pub trait Sink {
 /// the kernel, resubmits partial sends itself, and reports `sent` once with the total. Bytes
 /// from one connection are sent in the order they were handed in. An error ends with
 /// [`Sink::failed`] instead.
+///
+/// **Datagrams.** A datagram socket (`Socket::Udp`, bound, perhaps connected) is registered
+/// with [`Backend::add_datagram`]; from then on each datagram that arrives is reported with
+/// [`Sink::datagram`] with its source address, one report per datagram, a datagram larger than
+/// the receive buffer reported as truncated. [`Backend::send_to`] sends a batch of datagrams,
+/// each whole and in order, one batch in flight per socket as for streams; a datagram that
+/// fails ([`Sink::datagram_error`]) does not stop the others, and [`Sink::sent`] reports the
+/// batch done with its total length in bytes. Errors the network reports (ICMP) are
+/// [`Sink::datagram_error`]s too; only a failure of the socket itself is [`Sink::failed`].
+/// `Flow::Pause`, `resume` and `close` work as for streams.
+///
+/// **Connecting.** [`Backend::connect`] starts connecting a socket the loop created (stream or
+/// datagram, not connected, non-blocking) and lends it to the backend until it reports
+/// [`Sink::connected`] (then the backend has forgotten the id, and the loop registers the
+/// socket again, under the same id) or, when the loop closed it first, [`Sink::closed`]. A
+/// connect timeout is the loop's: it closes the id when its timer expires.
+///
+/// **Capabilities.** [`Backend::capabilities`] says which of these the backend can do here;
+/// the loop never asks for one it cannot.
 ///
 /// **Closing.** [`Backend::close`] stops receiving, cancels whatever is in flight (an
 /// in-flight send is abandoned), reaps every completion, returns every buffer and then reports
@@ -358,6 +438,27 @@ pub trait Backend: Sized + 'static {
 
     /// Stops all I/O on `conn` and reports [`Sink::closed`] when nothing is left in flight.
     fn close(&mut self, conn: Id);
+
+    /// What this backend can do besides streams (see [`Capabilities`]), as found when it was
+    /// opened.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Starts receiving datagrams on a datagram socket (handed over non-blocking, bound,
+    /// perhaps connected); reports each one with [`Sink::datagram`].
+    ///
+    /// # Errors
+    /// As [`Backend::add_conn`].
+    fn add_datagram(&mut self, id: Id, socket: &Socket) -> io::Result<()>;
+
+    /// Sends `batch` on the datagram socket `id`: every datagram whole, in order; reports
+    /// [`Sink::datagram_error`] for each that fails and then [`Sink::sent`] with the total
+    /// length of the batch. `batch` is not empty. One batch in flight per socket.
+    fn send_to(&mut self, id: Id, batch: Vec<Datagram>);
+
+    /// Connects `socket` (created by the loop: not connected, non-blocking) to `to`; reports
+    /// [`Sink::connected`], or [`Sink::closed`] if the loop closes `id` first. The socket is
+    /// lent until then.
+    fn connect(&mut self, id: Id, socket: &Socket, to: &Addr);
 
     /// Counters for tests and operators (buffer ring occupancy, operations in flight). Cheap.
     fn stats(&self) -> Stats {

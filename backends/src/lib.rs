@@ -17,7 +17,9 @@ mod socket;
 pub use accept::is_resource_shortage;
 pub use affinity::pin_current_thread;
 
-pub use contract::{Backend, BackendKind, Config, Flow, Id, OpenError, Sink, Stats, Wake};
+pub use contract::{
+    Backend, BackendKind, Capabilities, Config, Datagram, Flow, Id, OpenError, Sink, Stats, Wake,
+};
 pub use socket::{Addr, Listener, Socket};
 
 cfg_if::cfg_if! {
@@ -42,6 +44,9 @@ cfg_if::cfg_if! {
 
 #[doc(hidden)]
 pub mod testing;
+
+#[cfg(all(test, unix))]
+mod ops_tests;
 
 cfg_if::cfg_if! {
     if #[cfg(feature = "stdnet")] {

@@ -2,20 +2,23 @@
 
 use std::fmt;
 use std::io;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 #[cfg(unix)]
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 
-/// A connected stream socket, owned by the loop. Dropping it closes the descriptor.
+/// A socket owned by the loop: a stream connection or a datagram socket. Dropping it closes
+/// the descriptor.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Socket {
-    /// A TCP connection.
+    /// A TCP connection (or, before `Backend::connect` completes, a TCP socket connecting).
     Tcp(TcpStream),
-    /// A Unix-domain stream connection.
+    /// A Unix-domain stream connection (or one connecting).
     #[cfg(unix)]
     Unix(UnixStream),
+    /// A UDP socket: bound, and connected to one peer or not.
+    Udp(UdpSocket),
 }
 
 /// A listening stream socket, owned by the loop.
@@ -65,10 +68,11 @@ impl Socket {
             Socket::Tcp(s) => s.local_addr().map(Addr::Inet),
             #[cfg(unix)]
             Socket::Unix(s) => s.local_addr().map(unix_addr),
+            Socket::Udp(s) => s.local_addr().map(Addr::Inet),
         }
     }
 
-    /// The peer's address.
+    /// The peer's address (a datagram socket's only when it is connected).
     ///
     /// # Errors
     /// Whatever `getpeername` reports.
@@ -77,24 +81,35 @@ impl Socket {
             Socket::Tcp(s) => s.peer_addr().map(Addr::Inet),
             #[cfg(unix)]
             Socket::Unix(s) => s.peer_addr().map(unix_addr),
+            Socket::Udp(s) => s.peer_addr().map(Addr::Inet),
         }
     }
 
-    /// Shuts down one or both directions.
+    /// Shuts down one or both directions of a stream.
     ///
     /// # Errors
-    /// Whatever `shutdown` reports (`NotConnected` once the peer is gone).
+    /// Whatever `shutdown` reports (`NotConnected` once the peer is gone); `Unsupported` for a
+    /// datagram socket.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         match self {
             Socket::Tcp(s) => s.shutdown(how),
             #[cfg(unix)]
             Socket::Unix(s) => s.shutdown(how),
+            Socket::Udp(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a datagram socket has no stream to shut down",
+            )),
         }
     }
 
     /// Whether this is a TCP socket.
     pub fn is_tcp(&self) -> bool {
         matches!(self, Socket::Tcp(_))
+    }
+
+    /// Whether this is a datagram socket.
+    pub fn is_datagram(&self) -> bool {
+        matches!(self, Socket::Udp(_))
     }
 
     /// Switches non-blocking mode.
@@ -106,6 +121,7 @@ impl Socket {
             Socket::Tcp(s) => s.set_nonblocking(on),
             #[cfg(unix)]
             Socket::Unix(s) => s.set_nonblocking(on),
+            Socket::Udp(s) => s.set_nonblocking(on),
         }
     }
 
@@ -151,6 +167,7 @@ impl Socket {
             Socket::Tcp(s) => s.try_clone().map(Socket::Tcp),
             #[cfg(unix)]
             Socket::Unix(s) => s.try_clone().map(Socket::Unix),
+            Socket::Udp(s) => s.try_clone().map(Socket::Udp),
         }
     }
 }
@@ -204,6 +221,7 @@ mod unix_fd {
             match self {
                 Socket::Tcp(s) => s.as_raw_fd(),
                 Socket::Unix(s) => s.as_raw_fd(),
+                Socket::Udp(s) => s.as_raw_fd(),
             }
         }
     }
@@ -213,6 +231,7 @@ mod unix_fd {
             match self {
                 Socket::Tcp(s) => s.as_fd(),
                 Socket::Unix(s) => s.as_fd(),
+                Socket::Udp(s) => s.as_fd(),
             }
         }
     }

@@ -96,4 +96,19 @@ impl<H: EventHandler> Sink for Core<H> {
     fn woken(&mut self) {
         self.woken = true;
     }
+
+    // PLACEHOLDER on branch `ops`: the loop registers no datagram socket and starts no
+    // connect yet; replaced before the branch merges.
+    fn datagram(&mut self, id: Id, _from: std::net::SocketAddr, _: &[u8], _: bool) -> Flow {
+        log::error!("gnet: a datagram for {id}, which is not a datagram socket");
+        Flow::Continue
+    }
+
+    fn datagram_error(&mut self, id: Id, _to: Option<std::net::SocketAddr>, e: io::Error) {
+        log::error!("gnet: a datagram error for {id}: {e}");
+    }
+
+    fn connected(&mut self, id: Id, _result: io::Result<()>) {
+        log::error!("gnet: a connect report for {id}, which did not connect");
+    }
 }

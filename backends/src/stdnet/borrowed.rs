@@ -37,6 +37,7 @@ impl Borrowed {
                     Socket::Unix(_) => {
                         Socket::Unix(std::os::unix::net::UnixStream::from_raw_fd(fd))
                     }
+                    Socket::Udp(_) => Socket::Udp(std::net::UdpSocket::from_raw_fd(fd)),
                 }
             };
             Borrowed(ManuallyDrop::new(same))
@@ -44,10 +45,18 @@ impl Borrowed {
         #[cfg(windows)]
         {
             use std::os::windows::io::{AsRawSocket, FromRawSocket};
-            let Socket::Tcp(s) = socket;
             // SAFETY: as above, for the socket handle.
-            let same = unsafe { std::net::TcpStream::from_raw_socket(s.as_raw_socket()) };
-            Borrowed(ManuallyDrop::new(Socket::Tcp(same)))
+            let same = unsafe {
+                match socket {
+                    Socket::Tcp(s) => {
+                        Socket::Tcp(std::net::TcpStream::from_raw_socket(s.as_raw_socket()))
+                    }
+                    Socket::Udp(s) => {
+                        Socket::Udp(std::net::UdpSocket::from_raw_socket(s.as_raw_socket()))
+                    }
+                }
+            };
+            Borrowed(ManuallyDrop::new(same))
         }
     }
 }

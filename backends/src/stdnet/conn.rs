@@ -103,6 +103,7 @@ pub(super) fn prepare(socket: &Socket) -> io::Result<()> {
     match socket {
         Socket::Tcp(s) => s.set_write_timeout(Some(WRITER_TICK)),
         Socket::Unix(s) => s.set_write_timeout(Some(WRITER_TICK)),
+        Socket::Udp(s) => s.set_write_timeout(Some(WRITER_TICK)),
     }
     #[cfg(not(unix))]
     set_read_timeout(socket)
@@ -318,6 +319,7 @@ fn retry(e: &io::Error, state: &ConnShared) -> bool {
 fn set_read_timeout(socket: &Socket) -> io::Result<()> {
     match socket {
         Socket::Tcp(s) => s.set_read_timeout(Some(SAFETY_NET)),
+        Socket::Udp(s) => s.set_read_timeout(Some(SAFETY_NET)),
     }
 }
 
@@ -326,7 +328,15 @@ fn read(socket: &Socket, buf: &mut [u8]) -> io::Result<usize> {
         Socket::Tcp(s) => (&*s).read(buf),
         #[cfg(unix)]
         Socket::Unix(s) => (&*s).read(buf),
+        Socket::Udp(_) => Err(not_a_stream()),
     }
+}
+
+fn not_a_stream() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "a datagram socket is not a stream",
+    )
 }
 
 fn write_vectored(socket: &Socket, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
@@ -334,6 +344,7 @@ fn write_vectored(socket: &Socket, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         Socket::Tcp(s) => (&*s).write_vectored(bufs),
         #[cfg(unix)]
         Socket::Unix(s) => (&*s).write_vectored(bufs),
+        Socket::Udp(_) => Err(not_a_stream()),
     }
 }
 

@@ -353,6 +353,29 @@ impl Backend for StdNet {
         }
     }
 
+    // PLACEHOLDER on branch `ops`, replaced before it merges: datagrams and connect.
+    fn capabilities(&self) -> crate::contract::Capabilities {
+        crate::contract::Capabilities {
+            datagrams: Err("not written yet".into()),
+            connect: Err("not written yet".into()),
+        }
+    }
+
+    fn add_datagram(&mut self, _id: Id, _socket: &Socket) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "not written yet",
+        ))
+    }
+
+    fn send_to(&mut self, id: Id, _batch: Vec<crate::contract::Datagram>) {
+        log::error!("send_to on {id}: not written yet");
+    }
+
+    fn connect(&mut self, id: Id, _socket: &Socket, _to: &crate::socket::Addr) {
+        log::error!("connect on {id}: not written yet");
+    }
+
     fn stats(&self) -> Stats {
         Stats {
             conns: self.conns.len(),

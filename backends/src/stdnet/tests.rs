@@ -79,6 +79,15 @@ impl Sink for Rec {
     fn woken(&mut self) {
         self.woken += 1;
     }
+    fn datagram(&mut self, _: Id, _: std::net::SocketAddr, _: &[u8], _: bool) -> Flow {
+        panic!("a datagram on a stream test")
+    }
+    fn datagram_error(&mut self, _: Id, _: Option<std::net::SocketAddr>, e: io::Error) {
+        panic!("a datagram error on a stream test: {e}")
+    }
+    fn connected(&mut self, _: Id, _: io::Result<()>) {
+        panic!("connected on a stream test")
+    }
 }
 
 const C: Id = Id(1 << 32 | 7);

@@ -180,6 +180,11 @@ impl Sink for DropSink {
     fn failed(&mut self, _: Id, _: io::Error) {}
     fn closed(&mut self, _: Id) {}
     fn woken(&mut self) {}
+    fn datagram(&mut self, _: Id, _: std::net::SocketAddr, _: &[u8], _: bool) -> Flow {
+        Flow::Continue
+    }
+    fn datagram_error(&mut self, _: Id, _: Option<std::net::SocketAddr>, _: io::Error) {}
+    fn connected(&mut self, _: Id, _: io::Result<()>) {}
 }
 
 impl Drop for Uring {

@@ -72,6 +72,15 @@ impl Sink for Recorder {
     fn woken(&mut self) {
         self.events.push(Ev::Woken);
     }
+    fn datagram(&mut self, _: Id, _: std::net::SocketAddr, _: &[u8], _: bool) -> Flow {
+        panic!("a datagram on a stream test")
+    }
+    fn datagram_error(&mut self, _: Id, _: Option<std::net::SocketAddr>, e: std::io::Error) {
+        panic!("a datagram error on a stream test: {e}")
+    }
+    fn connected(&mut self, _: Id, _: std::io::Result<()>) {
+        panic!("connected on a stream test")
+    }
 }
 
 impl Recorder {
