@@ -60,8 +60,10 @@ impl Sink for Rec {
 }
 
 fn open<B: Backend>(read_buffer_size: usize) -> B {
-    let mut c = Config::default();
-    c.read_buffer_size = read_buffer_size;
+    let c = Config {
+        read_buffer_size,
+        ..Config::default()
+    };
     match B::open(&c) {
         Ok(b) => b,
         Err(e) => panic!("{}: open: {e}", B::KIND),
