@@ -14,6 +14,8 @@ pub enum ListenAddr {
     Tcp(SocketAddr),
     /// A Unix-domain socket path (`unix`).
     Unix(PathBuf),
+    /// A UDP address (`udp`, `udp4`, `udp6`), resolved. A multicast address joins its group.
+    Udp(SocketAddr),
 }
 
 impl fmt::Display for ListenAddr {
@@ -21,6 +23,7 @@ impl fmt::Display for ListenAddr {
         match self {
             ListenAddr::Tcp(a) => write!(f, "tcp://{a}"),
             ListenAddr::Unix(p) => write!(f, "unix://{}", p.display()),
+            ListenAddr::Udp(a) => write!(f, "udp://{a}"),
         }
     }
 }
@@ -33,12 +36,12 @@ fn invalid(addr: &str, reason: &str) -> Error {
 }
 
 impl ListenAddr {
-    /// Parses `tcp://host:port`, `tcp4://…`, `tcp6://…` or `unix:///path` (also
-    /// `unix://relative/path`).
+    /// Parses `tcp://host:port`, `tcp4://…`, `tcp6://…`, `udp://host:port`, `udp4://…`,
+    /// `udp6://…` or `unix:///path` (also `unix://relative/path`).
     ///
     /// # Errors
-    /// [`Error::UnsupportedProtocol`] for an unknown scheme (and for `udp`, not served yet);
-    /// [`Error::InvalidAddress`] for a missing scheme, host or port, a path on a tcp address,
+    /// [`Error::UnsupportedProtocol`] for an unknown scheme; [`Error::InvalidAddress`] for a
+    /// missing scheme, host or port, a path on a tcp or udp address,
     /// a control character, or a name that does not resolve.
     ///
     /// # Examples
@@ -60,17 +63,14 @@ impl ListenAddr {
         };
         let scheme_lc = scheme.to_ascii_lowercase();
         match scheme_lc.as_str() {
-            "tcp" | "tcp4" | "tcp6" => parse_tcp(s, &scheme_lc, rest),
+            "tcp" | "tcp4" | "tcp6" => parse_inet(s, &scheme_lc, rest).map(ListenAddr::Tcp),
+            "udp" | "udp4" | "udp6" => parse_inet(s, &scheme_lc, rest).map(ListenAddr::Udp),
             "unix" => {
                 if rest.is_empty() {
                     return Err(invalid(s, "missing socket path"));
                 }
                 Ok(ListenAddr::Unix(PathBuf::from(rest)))
             }
-            "udp" | "udp4" | "udp6" => Err(Error::UnsupportedProtocol {
-                addr: s.to_string(),
-                scheme: format!("{scheme} (UDP is not served yet)"),
-            }),
             _ => Err(Error::UnsupportedProtocol {
                 addr: s.to_string(),
                 scheme: scheme.to_string(),
@@ -79,12 +79,17 @@ impl ListenAddr {
     }
 }
 
-fn parse_tcp(s: &str, scheme: &str, rest: &str) -> Result<ListenAddr> {
+/// `host:port` of a `tcp*` or `udp*` address; the family from the scheme's suffix.
+fn parse_inet(s: &str, scheme: &str, rest: &str) -> Result<SocketAddr> {
+    let proto = &scheme[..3];
     if rest.is_empty() {
         return Err(invalid(s, "missing host and port"));
     }
     if rest.contains('/') || rest.contains('?') || rest.contains('#') {
-        return Err(invalid(s, "a tcp address takes host:port, not a path"));
+        return Err(invalid(
+            s,
+            &format!("a {proto} address takes host:port, not a path"),
+        ));
     }
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) if !p.is_empty() && !p.contains(']') => (h, p),
@@ -104,14 +109,14 @@ fn parse_tcp(s: &str, scheme: &str, rest: &str) -> Result<ListenAddr> {
         (None, false) if host.contains(':') => {
             return Err(invalid(
                 s,
-                "an IPv6 address takes brackets before its port: tcp://[::1]:9000",
+                &format!("an IPv6 address takes brackets before its port: {proto}://[::1]:9000"),
             ))
         }
         (None, false) => host,
         _ => return Err(invalid(s, "unbalanced brackets around the host")),
     };
     let host = if host.is_empty() {
-        if scheme == "tcp6" {
+        if scheme.ends_with('6') {
             "::"
         } else {
             "0.0.0.0"
@@ -119,21 +124,21 @@ fn parse_tcp(s: &str, scheme: &str, rest: &str) -> Result<ListenAddr> {
     } else {
         host
     };
-    let want_v4 = scheme == "tcp4";
-    let want_v6 = scheme == "tcp6";
+    let want_v4 = scheme.ends_with('4');
+    let want_v6 = scheme.ends_with('6');
     let candidates = (host, port)
         .to_socket_addrs()
         .map_err(|e| invalid(s, &format!("cannot resolve host {host:?}: {e}")))?;
     let mut fallback = None;
     for a in candidates {
         if (want_v4 && a.is_ipv4()) || (want_v6 && a.is_ipv6()) {
-            return Ok(ListenAddr::Tcp(a));
+            return Ok(a);
         }
         if !want_v4 && !want_v6 && fallback.is_none() {
             fallback = Some(a);
         }
     }
-    fallback.map(ListenAddr::Tcp).ok_or_else(|| {
+    fallback.ok_or_else(|| {
         invalid(
             s,
             &format!("host {host:?} has no address of the family {scheme} asks for"),
@@ -167,6 +172,18 @@ mod tests {
             ListenAddr::parse("tcp://:7").unwrap(),
             ListenAddr::Tcp("0.0.0.0:7".parse().unwrap())
         );
+        assert_eq!(
+            ListenAddr::parse("udp://127.0.0.1:53").unwrap(),
+            ListenAddr::Udp("127.0.0.1:53".parse().unwrap())
+        );
+        assert_eq!(
+            ListenAddr::parse("udp6://[::1]:0").unwrap(),
+            ListenAddr::Udp("[::1]:0".parse().unwrap())
+        );
+        assert_eq!(
+            ListenAddr::parse("udp4://:9").unwrap(),
+            ListenAddr::Udp("0.0.0.0:9".parse().unwrap())
+        );
     }
 
     #[test]
@@ -191,7 +208,7 @@ mod tests {
             assert!(matches!(e, Error::InvalidAddress { .. }), "{bad}: {e:?}");
             assert!(e.to_string().contains("invalid network address"));
         }
-        for bad in ["tulip://127.0.0.1:1", "udp://127.0.0.1:1", "http://x:1"] {
+        for bad in ["tulip://127.0.0.1:1", "http://x:1"] {
             let e = ListenAddr::parse(bad).unwrap_err();
             assert!(
                 matches!(e, Error::UnsupportedProtocol { .. }),

@@ -5,10 +5,12 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 use gnet_backends::{Addr, Id, Socket};
 
+use crate::datagram::DatagramState;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::handle::{ConnHandle, HandleShared, LoopShared, WriteCallback};
+use crate::handle::{ConnHandle, ConnId, HandleShared, LoopShared, WriteCallback};
 use crate::handler::CloseCause;
+use crate::local::{Local, Op};
 use crate::outbound::{BufPool, Outbound};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +18,8 @@ use std::time::Duration;
 /// Where a connection is in its life.
 #[derive(Debug)]
 pub(crate) enum Phase {
+    /// Being dialed: the backend connects; `on_open` runs once it has.
+    Connecting,
     Open,
     /// Closing was decided; queued output is being flushed first.
     Draining {
@@ -50,6 +54,11 @@ pub(crate) struct ConnState<C> {
     pub(crate) direct_min: usize,
     /// Shared with the connection's `ConnHandle`s, made with the first of them.
     pub(crate) handle: std::cell::OnceCell<Arc<HandleShared>>,
+    /// For a datagram socket: its queue of datagrams (`out` stays empty).
+    pub(crate) dgram: Option<DatagramState>,
+    /// `on_open` ran: `on_close` is due at the end (a dial that never connected gets
+    /// `on_dial_error` instead).
+    pub(crate) opened: bool,
 }
 
 impl<C> ConnState<C> {
@@ -73,6 +82,31 @@ impl<C> ConnState<C> {
             dirty: false,
             direct_min: usize::MAX,
             handle: std::cell::OnceCell::new(),
+            dgram: None,
+            opened: false,
+        }
+    }
+
+    /// A datagram socket: a server one (bound to a listen address, many peers) or a connected
+    /// one (one peer); `limit` bounds its queue (`max_outbound_buffer`).
+    pub(crate) fn datagram(socket: Socket, id: Id, peer: Addr, server: bool, limit: usize) -> Self {
+        let mut st = ConnState::new(socket, id, peer);
+        st.dgram = Some(DatagramState::new(server, limit));
+        st
+    }
+
+    /// A server datagram socket: many peers, no `on_open`/`on_close`, not counted as a
+    /// connection.
+    pub(crate) fn is_server_datagram(&self) -> bool {
+        self.dgram.as_ref().is_some_and(|d| d.server)
+    }
+
+    /// Where a datagram written now goes: the sender of the datagram being handled on a server
+    /// socket, the connected peer (`None`) otherwise.
+    fn reply_to(&self) -> Option<std::net::SocketAddr> {
+        match (&self.dgram, &self.peer) {
+            (Some(d), Addr::Inet(a)) if d.server => Some(*a),
+            _ => None,
         }
     }
 
@@ -86,6 +120,9 @@ impl<C> ConnState<C> {
     }
 
     pub(crate) fn queue(&mut self, mut data: &[u8], pool: &mut BufPool) {
+        if self.dgram.is_some() {
+            return self.queue_datagram(self.reply_to(), Bytes::copy_from_slice(data));
+        }
         if self.accepts_writes() {
             if !data.is_empty() && data.len() >= self.direct_min {
                 let n = self.send_direct(data);
@@ -100,7 +137,23 @@ impl<C> ConnState<C> {
         }
     }
 
+    /// Queues one datagram (a datagram socket only).
+    pub(crate) fn queue_datagram(&mut self, to: Option<std::net::SocketAddr>, data: Bytes) {
+        if !self.accepts_writes() {
+            return;
+        }
+        let in_flight = self.sending;
+        if let Some(d) = self.dgram.as_mut() {
+            if d.push(to, data, in_flight) {
+                self.dirty = true;
+            }
+        }
+    }
+
     pub(crate) fn queue_bytes(&mut self, data: Bytes) {
+        if self.dgram.is_some() {
+            return self.queue_datagram(self.reply_to(), data);
+        }
         if self.accepts_writes() {
             self.written_total += data.len() as u64;
             self.out.write_bytes(data);
@@ -133,6 +186,9 @@ impl<C> ConnState<C> {
         let unsent = self.pending();
         self.out.clear();
         self.sending = 0;
+        if let Some(d) = self.dgram.as_mut() {
+            d.clear();
+        }
         if let Socket::Tcp(s) = &self.socket {
             if let Err(e) = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO)) {
                 log::debug!("gnet: SO_LINGER 0 on a connection being reset: {e}");
@@ -150,7 +206,7 @@ impl<C> ConnState<C> {
 
     /// Bytes queued or in flight.
     pub(crate) fn pending(&self) -> usize {
-        self.out.len() + self.sending
+        self.out.len() + self.sending + self.dgram.as_ref().map_or(0, DatagramState::queued)
     }
 }
 
@@ -167,7 +223,7 @@ pub struct Conn<'a, C> {
     data: &'a [u8],
     pos: usize,
     st: &'a mut ConnState<C>,
-    pool: &'a mut BufPool,
+    local: &'a mut Local<C>,
     shared: &'a Arc<LoopShared>,
     engine: &'a Engine,
 }
@@ -176,7 +232,7 @@ impl<'a, C> Conn<'a, C> {
     pub(crate) fn new(
         data: &'a [u8],
         st: &'a mut ConnState<C>,
-        pool: &'a mut BufPool,
+        local: &'a mut Local<C>,
         shared: &'a Arc<LoopShared>,
         engine: &'a Engine,
     ) -> Self {
@@ -184,7 +240,7 @@ impl<'a, C> Conn<'a, C> {
             data,
             pos: 0,
             st,
-            pool,
+            local,
             shared,
             engine,
         }
@@ -244,16 +300,41 @@ impl<'a, C> Conn<'a, C> {
         n
     }
 
-    /// Queues `data` for sending (copied into the connection's outbound buffer).
+    /// Queues `data` for sending (copied into the connection's outbound buffer). On a datagram
+    /// socket each call is one datagram, to the sender of the datagram being handled (a server
+    /// socket) or to the connected peer.
     pub fn write(&mut self, data: &[u8]) {
-        self.st.queue(data, self.pool);
+        self.st.queue(data, &mut self.local.pool);
     }
 
-    /// Queues several slices, in order.
+    /// Queues several slices, in order (on a datagram socket: as one datagram).
     pub fn writev(&mut self, bufs: &[&[u8]]) {
-        for b in bufs {
-            self.st.queue(b, self.pool);
+        if self.st.dgram.is_some() {
+            let whole: Vec<u8> = bufs.concat();
+            return self.st.queue_bytes(Bytes::from(whole));
         }
+        for b in bufs {
+            self.st.queue(b, &mut self.local.pool);
+        }
+    }
+
+    /// Sends `data` as one datagram to `to`, from a datagram socket (a UDP listen address or a
+    /// UDP client connection), after this callback returns with the rest of its writes.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] on a stream connection.
+    pub fn send_to(&mut self, to: std::net::SocketAddr, data: &[u8]) -> Result<()> {
+        if self.st.dgram.is_none() {
+            return Err(Error::Unsupported("send_to on a stream connection"));
+        }
+        self.st
+            .queue_datagram(Some(to), Bytes::copy_from_slice(data));
+        Ok(())
+    }
+
+    /// Whether this is a datagram socket (UDP).
+    pub fn is_datagram(&self) -> bool {
+        self.st.dgram.is_some()
     }
 
     /// Queues `data` without copying it: the bytes are handed to the kernel from this very
@@ -315,10 +396,82 @@ impl<'a, C> Conn<'a, C> {
         Ok(self.st.socket.local_addr()?)
     }
 
+    /// This connection's identity (see [`ConnId`]).
+    pub fn id(&self) -> ConnId {
+        ConnId::new(self.shared.index, self.st.id)
+    }
+
+    /// Queues `data` on another connection of the same loop, as its own `write` would: the
+    /// proxy case, one connection relaying to another without crossing threads. It is written
+    /// when this callback returns, in this loop iteration, and sent with that connection's
+    /// next flush. A connection that is gone by then (or closing) drops it.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for a connection of another loop: use its [`ConnHandle`].
+    pub fn write_to(&mut self, to: ConnId, data: &[u8]) -> Result<()> {
+        self.write_bytes_to(to, Bytes::copy_from_slice(data))
+    }
+
+    /// [`Conn::write_to`] without a copy.
+    ///
+    /// # Errors
+    /// As [`Conn::write_to`].
+    pub fn write_bytes_to(&mut self, to: ConnId, data: Bytes) -> Result<()> {
+        if to.loop_index() != self.shared.index {
+            return Err(Error::Unsupported(
+                "write_to a connection of another loop; use its ConnHandle",
+            ));
+        }
+        if to.id() == self.st.id {
+            self.write_bytes(data);
+        } else {
+            self.local.ops.push(Op::WriteTo { to: to.id(), data });
+        }
+        Ok(())
+    }
+
+    /// Closes another connection of the same loop (after what was written to it is
+    /// delivered), or cancels its dial, when this callback returns.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for a connection of another loop: use its [`ConnHandle`].
+    pub fn close_conn(&mut self, id: ConnId) -> Result<()> {
+        if id.loop_index() != self.shared.index {
+            return Err(Error::Unsupported(
+                "close_conn of a connection of another loop; use its ConnHandle",
+            ));
+        }
+        if id.id() == self.st.id {
+            self.close();
+        } else {
+            self.local.ops.push(Op::Close { id: id.id() });
+        }
+        Ok(())
+    }
+
+    /// Dials `addr` (`tcp://`, `udp://` for a connected UDP socket, `unix://`) from this loop:
+    /// the new connection lives on the same loop as this one, so the two can write to each
+    /// other directly ([`Conn::write_to`]) — a proxy's back-end connection. Returns at once
+    /// with the new connection's id; the dial starts when this callback returns. When it
+    /// connects, `on_open` runs with `ctx` as its context; when it fails or times out
+    /// ([`Options::dial_timeout`](crate::Options::dial_timeout)),
+    /// [`EventHandler::on_dial_error`](crate::EventHandler::on_dial_error) gets the context
+    /// back with the reason.
+    ///
+    /// # Errors
+    /// [`Error::InvalidAddress`] or [`Error::UnsupportedProtocol`] for an address that cannot
+    /// be dialed.
+    pub fn dial(&mut self, addr: &str, ctx: Option<C>) -> Result<ConnId> {
+        let addr = crate::addr::ListenAddr::parse(addr)?;
+        let id = self.local.ids.take();
+        self.local.ops.push(Op::Dial { id, addr, ctx });
+        Ok(ConnId::new(self.shared.index, id))
+    }
+
     /// A `Send + Clone` handle for other threads: asynchronous writes, wake, close.
     pub fn handle(&self) -> ConnHandle {
         let conn = self.st.handle.get_or_init(|| {
-            let h = Arc::new(HandleShared::default());
+            let h = Arc::new(HandleShared::new(self.st.is_server_datagram()));
             h.publish(self.st.pending());
             if !self.st.is_open() {
                 h.close();

@@ -23,7 +23,7 @@ pub(crate) struct EngineInner {
     stopping: AtomicBool,
     shut_down: AtomicBool,
     addrs: Vec<ListenAddr>,
-    listeners: Mutex<Vec<(ListenAddr, Listener)>>,
+    listeners: Mutex<Vec<(ListenAddr, listen::Endpoint)>>,
     /// The socket files of Unix listeners, removed at shutdown.
     unix_files: Mutex<Vec<listen::UnixFile>>,
     backend: BackendKind,
@@ -119,8 +119,59 @@ impl Engine {
         self.inner.loops.len()
     }
 
+    /// Dials `addr` (`tcp://`, `udp://` for a connected UDP socket, `unix://`) from a loop of
+    /// this engine (the one with the fewest connections), without blocking: the connection
+    /// comes up with `on_open` (its context `ctx`, which must be the handler's `Context`
+    /// type), or the dial fails (refused, unreachable, [`Options::dial_timeout`]) with
+    /// [`EventHandler::on_dial_error`], which gets the context back. Works from any thread,
+    /// a callback of this engine's included (to dial onto the callback's own loop, use
+    /// [`Conn::dial`](crate::Conn::dial)).
+    ///
+    /// # Errors
+    /// [`Error::InvalidAddress`] or [`Error::UnsupportedProtocol`] for an address that cannot
+    /// be dialed; [`Error::EngineShutdown`] once the engine stops.
+    pub fn dial<C: Send + 'static>(&self, addr: &str, ctx: Option<C>) -> Result<()> {
+        let addr = ListenAddr::parse(addr)?;
+        let ctx = ctx.map(|c| Box::new(c) as Box<dyn std::any::Any + Send>);
+        self.to_a_loop(crate::handle::Task::Dial { addr, ctx })
+    }
+
+    /// Hands an established socket (`Socket::Tcp`, `Socket::Unix`, or a connected
+    /// `Socket::Udp`) to a loop of this engine, which serves it as one of its connections:
+    /// `on_open` with the context `ctx` (the handler's `Context` type), then traffic as usual.
+    /// When it cannot be registered, [`EventHandler::on_dial_error`] says why.
+    ///
+    /// # Errors
+    /// [`Error::EngineShutdown`] once the engine stops.
+    pub fn enroll<C: Send + 'static>(
+        &self,
+        socket: gnet_backends::Socket,
+        ctx: Option<C>,
+    ) -> Result<()> {
+        let ctx = ctx.map(|c| Box::new(c) as Box<dyn std::any::Any + Send>);
+        self.to_a_loop(crate::handle::Task::Enroll { socket, ctx })
+    }
+
+    /// Queues `task` on the loop with the fewest connections.
+    fn to_a_loop(&self, task: crate::handle::Task) -> Result<()> {
+        if self.is_stopping() {
+            return Err(Error::EngineShutdown);
+        }
+        let loops = &self.inner.loops;
+        let target = loops
+            .iter()
+            .min_by_key(|l| l.conns.load(Ordering::Relaxed))
+            .ok_or(Error::EngineShutdown)?;
+        target.push(task).map_err(|t| {
+            crate::handle::refuse(t);
+            Error::EngineShutdown
+        })
+    }
+
     /// The listeners, while the engine has not shut down.
-    fn live_listeners(&self) -> Result<std::sync::MutexGuard<'_, Vec<(ListenAddr, Listener)>>> {
+    fn live_listeners(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, Vec<(ListenAddr, listen::Endpoint)>>> {
         let ls = self
             .inner
             .listeners
@@ -139,7 +190,7 @@ impl Engine {
     pub fn dup(&self) -> Result<Listener> {
         let ls = self.live_listeners()?;
         match ls.as_slice() {
-            [(_, l)] => Ok(l.try_clone()?),
+            [(_, e)] => dup_endpoint(e),
             _ => Err(Error::Unsupported(
                 "dup with several listeners; use dup_listener",
             )),
@@ -154,15 +205,24 @@ impl Engine {
     pub fn dup_listener(&self, addr: &str) -> Result<Listener> {
         let want = ListenAddr::parse(addr)?;
         let ls = self.live_listeners()?;
-        for (asked, l) in ls.iter() {
-            if *asked == want || listen::bound_addr(l, asked) == want {
-                return Ok(l.try_clone()?);
+        for (asked, e) in ls.iter() {
+            if *asked == want || listen::bound_addr(e, asked) == want {
+                return dup_endpoint(e);
             }
         }
         Err(Error::InvalidAddress {
             addr: addr.to_string(),
             reason: "no listener of this engine has this address".into(),
         })
+    }
+}
+
+fn dup_endpoint(e: &listen::Endpoint) -> Result<Listener> {
+    match e {
+        listen::Endpoint::Listener(l) => Ok(l.try_clone()?),
+        listen::Endpoint::Datagram(_) => Err(Error::Unsupported(
+            "dup of a UDP address: it has a socket per loop, not a listener",
+        )),
     }
 }
 
@@ -182,6 +242,20 @@ pub fn rotate<H: EventHandler>(handler: H, addrs: &[&str], opts: Options) -> Res
     match start(handler, addrs, opts)? {
         Some(running) => running.wait(),
         None => Ok(()),
+    }
+}
+
+/// Starts a client engine: loops without listeners, which serve the connections it dials
+/// ([`Engine::dial`]) or is handed ([`Engine::enroll`]) with `handler` (Go gnet's `Client`).
+/// `on_boot` runs first, on the calling thread; stop it like a server, with
+/// [`Running::stop`] or [`Engine::stop`].
+///
+/// # Errors
+/// Invalid options, an unusable backend.
+pub fn client<H: EventHandler>(handler: H, opts: Options) -> Result<Running> {
+    match start_engine(handler, Vec::new(), opts)? {
+        Some(running) => Ok(running),
+        None => Err(Error::EngineShutdown),
     }
 }
 
@@ -233,13 +307,24 @@ pub fn start<H: EventHandler>(
         .map(|a| ListenAddr::parse(a))
         .collect::<Result<_>>()?;
     if parsed.is_empty() {
-        return Err(Error::InvalidOptions("no address to serve".into()));
+        return Err(Error::InvalidOptions(
+            "no address to serve (for an engine that only dials, use gnet::client)".into(),
+        ));
     }
+    start_engine(handler, parsed, opts)
+}
+
+fn start_engine<H: EventHandler>(
+    handler: H,
+    parsed: Vec<ListenAddr>,
+    opts: Options,
+) -> Result<Option<Running>> {
+    opts.validate()?;
     crate::signal::check(&opts)?;
     let (backend, fallback) = select::choose(&opts)?;
     let n = opts.num_loops();
     let listeners = bind_all(&parsed, &opts, n)?;
-    let single_acceptor = listeners.per_loop.len() == 1 && n > 1;
+    let single_acceptor = !opts.reuse_port && n > 1;
     let loops: Vec<Arc<LoopShared>> = (0..n)
         .map(|i| Arc::new(LoopShared::new(i, opts.max_loop_backlog, opts.max_outbound)))
         .collect();
@@ -287,8 +372,8 @@ pub fn start<H: EventHandler>(
 
 struct Bound {
     bound: Vec<ListenAddr>,
-    originals: Vec<(ListenAddr, Listener)>,
-    per_loop: Vec<Vec<Listener>>,
+    originals: Vec<(ListenAddr, listen::Endpoint)>,
+    per_loop: Vec<Vec<listen::Endpoint>>,
     files: Vec<listen::UnixFile>,
 }
 
@@ -296,23 +381,27 @@ fn bind_all(parsed: &[ListenAddr], opts: &Options, loops: usize) -> Result<Bound
     let mut bound = Vec::new();
     let mut originals = Vec::new();
     let mut files = Vec::new();
-    let per_loop_count = if opts.reuse_port { loops } else { 1 };
-    let mut per_loop: Vec<Vec<Listener>> = (0..per_loop_count).map(|_| Vec::new()).collect();
+    let mut per_loop: Vec<Vec<listen::Endpoint>> = (0..loops).map(|_| Vec::new()).collect();
     for asked in parsed {
-        let reuse_port = opts.reuse_port && matches!(asked, ListenAddr::Tcp(_));
+        // UDP: always a socket per loop, and the kernel spreads datagrams over them. TCP: per
+        // loop in reuse-port mode, else loop 0 accepts and hands connections over.
+        let udp = matches!(asked, ListenAddr::Udp(_));
+        let reuse_port = udp || (opts.reuse_port && matches!(asked, ListenAddr::Tcp(_)));
         // On an error below, the socket files created so far are removed as `files` drops.
         let (first, file) = listen::bind(asked, opts, reuse_port)?;
         files.extend(file);
         let actual = listen::bound_addr(&first, asked);
         per_loop[0].push(first.try_clone()?);
-        for slot in per_loop.iter_mut().skip(1) {
-            // Unix sockets cannot share a path: every loop accepts on the same listener.
-            let l = if reuse_port {
-                listen::bind(&actual, opts, true)?.0
-            } else {
-                first.try_clone()?
-            };
-            slot.push(l);
+        if reuse_port || opts.reuse_port {
+            for slot in per_loop.iter_mut().skip(1) {
+                // Unix sockets cannot share a path: every loop accepts on the same listener.
+                let e = if reuse_port {
+                    listen::bind(&actual, opts, true)?.0
+                } else {
+                    first.try_clone()?
+                };
+                slot.push(e);
+            }
         }
         bound.push(actual);
         originals.push((asked.clone(), first));
@@ -343,7 +432,7 @@ struct SpawnLoops<H: EventHandler> {
     handler: Arc<H>,
     engine: Engine,
     opts: Options,
-    per_loop: Vec<Vec<Listener>>,
+    per_loop: Vec<Vec<listen::Endpoint>>,
 }
 
 impl<H: EventHandler> Visit for SpawnLoops<H> {

@@ -56,6 +56,13 @@ pub enum Error {
         /// Bytes that were still queued.
         unsent: usize,
     },
+    /// A dial did not connect within `Options::dial_timeout`.
+    DialTimeout {
+        /// Where it dialed.
+        addr: String,
+        /// The timeout.
+        after: std::time::Duration,
+    },
     /// The operation does not apply to this kind of connection or engine.
     Unsupported(&'static str),
     /// A framing codec rejected its input.
@@ -72,7 +79,7 @@ impl fmt::Display for Error {
             }
             Error::UnsupportedProtocol { addr, scheme } => write!(
                 f,
-                "unsupported protocol {scheme:?} in {addr:?}: use tcp, tcp4, tcp6 or unix"
+                "unsupported protocol {scheme:?} in {addr:?}: use tcp, tcp4, tcp6, udp, udp4, udp6 or unix"
             ),
             Error::BackendUnavailable { backend, reason } => {
                 write!(f, "backend {backend} is unavailable: {reason}")
@@ -92,6 +99,9 @@ impl fmt::Display for Error {
             Error::HandlerPanic(msg) => write!(f, "event handler panicked: {msg}"),
             Error::CloseTimeout { unsent } => {
                 write!(f, "close timed out with {unsent} bytes unsent: the peer stopped reading")
+            }
+            Error::DialTimeout { addr, after } => {
+                write!(f, "dial {addr}: not connected after {after:?} (Options::dial_timeout)")
             }
             Error::Unsupported(what) => write!(f, "unsupported operation: {what}"),
             Error::Codec(why) => write!(f, "codec error: {why}"),

@@ -33,6 +33,16 @@ pub(crate) enum Task {
     Stats {
         reply: std::sync::mpsc::Sender<gnet_backends::Stats>,
     },
+    /// [`Engine::dial`](crate::Engine::dial): the context type-erased on its way.
+    Dial {
+        addr: crate::addr::ListenAddr,
+        ctx: Option<Box<dyn std::any::Any + Send>>,
+    },
+    /// [`Engine::enroll`](crate::Engine::enroll).
+    Enroll {
+        socket: Socket,
+        ctx: Option<Box<dyn std::any::Any + Send>>,
+    },
 }
 
 /// What a queued asynchronous write is charged against the budgets, besides its bytes: the
@@ -141,9 +151,18 @@ pub(crate) struct HandleShared {
     outbound: AtomicUsize,
     /// The connection is closing or closed: writes are refused with `ConnClosed`.
     closed: AtomicBool,
+    /// A UDP server socket: no single peer to write to.
+    server_datagram: bool,
 }
 
 impl HandleShared {
+    pub(crate) fn new(server_datagram: bool) -> Self {
+        HandleShared {
+            server_datagram,
+            ..HandleShared::default()
+        }
+    }
+
     /// The loop took one of this connection's writes, of `len` bytes, from its queue.
     pub(crate) fn uncharge(&self, len: usize) {
         self.queued.fetch_sub(len, Ordering::AcqRel);
@@ -161,11 +180,26 @@ impl HandleShared {
     }
 }
 
+impl PartialEq for ConnHandle {
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id()
+    }
+}
+
+impl Eq for ConnHandle {}
+
+impl std::hash::Hash for ConnHandle {
+    fn hash<S: std::hash::Hasher>(&self, state: &mut S) {
+        self.id().hash(state);
+    }
+}
+
 /// Why a write was refused at the call (copied to both the caller and its callback).
 #[derive(Clone, Copy, Debug)]
 enum Refusal {
     Shutdown,
     Closed,
+    NoPeer,
     Full { buffered: usize, limit: usize },
 }
 
@@ -174,6 +208,10 @@ impl From<Refusal> for Error {
         match r {
             Refusal::Shutdown => Error::EngineShutdown,
             Refusal::Closed => Error::ConnClosed,
+            Refusal::NoPeer => Error::Unsupported(
+                "an asynchronous write to a UDP server socket, which has no single peer: \
+                 reply from on_traffic with Conn::write or Conn::send_to",
+            ),
             Refusal::Full { buffered, limit } => Error::OutboundFull { buffered, limit },
         }
     }
@@ -189,12 +227,50 @@ pub(crate) fn refuse(task: Task) {
     }
 }
 
+/// A connection's identity in its engine: the loop that serves it and its id there. It stays
+/// the same for the connection's whole life and never names another connection, not even one
+/// that later takes its slot (ids carry a generation). `Copy`, ordered and hashable, so it
+/// can key a map of connections; [`Conn::write_to`](crate::Conn::write_to) reaches another
+/// connection of the same loop by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    loop_index: u32,
+    id: u64,
+}
+
+impl ConnId {
+    pub(crate) fn new(loop_index: usize, id: Id) -> ConnId {
+        ConnId {
+            loop_index: loop_index as u32,
+            id: id.0,
+        }
+    }
+
+    /// The index of the loop that serves the connection.
+    pub fn loop_index(self) -> usize {
+        self.loop_index as usize
+    }
+
+    /// The connection's id inside its loop.
+    pub(crate) fn id(self) -> Id {
+        Id(self.id)
+    }
+}
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.loop_index, self.id())
+    }
+}
+
 /// A handle to one connection, usable from any thread.
 ///
 /// Operations are queued to the connection's loop and run there. A handle outliving its
 /// connection is harmless: its operations find a different generation in the slot (even if
 /// the descriptor number or the slot was reused) and do nothing; writes report
 /// [`Error::ConnClosed`] to their callback.
+///
+/// Two handles are equal when they are for the same connection ([`ConnHandle::id`]).
 #[derive(Clone)]
 pub struct ConnHandle {
     shared: Arc<LoopShared>,
@@ -214,6 +290,11 @@ impl std::fmt::Debug for ConnHandle {
 impl ConnHandle {
     pub(crate) fn new(shared: Arc<LoopShared>, conn: Arc<HandleShared>, id: Id) -> Self {
         ConnHandle { shared, conn, id }
+    }
+
+    /// The connection's identity.
+    pub fn id(&self) -> ConnId {
+        ConnId::new(self.shared.index, self.id)
     }
 
     fn push(&self, task: Task) -> Result<()> {
@@ -252,6 +333,9 @@ impl ConnHandle {
         }
         if c.closed.load(Ordering::Acquire) {
             return Err(Refusal::Closed);
+        }
+        if c.server_datagram {
+            return Err(Refusal::NoPeer);
         }
         let outbound = c.outbound.load(Ordering::Acquire);
         let before = c.queued.fetch_add(len, Ordering::AcqRel);

@@ -5,6 +5,8 @@ use std::time::Duration;
 use crate::conn::Conn;
 use crate::engine::Engine;
 use crate::error::Error;
+use crate::handle::ConnId;
+use gnet_backends::Addr;
 
 /// What a callback asks the engine to do next.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -45,6 +47,22 @@ impl std::fmt::Display for CloseCause {
             CloseCause::Error(e) => write!(f, "error: {e}"),
         }
     }
+}
+
+/// A dial that did not connect, as [`EventHandler::on_dial_error`] sees it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct DialError<C> {
+    /// The id the connection would have had.
+    pub id: ConnId,
+    /// Where it dialed.
+    pub addr: Addr,
+    /// The context it was given, back.
+    pub context: Option<C>,
+    /// Why: the kernel's error (refused, unreachable, ...) as [`Error::Io`],
+    /// [`Error::DialTimeout`], [`Error::ConnClosed`] when it was closed before it connected,
+    /// [`Error::EngineShutdown`] when the engine stopped.
+    pub error: Error,
 }
 
 /// The callbacks of a server. One value serves every loop (hence `Sync`); per-connection state
@@ -106,6 +124,13 @@ pub trait EventHandler: Send + Sync + 'static {
     /// what is left stays buffered and is presented again, with more, next time. Nothing is
     /// re-delivered without new bytes or a wake.
     fn on_traffic(&self, conn: &mut Conn<'_, Self::Context>) -> Action;
+
+    /// A dial ([`Engine::dial`], [`Conn::dial`]) did not connect; `on_open` and `on_close`
+    /// are not called for it. The default logs a warning. Runs on the loop that dialed.
+    fn on_dial_error(&self, engine: &Engine, failure: DialError<Self::Context>) {
+        let _ = engine;
+        log::warn!("gnet: dial {} failed: {}", failure.addr, failure.error);
+    }
 
     /// With [`Options::ticker`](crate::Options::ticker): runs on loop 0, first right after
     /// start, then after each returned delay.

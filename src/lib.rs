@@ -52,12 +52,14 @@
 mod addr;
 mod balance;
 mod conn;
+mod datagram;
 mod engine;
 mod error;
 mod eventloop;
 mod handle;
 mod handler;
 mod listen;
+mod local;
 mod options;
 #[doc(hidden)]
 pub mod outbound;
@@ -66,11 +68,11 @@ mod signal;
 
 pub use addr::ListenAddr;
 pub use conn::Conn;
-pub use engine::{rotate, run, start, Engine, Running};
+pub use engine::{client, rotate, run, start, Engine, Running};
 pub use error::{Error, Result};
 pub use gnet_backends::{Addr, BackendKind, Listener, Socket, Stats};
-pub use handle::{ConnHandle, WriteCallback};
-pub use handler::{Action, CloseCause, EventHandler};
+pub use handle::{ConnHandle, ConnId, WriteCallback};
+pub use handler::{Action, CloseCause, DialError, EventHandler};
 pub use options::{BackendChoice, LoadBalancing, Options};
 
 pub use bytes::Bytes;

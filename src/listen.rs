@@ -1,6 +1,6 @@
 //! Creating listeners (socket2 keeps this free of `unsafe`).
 
-use gnet_backends::Listener;
+use gnet_backends::{Listener, Socket};
 use socket2::{Domain, Protocol, SockAddr, Type};
 
 use crate::addr::ListenAddr;
@@ -11,14 +11,41 @@ fn ctx(addr: &ListenAddr, what: &str, e: std::io::Error) -> Error {
     Error::Io(std::io::Error::new(e.kind(), format!("{what} {addr}: {e}")))
 }
 
-/// Binds and listens on `addr`, non-blocking; for a Unix address, with the socket file it
-/// created.
+/// What a listen address becomes: a stream listener, or a bound datagram socket (which
+/// receives without accepting).
+#[derive(Debug)]
+pub(crate) enum Endpoint {
+    Listener(Listener),
+    Datagram(Socket),
+}
+
+impl Endpoint {
+    /// A second handle (a `dup`).
+    pub(crate) fn try_clone(&self) -> std::io::Result<Endpoint> {
+        match self {
+            Endpoint::Listener(l) => l.try_clone().map(Endpoint::Listener),
+            Endpoint::Datagram(s) => s.try_clone().map(Endpoint::Datagram),
+        }
+    }
+
+    /// The bound address (port 0 resolved).
+    fn local_addr(&self) -> std::io::Result<gnet_backends::Addr> {
+        match self {
+            Endpoint::Listener(l) => l.local_addr(),
+            Endpoint::Datagram(s) => s.local_addr(),
+        }
+    }
+}
+
+/// Binds (and for streams listens on) `addr`, non-blocking; for a Unix address, with the
+/// socket file it created.
 pub(crate) fn bind(
     addr: &ListenAddr,
     opts: &Options,
     reuse_port: bool,
-) -> Result<(Listener, Option<UnixFile>)> {
+) -> Result<(Endpoint, Option<UnixFile>)> {
     match addr {
+        ListenAddr::Udp(a) => bind_udp(addr, *a, opts).map(|s| (Endpoint::Datagram(s), None)),
         ListenAddr::Tcp(a) => {
             let s =
                 socket2::Socket::new(Domain::for_address(*a), Type::STREAM, Some(Protocol::TCP))
@@ -38,7 +65,7 @@ pub(crate) fn bind(
                 .map_err(|e| ctx(addr, "listen on", e))?;
             s.set_nonblocking(true)
                 .map_err(|e| ctx(addr, "O_NONBLOCK on", e))?;
-            Ok((Listener::Tcp(s.into()), None))
+            Ok((Endpoint::Listener(Listener::Tcp(s.into())), None))
         }
         #[cfg(unix)]
         ListenAddr::Unix(path) => {
@@ -53,16 +80,86 @@ pub(crate) fn bind(
                 .map_err(|e| ctx(addr, "listen on", e))?;
             s.set_nonblocking(true)
                 .map_err(|e| ctx(addr, "O_NONBLOCK on", e))?;
-            Ok((Listener::Unix(s.into()), file))
+            Ok((Endpoint::Listener(Listener::Unix(s.into())), file))
         }
         #[cfg(not(unix))]
         ListenAddr::Unix(_) => Err(Error::Unsupported("Unix sockets on this platform")),
     }
 }
 
-/// The address a listener actually got (port 0 resolved).
-pub(crate) fn bound_addr(l: &Listener, asked: &ListenAddr) -> ListenAddr {
-    match (l.local_addr(), asked) {
+/// A UDP socket for `a`: `SO_REUSEPORT` always (every loop binds its own, and the kernel
+/// spreads datagrams over them), `SO_BROADCAST`, and for a multicast address membership of
+/// its group on `Options::multicast_interface`.
+fn bind_udp(addr: &ListenAddr, a: std::net::SocketAddr, opts: &Options) -> Result<Socket> {
+    let s = socket2::Socket::new(Domain::for_address(a), Type::DGRAM, Some(Protocol::UDP))
+        .map_err(|e| ctx(addr, "socket for", e))?;
+    s.set_reuse_address(opts.reuse_addr)
+        .map_err(|e| ctx(addr, "SO_REUSEADDR on", e))?;
+    #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
+    s.set_reuse_port(true)
+        .map_err(|e| ctx(addr, "SO_REUSEPORT on", e))?;
+    s.set_broadcast(true)
+        .map_err(|e| ctx(addr, "SO_BROADCAST on", e))?;
+    if let Some(n) = opts.recv_buffer {
+        s.set_recv_buffer_size(n)
+            .map_err(|e| ctx(addr, "SO_RCVBUF on", e))?;
+    }
+    if let Some(n) = opts.send_buffer {
+        s.set_send_buffer_size(n)
+            .map_err(|e| ctx(addr, "SO_SNDBUF on", e))?;
+    }
+    s.bind(&SockAddr::from(a))
+        .map_err(|e| ctx(addr, "bind", e))?;
+    match a.ip() {
+        std::net::IpAddr::V4(group) if group.is_multicast() => {
+            let iface = socket2::InterfaceIndexOrAddress::Index(opts.multicast_interface);
+            s.join_multicast_v4_n(&group, &iface)
+                .map_err(|e| ctx(addr, "join the multicast group of", e))?;
+        }
+        std::net::IpAddr::V6(group) if group.is_multicast() => {
+            s.join_multicast_v6(&group, opts.multicast_interface)
+                .map_err(|e| ctx(addr, "join the multicast group of", e))?;
+        }
+        _ => {}
+    }
+    s.set_nonblocking(true)
+        .map_err(|e| ctx(addr, "O_NONBLOCK on", e))?;
+    Ok(Socket::Udp(s.into()))
+}
+
+/// A socket to dial `addr` with: not connected, non-blocking, close-on-exec (socket2).
+pub(crate) fn dial_socket(addr: &ListenAddr) -> std::io::Result<Socket> {
+    match addr {
+        ListenAddr::Tcp(a) => {
+            let s =
+                socket2::Socket::new(Domain::for_address(*a), Type::STREAM, Some(Protocol::TCP))?;
+            s.set_nonblocking(true)?;
+            Ok(Socket::Tcp(s.into()))
+        }
+        ListenAddr::Udp(a) => {
+            let s =
+                socket2::Socket::new(Domain::for_address(*a), Type::DGRAM, Some(Protocol::UDP))?;
+            s.set_nonblocking(true)?;
+            Ok(Socket::Udp(s.into()))
+        }
+        #[cfg(unix)]
+        ListenAddr::Unix(_) => {
+            let s = socket2::Socket::new(Domain::UNIX, Type::STREAM, None)?;
+            s.set_nonblocking(true)?;
+            Ok(Socket::Unix(s.into()))
+        }
+        #[cfg(not(unix))]
+        ListenAddr::Unix(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "Unix sockets on this platform",
+        )),
+    }
+}
+
+/// The address an endpoint actually got (port 0 resolved).
+pub(crate) fn bound_addr(e: &Endpoint, asked: &ListenAddr) -> ListenAddr {
+    match (e.local_addr(), asked) {
+        (Ok(gnet_backends::Addr::Inet(a)), ListenAddr::Udp(_)) => ListenAddr::Udp(a),
         (Ok(gnet_backends::Addr::Inet(a)), _) => ListenAddr::Tcp(a),
         _ => asked.clone(),
     }

@@ -73,6 +73,8 @@ pub struct Options {
     pub(crate) backlog: i32,
     pub(crate) honour_env: bool,
     pub(crate) stop_on_signals: bool,
+    pub(crate) multicast_interface: u32,
+    pub(crate) dial_timeout: Duration,
 }
 
 impl Default for Options {
@@ -105,6 +107,8 @@ impl Default for Options {
             backlog: 1024,
             honour_env: true,
             stop_on_signals: false,
+            multicast_interface: 0,
+            dial_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -390,6 +394,14 @@ impl Options {
         self
     }
 
+    /// How long a dial ([`Engine::dial`](crate::Engine::dial),
+    /// [`Conn::dial`](crate::Conn::dial)) may take to connect before it fails with
+    /// [`Error::DialTimeout`](crate::Error::DialTimeout). More than zero; default 10 s.
+    pub fn dial_timeout(mut self, d: Duration) -> Self {
+        self.dial_timeout = d;
+        self
+    }
+
     /// How long [`Engine::stop`](crate::Engine::stop) lets connections flush. Default 5 s.
     pub fn shutdown_timeout(mut self, d: Duration) -> Self {
         self.shutdown_timeout = d;
@@ -419,6 +431,14 @@ impl Options {
     /// 1024.
     pub fn ring_entries(mut self, n: u32) -> Self {
         self.ring_entries = n;
+        self
+    }
+
+    /// The network interface (its index, as `ip link` lists them) on which a multicast UDP
+    /// listen address joins its group; 0 (the default) lets the system choose. Go gnet's
+    /// `WithMulticastInterfaceIndex`.
+    pub fn multicast_interface(mut self, index: u32) -> Self {
+        self.multicast_interface = index;
         self
     }
 

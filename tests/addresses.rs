@@ -45,7 +45,7 @@ fn every_compiled_backend_is_tested() {
 }
 
 fn bad_addresses(kind: BackendKind) {
-    let unsupported = ["tulip://127.0.0.1:1", "udp://127.0.0.1:0"];
+    let unsupported = ["tulip://127.0.0.1:1", "http://127.0.0.1:0"];
     let invalid = [
         "howdy",
         "tcp://",
@@ -55,6 +55,8 @@ fn bad_addresses(kind: BackendKind) {
         "tcp://127.0.0.1",
         "tcp://127.0.0.1:",
         "tcp://127.0.0.1:70000",
+        "udp://127.0.0.1",
+        "udp://127.0.0.1:0/path",
     ];
     for addr in unsupported.iter().chain(&invalid) {
         let h = Echo::new();

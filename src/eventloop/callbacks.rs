@@ -2,6 +2,7 @@
 //! kept.
 
 use std::any::Any;
+use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bytes::{Buf, BytesMut};
@@ -25,6 +26,10 @@ pub(crate) fn panic_message(p: &(dyn Any + Send)) -> String {
 impl<H: EventHandler> Core<H> {
     /// Applies what a connection callback returned.
     fn after_callback(&mut self, id: Id, r: std::thread::Result<Action>) {
+        if self.state(id).is_some_and(|s| s.is_server_datagram()) {
+            // One datagram's callback cannot close the socket every peer sends to.
+            return self.after_datagram(id, r);
+        }
         match r {
             Ok(Action::None) => {}
             Ok(Action::Close) => self.begin_close(id, CloseCause::Local),
@@ -46,13 +51,69 @@ impl<H: EventHandler> Core<H> {
         }
     }
 
+    /// What a callback for one datagram of a server socket returned: `Close` has nothing to
+    /// close (there is no connection), a panic costs that datagram's replies only.
+    fn after_datagram(&mut self, id: Id, r: std::thread::Result<Action>) {
+        if let Some(st) = self.state(id) {
+            st.close_requested = false; // `Conn::close` too: nothing to close
+        }
+        match r {
+            Ok(Action::Shutdown) => {
+                let _ = self.engine.stop();
+            }
+            Ok(_) => {}
+            Err(p) => {
+                log::error!(
+                    "gnet: handler panicked on a datagram, dropping its replies: {}",
+                    panic_message(&*p)
+                );
+                if let Some(d) = self.state(id).and_then(|s| s.dgram.as_mut()) {
+                    d.clear();
+                }
+            }
+        }
+        if self.state(id).is_some_and(|s| s.dirty) {
+            self.mark(id);
+        }
+    }
+
+    /// `on_traffic` for one datagram of a datagram socket, `from` its sender. A truncated one
+    /// (larger than `read_buffer_size`) is dropped: it must not pass for the whole datagram.
+    pub(super) fn datagram(&mut self, id: Id, from: SocketAddr, data: &[u8], truncated: bool) {
+        let read_buffer = self.opts.read_buffer_size;
+        let Some(st) = self.conns.conn_mut(id).filter(|s| s.is_open()) else {
+            return;
+        };
+        let Some(d) = st.dgram.as_mut() else { return };
+        if truncated {
+            if !d.warned_truncated {
+                d.warned_truncated = true;
+                log::warn!(
+                    "gnet: dropping datagrams larger than read_buffer_size ({read_buffer} bytes) \
+                     on {}; raise Options::read_buffer_size to receive them",
+                    st.peer
+                );
+            }
+            return;
+        }
+        if d.server {
+            st.peer = gnet_backends::Addr::Inet(from);
+        }
+        let handler = &self.handler;
+        let mut c = Conn::new(data, st, &mut self.local, &self.shared, &self.engine);
+        let r = catch_unwind(AssertUnwindSafe(|| handler.on_traffic(&mut c)));
+        // What the handler did not consume of a datagram is gone with it.
+        self.after_callback(id, r);
+    }
+
     /// `on_open` for a freshly registered connection.
     pub(super) fn open(&mut self, id: Id) {
         let Some(st) = self.conns.conn_mut(id) else {
             return;
         };
+        st.opened = true;
         let handler = &self.handler;
-        let mut c = Conn::new(&[], st, &mut self.pool, &self.shared, &self.engine);
+        let mut c = Conn::new(&[], st, &mut self.local, &self.shared, &self.engine);
         let r = catch_unwind(AssertUnwindSafe(|| handler.on_open(&mut c)));
         self.after_callback(id, r);
     }
@@ -70,7 +131,7 @@ impl<H: EventHandler> Core<H> {
         if st.inbound.is_empty() {
             // Zero-copy path: the handler reads the backend's buffer; only a remainder is copied.
             let data = fresh.unwrap_or(&[]);
-            let mut c = Conn::new(data, st, &mut self.pool, &self.shared, &self.engine);
+            let mut c = Conn::new(data, st, &mut self.local, &self.shared, &self.engine);
             r = catch_unwind(AssertUnwindSafe(|| handler.on_traffic(&mut c)));
             let pos = c.consumed();
             if pos < data.len() {
@@ -81,7 +142,7 @@ impl<H: EventHandler> Core<H> {
                 st.inbound.extend_from_slice(d);
             }
             let mut buf = std::mem::take(&mut st.inbound);
-            let mut c = Conn::new(&buf, st, &mut self.pool, &self.shared, &self.engine);
+            let mut c = Conn::new(&buf, st, &mut self.local, &self.shared, &self.engine);
             r = catch_unwind(AssertUnwindSafe(|| handler.on_traffic(&mut c)));
             let pos = c.consumed();
             buf.advance(pos);
@@ -116,6 +177,20 @@ impl<H: EventHandler> Core<H> {
         let Some(mut st) = self.conns.remove_conn(id) else {
             return;
         };
+        self.local.ids.release(id);
+        if st.is_server_datagram() {
+            return; // no connection to tell about
+        }
+        if !st.opened {
+            // A dial that never connected: no on_open, so no on_close either.
+            let cause = match std::mem::replace(&mut st.phase, crate::conn::Phase::Open) {
+                crate::conn::Phase::Closing { cause } | crate::conn::Phase::Draining { cause } => {
+                    cause
+                }
+                _ => CloseCause::Local,
+            };
+            return self.dial_closed(st, cause);
+        }
         self.shared
             .conns
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -125,7 +200,7 @@ impl<H: EventHandler> Core<H> {
         }
         let cause = match std::mem::replace(&mut st.phase, crate::conn::Phase::Open) {
             crate::conn::Phase::Closing { cause } | crate::conn::Phase::Draining { cause } => cause,
-            crate::conn::Phase::Open => CloseCause::Local,
+            crate::conn::Phase::Open | crate::conn::Phase::Connecting => CloseCause::Local,
         };
         // No more writes: `on_close` may not queue output.
         st.phase = crate::conn::Phase::Closing {
@@ -135,7 +210,7 @@ impl<H: EventHandler> Core<H> {
             done(Err(Error::ConnClosed));
         }
         let handler = &self.handler;
-        let mut c = Conn::new(&[], &mut st, &mut self.pool, &self.shared, &self.engine);
+        let mut c = Conn::new(&[], &mut st, &mut self.local, &self.shared, &self.engine);
         let r = catch_unwind(AssertUnwindSafe(|| handler.on_close(&mut c, &cause)));
         match r {
             Ok(Action::Shutdown) => {

@@ -1,8 +1,8 @@
 //! The drain deadlines of closing connections.
 //!
-//! Every deadline is "now + a timeout", and there are only two timeouts (`close_timeout`, and
-//! `shutdown_timeout` once the engine stops), so the deadlines are kept in one queue per
-//! timeout, each already in time order: the next deadline is the earlier of two queue fronts,
+//! Every deadline is "now + a timeout", and there are only three timeouts (`close_timeout`,
+//! `shutdown_timeout` once the engine stops, and `dial_timeout` for connections being
+//! dialed), so the deadlines are kept in one queue per timeout, each already in time order: the next deadline is the earlier of two queue fronts,
 //! and the due ones are popped from the fronts. A connection that finished draining (or whose
 //! deadline was moved) leaves its entry behind; entries are checked against the connection's
 //! own deadline when they come out, and stale ones at the fronts are popped eagerly, so a
@@ -19,11 +19,12 @@ use gnet_backends::Id;
 pub(super) enum Timeout {
     Close = 0,
     Shutdown = 1,
+    Dial = 2,
 }
 
 #[derive(Debug, Default)]
 pub(super) struct Deadlines {
-    queues: [VecDeque<(Instant, Id)>; 2],
+    queues: [VecDeque<(Instant, Id)>; 3],
 }
 
 impl Deadlines {

@@ -7,22 +7,23 @@
 
 mod callbacks;
 mod deadlines;
+mod dial;
 mod sink;
 mod table;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gnet_backends::{Addr, Backend, Id, Listener, Socket};
+use gnet_backends::{Addr, Backend, Id, Socket};
 
 use crate::conn::{ConnState, Phase};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::handle::{refuse, LoopShared, Task};
 use crate::handler::{Action, CloseCause, EventHandler};
+use crate::listen::Endpoint;
+use crate::local::Local;
 use crate::options::Options;
-use crate::outbound::BufPool;
 use deadlines::{Deadlines, Timeout};
 use table::Table;
 
@@ -58,6 +59,8 @@ pub(crate) struct Core<H: EventHandler> {
     held_retry: Option<Instant>,
     /// When the current stretch of held connections began (reported once, at its start).
     held_since: Option<Instant>,
+    /// `connected` reports of the backend, handled after `poll`.
+    connect_results: Vec<(Id, std::io::Result<()>)>,
     /// Connections whose output, close or resume needs the backend after `poll`.
     dirty: Vec<Id>,
     /// Connections to resume receiving on.
@@ -68,8 +71,9 @@ pub(crate) struct Core<H: EventHandler> {
     tasks: Vec<Task>,
     next_tick: Option<Instant>,
     stopping: bool,
-    /// Buffers of finished sends, reused by the next writes (`Sink::reclaim`).
-    pool: BufPool,
+    /// What callbacks reach of the loop: the buffer pool (buffers of finished sends, reused by
+    /// the next writes), the ids, the operations they ask for.
+    local: Local<H::Context>,
 }
 
 impl<B: Backend, H: EventHandler> EventLoop<B, H> {
@@ -79,16 +83,35 @@ impl<B: Backend, H: EventHandler> EventLoop<B, H> {
         handler: Arc<H>,
         engine: Engine,
         opts: Arc<Options>,
-        listeners: Vec<Listener>,
+        endpoints: Vec<Endpoint>,
     ) -> Result<Self> {
         let shared = engine.inner.loops[index].clone();
         shared.set_waker(backend.waker());
         let mut conns = Table::new();
-        for l in listeners {
-            conns.insert_listener(l);
+        let mut local = Local::default();
+        let mut datagrams = Vec::new();
+        for e in endpoints {
+            match e {
+                Endpoint::Listener(l) => conns.insert_listener(local.ids.take(), l),
+                Endpoint::Datagram(s) => datagrams.push(s),
+            }
         }
         for (id, l) in conns.listeners() {
             backend.add_listener(id, l)?;
+        }
+        if !datagrams.is_empty() {
+            if let Err(why) = backend.capabilities().datagrams {
+                return Err(Error::BackendUnavailable {
+                    backend: B::KIND,
+                    reason: format!("it cannot serve UDP here: {why}"),
+                });
+            }
+        }
+        for s in datagrams {
+            let id = local.ids.take();
+            let local = s.local_addr()?;
+            backend.add_datagram(id, &s)?;
+            conns.insert_conn(ConnState::datagram(s, id, local, true, opts.max_outbound));
         }
         let next_tick = (opts.ticker && index == 0).then(Instant::now);
         Ok(EventLoop {
@@ -104,6 +127,7 @@ impl<B: Backend, H: EventHandler> EventLoop<B, H> {
                 held: Vec::new(),
                 held_retry: None,
                 held_since: None,
+                connect_results: Vec::new(),
                 dirty: Vec::new(),
                 resume: Vec::new(),
                 deadlines: Deadlines::default(),
@@ -113,7 +137,7 @@ impl<B: Backend, H: EventHandler> EventLoop<B, H> {
                 tasks: Vec::new(),
                 next_tick,
                 stopping: false,
-                pool: BufPool::default(),
+                local,
             },
         })
     }
@@ -188,6 +212,7 @@ impl<H: EventHandler> Core<H> {
         let timeout = match which {
             Timeout::Close => self.opts.close_timeout,
             Timeout::Shutdown => self.opts.shutdown_timeout,
+            Timeout::Dial => self.opts.dial_timeout,
         };
         let Some(at) = Instant::now().checked_add(timeout) else {
             return;
@@ -224,6 +249,8 @@ impl<H: EventHandler> Core<H> {
         self.register_incoming(backend);
         self.tick();
         self.expire_deadlines(backend);
+        self.connects_done(backend);
+        self.run_ops(backend);
         let mut dirty = std::mem::take(&mut self.dirty);
         for id in dirty.drain(..) {
             self.flush(backend, id);
@@ -247,13 +274,19 @@ impl<H: EventHandler> Core<H> {
             // The backend first, then the listener may go.
             backend.remove_listener(id);
             self.conns.remove_listener(id);
+            self.local.ids.release(id);
         }
         self.incoming.clear();
         self.held.clear();
         self.held_retry = None;
         let ids = self.conns.conn_ids();
         for id in ids {
-            if self.state(id).is_some_and(|s| s.is_open()) {
+            if self
+                .state(id)
+                .is_some_and(|s| matches!(s.phase, Phase::Connecting))
+            {
+                self.cancel_dial(backend, id, Error::EngineShutdown);
+            } else if self.state(id).is_some_and(|s| s.is_open()) {
                 self.begin_close(id, CloseCause::Shutdown);
             } else {
                 // Already draining: the stop's deadline applies too, if it comes first.
@@ -279,11 +312,22 @@ impl<H: EventHandler> Core<H> {
                 }
                 Task::Write { id, bufs, done } => self.async_write(id, bufs, done),
                 Task::Wake { id } => {
-                    if self.state(id).is_some_and(|s| s.is_open()) {
+                    // A UDP server socket has no buffered input to be woken for.
+                    if self
+                        .state(id)
+                        .is_some_and(|s| s.is_open() && !s.is_server_datagram())
+                    {
                         self.traffic(id, None);
                     }
                 }
-                Task::Close { id } => self.begin_close(id, CloseCause::Local),
+                Task::Close { id } => {
+                    // A UDP server socket serves every peer: a handle cannot close it.
+                    if !self.state(id).is_some_and(|s| s.is_server_datagram()) {
+                        self.begin_close(id, CloseCause::Local);
+                    }
+                }
+                Task::Dial { addr, ctx } => self.dial_task(addr, ctx),
+                Task::Enroll { socket, ctx } => self.enroll(backend, socket, ctx),
                 Task::Stats { reply } => {
                     let _ = reply.send(backend.stats());
                 }
@@ -343,9 +387,9 @@ impl<H: EventHandler> Core<H> {
                 self.held.push((socket, peer));
                 continue;
             }
-            self.configure(&socket);
-            let id = self.conns.next_id();
+            let id = self.local.ids.take();
             if let Err(e) = backend.add_conn(id, &socket) {
+                self.local.ids.release(id);
                 if gnet_backends::is_resource_shortage(&e) {
                     self.hold(socket, peer, &e);
                 } else {
@@ -365,16 +409,8 @@ impl<H: EventHandler> Core<H> {
                     );
                 }
             }
-            let st = self.conns.insert_conn(ConnState::new(socket, id, peer));
-            if let Some(default) = B::DIRECT_SEND {
-                st.direct_min = self
-                    .opts
-                    .direct_write_min
-                    .unwrap_or(Some(default))
-                    .unwrap_or(usize::MAX);
-            }
-            self.shared.conns.fetch_add(1, Ordering::Relaxed);
-            self.open(id);
+            self.conns.insert_conn(ConnState::new(socket, id, peer));
+            self.established::<B>(id);
         }
     }
 
@@ -456,7 +492,9 @@ impl<H: EventHandler> Core<H> {
             let Some(st) = self.state(id).filter(|s| s.deadline == Some(at)) else {
                 continue;
             };
-            if let Phase::Draining { .. } = st.phase {
+            if let Phase::Connecting = st.phase {
+                self.dial_timed_out(backend, id, at);
+            } else if let Phase::Draining { .. } = st.phase {
                 if st.pending() > 0 {
                     let unsent = st.abandon_output();
                     st.phase = Phase::Closing {
@@ -475,6 +513,9 @@ impl<H: EventHandler> Core<H> {
         let Some(st) = self.conns.conn_mut(id) else {
             return;
         };
+        if let Phase::Connecting = st.phase {
+            return; // its output waits for the connection
+        }
         st.dirty = false;
         if let Some(h) = st.handle.get() {
             h.publish(st.pending());
@@ -487,8 +528,19 @@ impl<H: EventHandler> Core<H> {
         if matches!(st.phase, Phase::Closing { .. }) {
             return;
         }
+        if let Some(d) = st.dgram.as_mut() {
+            if d.in_flight {
+                return;
+            }
+            if !d.is_empty() {
+                let (batch, n) = d.take_batch();
+                st.sending = n;
+                backend.send_to(id, batch);
+                return;
+            }
+        }
         if st.sending == 0 && !st.out.is_empty() {
-            let (bufs, n) = st.out.take_pooled(&mut self.pool);
+            let (bufs, n) = st.out.take_pooled(&mut self.local.pool);
             st.sending = n;
             backend.send(id, bufs);
             return;

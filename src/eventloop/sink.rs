@@ -61,6 +61,9 @@ impl<H: EventHandler> Sink for Core<H> {
         let max_out = self.opts.max_outbound;
         let Some(st) = self.state(conn) else { return };
         st.sending = 0;
+        if let Some(d) = st.dgram.as_mut() {
+            d.in_flight = false;
+        }
         st.sent_total += n as u64;
         while st
             .waiters
@@ -82,7 +85,7 @@ impl<H: EventHandler> Sink for Core<H> {
     }
 
     fn reclaim(&mut self, bufs: Vec<bytes::Bytes>) {
-        self.pool.put(bufs);
+        self.local.pool.put(bufs);
     }
 
     fn failed(&mut self, conn: Id, error: io::Error) {
@@ -97,18 +100,20 @@ impl<H: EventHandler> Sink for Core<H> {
         self.woken = true;
     }
 
-    // PLACEHOLDER on branch `ops`: the loop registers no datagram socket and starts no
-    // connect yet; replaced before the branch merges.
-    fn datagram(&mut self, id: Id, _from: std::net::SocketAddr, _: &[u8], _: bool) -> Flow {
-        log::error!("gnet: a datagram for {id}, which is not a datagram socket");
+    fn datagram(&mut self, id: Id, from: std::net::SocketAddr, data: &[u8], t: bool) -> Flow {
+        Core::datagram(self, id, from, data, t);
         Flow::Continue
     }
 
-    fn datagram_error(&mut self, id: Id, _to: Option<std::net::SocketAddr>, e: io::Error) {
-        log::error!("gnet: a datagram error for {id}: {e}");
+    fn datagram_error(&mut self, id: Id, to: Option<std::net::SocketAddr>, e: io::Error) {
+        // UDP is lossy: a datagram that could not go, or an ICMP error, is worth a debug line.
+        match to {
+            Some(to) => log::debug!("gnet: {id}: a datagram to {to} was not sent: {e}"),
+            None => log::debug!("gnet: {id}: the network reported: {e}"),
+        }
     }
 
-    fn connected(&mut self, id: Id, _result: io::Result<()>) {
-        log::error!("gnet: a connect report for {id}, which did not connect");
+    fn connected(&mut self, id: Id, result: io::Result<()>) {
+        self.connect_results.push((id, result));
     }
 }

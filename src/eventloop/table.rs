@@ -1,9 +1,10 @@
-//! The loop's table of everything it has registered with its backend: connections and
-//! listeners share one slab, so that their [`Id`]s never share an index (the backend contract:
-//! a backend may keep one table by index), and every id carries a generation.
+//! The loop's table of everything it has registered with its backend: connections (streams,
+//! datagram sockets, sockets being connected) and listeners, by the index of their [`Id`].
+//! Ids come from the loop's [`Ids`](crate::local::Ids), which callbacks can reach too (a dial
+//! from a callback gets its id at once), so the table only stores: their indexes never
+//! coincide, as the backend contract wants, and every id carries a generation.
 
 use gnet_backends::{Id, Listener};
-use slab::Slab;
 
 use crate::conn::ConnState;
 
@@ -16,83 +17,82 @@ enum Entry<C> {
 }
 
 pub(super) struct Table<C> {
-    slab: Slab<Entry<C>>,
-    generation: u32,
+    entries: Vec<Option<Entry<C>>>,
     conns: usize,
 }
 
 impl<C> Table<C> {
     pub(super) fn new() -> Self {
         Table {
-            slab: Slab::new(),
-            generation: 0,
+            entries: Vec::new(),
             conns: 0,
         }
     }
 
-    /// The id the next insertion gets (call [`Table::insert_conn`] with it before anything else
-    /// is inserted).
-    pub(super) fn next_id(&mut self) -> Id {
-        self.generation = self.generation.wrapping_add(1);
-        Id::new(self.slab.vacant_key(), self.generation)
+    fn slot(&mut self, id: Id) -> &mut Option<Entry<C>> {
+        let index = id.index();
+        if index >= self.entries.len() {
+            self.entries.resize_with(index + 1, || None);
+        }
+        &mut self.entries[index]
     }
 
-    /// Inserts a connection under the id [`Table::next_id`] gave.
+    /// Inserts a connection under its id (taken from the loop's `Ids`, its slot free).
     pub(super) fn insert_conn(&mut self, st: ConnState<C>) -> &mut ConnState<C> {
-        let entry = self.slab.vacant_entry();
-        debug_assert_eq!(entry.key(), st.id.index());
         self.conns += 1;
-        match entry.insert(Entry::Conn(st)) {
+        let slot = self.slot(st.id);
+        debug_assert!(slot.is_none(), "an id in use twice");
+        match slot.insert(Entry::Conn(st)) {
             Entry::Conn(st) => st,
             Entry::Listener(..) => unreachable!("just inserted a connection"),
         }
     }
 
-    /// Inserts a listener and returns its id.
-    pub(super) fn insert_listener(&mut self, l: Listener) -> Id {
-        let id = self.next_id();
-        self.slab.insert(Entry::Listener(id, l));
-        id
+    /// Inserts a listener under its id.
+    pub(super) fn insert_listener(&mut self, id: Id, l: Listener) {
+        *self.slot(id) = Some(Entry::Listener(id, l));
     }
 
     /// The live connection `id`, or `None` for a stale id or another kind of entry.
     pub(super) fn conn(&self, id: Id) -> Option<&ConnState<C>> {
-        match self.slab.get(id.index()) {
-            Some(Entry::Conn(st)) if st.id == id => Some(st),
+        match self.entries.get(id.index()) {
+            Some(Some(Entry::Conn(st))) if st.id == id => Some(st),
             _ => None,
         }
     }
 
     /// As [`Table::conn`], mutably.
     pub(super) fn conn_mut(&mut self, id: Id) -> Option<&mut ConnState<C>> {
-        match self.slab.get_mut(id.index()) {
-            Some(Entry::Conn(st)) if st.id == id => Some(st),
+        match self.entries.get_mut(id.index()) {
+            Some(Some(Entry::Conn(st))) if st.id == id => Some(st),
             _ => None,
         }
     }
 
-    /// Removes the connection `id`.
+    /// Removes the connection `id` (the caller releases the id).
     pub(super) fn remove_conn(&mut self, id: Id) -> Option<ConnState<C>> {
         self.conn(id)?;
         self.conns -= 1;
-        match self.slab.remove(id.index()) {
-            Entry::Conn(st) => Some(st),
-            Entry::Listener(..) => unreachable!("checked above"),
+        match self.entries[id.index()].take() {
+            Some(Entry::Conn(st)) => Some(st),
+            _ => unreachable!("checked above"),
         }
     }
 
     /// Removes (and drops) the listener `id`.
     pub(super) fn remove_listener(&mut self, id: Id) {
-        if matches!(self.slab.get(id.index()), Some(Entry::Listener(l, _)) if *l == id) {
-            self.slab.remove(id.index());
+        let slot = self.slot(id);
+        if matches!(slot, Some(Entry::Listener(l, _)) if *l == id) {
+            *slot = None;
         }
     }
 
     /// The ids of every listener.
     pub(super) fn listener_ids(&self) -> Vec<Id> {
-        self.slab
+        self.entries
             .iter()
-            .filter_map(|(_, e)| match e {
+            .flatten()
+            .filter_map(|e| match e {
                 Entry::Listener(id, _) => Some(*id),
                 Entry::Conn(_) => None,
             })
@@ -101,7 +101,7 @@ impl<C> Table<C> {
 
     /// The listeners, with their ids.
     pub(super) fn listeners(&self) -> impl Iterator<Item = (Id, &Listener)> {
-        self.slab.iter().filter_map(|(_, e)| match e {
+        self.entries.iter().flatten().filter_map(|e| match e {
             Entry::Listener(id, l) => Some((*id, l)),
             Entry::Conn(_) => None,
         })
@@ -109,9 +109,10 @@ impl<C> Table<C> {
 
     /// The ids of every connection.
     pub(super) fn conn_ids(&self) -> Vec<Id> {
-        self.slab
+        self.entries
             .iter()
-            .filter_map(|(_, e)| match e {
+            .flatten()
+            .filter_map(|e| match e {
                 Entry::Conn(st) => Some(st.id),
                 Entry::Listener(..) => None,
             })

@@ -337,6 +337,12 @@ impl Client {
         }
     }
 
+    /// Writes `data`, then reads exactly `want` back.
+    pub fn write_all_and_expect(&mut self, data: &[u8], want: &[u8]) {
+        self.write_all(data).expect("client write");
+        self.expect(want);
+    }
+
     /// Writes `payload` from a second thread while reading its echo; checks it byte for byte.
     pub fn echo(&mut self, payload: &[u8]) {
         let mut w = self.try_clone();
