@@ -27,6 +27,8 @@
 //! - **Waking.** An eventfd with a coalescing flag (`waker.rs`).
 
 mod conn;
+mod report;
+mod table;
 mod waker;
 
 #[cfg(test)]
@@ -45,14 +47,17 @@ use crate::socket::{Listener, Socket};
 
 use crate::listeners::Listeners;
 use crate::poller::{self, Poller, Token, CONN_INTEREST, READ_INTEREST};
-use conn::{Conn, Conns, ReadEnd, Report};
+use conn::{Conn, ReadEnd};
+use report::Report;
+use table::{Entry, Table};
 use waker::Waker;
 
 /// The epoll backend: one per event loop. See the [module documentation](self) for its design.
 pub struct Epoll {
     poller: Poller,
     waker: Arc<Waker>,
-    conns: Conns,
+    /// Everything registered by index: connections (and, below, the other kinds).
+    table: Table,
     listeners: Listeners,
     /// Connections with bytes to read, in the order they get their next pass.
     ready: VecDeque<Id>,
@@ -94,7 +99,7 @@ impl Epoll {
                     self.listeners.connection_closed();
                 }
                 // A connection closed since the report was queued gets nothing more.
-                _ if !self.conns.contains(report.conn()) => continue,
+                _ if !self.table.contains(report.id()) => continue,
                 _ => {}
             }
             report.deliver(sink);
@@ -114,7 +119,7 @@ impl Epoll {
             }
             Token::Listener(index) => self.listeners.on_ready(index, sink),
             Token::Conn(index) => {
-                let Some(conn) = self.conns.by_index(index) else {
+                let Some(Entry::Stream(conn)) = self.table.by_index(index) else {
                     return Ok(());
                 };
                 // Writes first: finishing a send frees memory and may unblock the peer.
@@ -144,7 +149,7 @@ impl Epoll {
             let Some(id) = self.ready.pop_front() else {
                 break;
             };
-            let Some(conn) = self.conns.get_mut(id) else {
+            let Some(conn) = self.table.stream_mut(id) else {
                 continue;
             };
             conn.queued = false;
@@ -187,7 +192,7 @@ impl Backend for Epoll {
         Ok(Epoll {
             poller,
             waker: Arc::new(waker),
-            conns: Conns::default(),
+            table: Table::default(),
             listeners: Listeners::default(),
             ready: VecDeque::new(),
             deferred: VecDeque::new(),
@@ -228,7 +233,7 @@ impl Backend for Epoll {
     }
 
     fn add_conn(&mut self, id: Id, socket: &Socket) -> io::Result<()> {
-        if !self.conns.is_free(id.index()) {
+        if !self.table.is_free(id.index()) {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 "connection index in use",
@@ -238,12 +243,13 @@ impl Backend for Epoll {
         // the next wait: `EPOLL_CTL_ADD` checks it, also for edge-triggered interest.
         self.poller
             .add(socket.as_fd(), CONN_INTEREST, Token::Conn(id.index()))?;
-        self.conns.insert(Conn::new(id, socket.as_raw_fd()));
+        self.table
+            .insert(Entry::Stream(Conn::new(id, socket.as_raw_fd())));
         Ok(())
     }
 
     fn send(&mut self, conn: Id, bufs: Vec<Bytes>) {
-        let Some(c) = self.conns.get_mut(conn) else {
+        let Some(c) = self.table.stream_mut(conn) else {
             log::warn!("epoll: send on unknown connection {conn:?}");
             return;
         };
@@ -253,7 +259,7 @@ impl Backend for Epoll {
     }
 
     fn resume(&mut self, conn: Id) {
-        let Some(c) = self.conns.get_mut(conn) else {
+        let Some(c) = self.table.stream_mut(conn) else {
             return;
         };
         if c.resume() && !c.queued {
@@ -263,15 +269,17 @@ impl Backend for Epoll {
     }
 
     fn close(&mut self, conn: Id) {
-        let Some(c) = self.conns.remove(conn) else {
+        let Some(entry) = self.table.remove(conn) else {
             log::warn!("epoll: close of unknown connection {conn:?}");
             return;
         };
-        if let Err(e) = self.poller.delete(c.fd()) {
-            log::warn!("epoll: deregistering connection {conn:?}: {e}");
+        if let Some(fd) = entry.registered_fd() {
+            if let Err(e) = self.poller.delete(fd) {
+                log::warn!("epoll: deregistering {conn:?}: {e}");
+            }
         }
-        // Dropping `c` drops the send in flight; the loop still owns the descriptor.
-        drop(c);
+        // Dropping the entry drops the send in flight; the loop still owns the descriptor.
+        drop(entry);
         self.closing += 1;
         self.deferred.push_back(Report::Closed(conn));
     }
@@ -304,7 +312,7 @@ impl Backend for Epoll {
             buffers_total: 1,
             buffers_free: 1,
             ops_in_flight: 0,
-            conns: self.conns.len() + self.closing,
+            conns: self.table.len() + self.closing,
         }
     }
 

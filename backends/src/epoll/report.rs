@@ -1,0 +1,37 @@
+//! Reports kept for later: produced outside `poll` (a send that finished at once, a close),
+//! delivered by the next `poll`.
+
+use std::io;
+
+use bytes::Bytes;
+
+use crate::contract::{Id, Sink};
+
+/// An event produced outside `poll` (or kept for later), reported by the next `poll`.
+#[derive(Debug)]
+pub(super) enum Report {
+    /// A send finished: its total, and its buffers for [`Sink::reclaim`].
+    Sent(Id, usize, Vec<Bytes>),
+    Failed(Id, io::Error),
+    Closed(Id),
+}
+
+impl Report {
+    /// The id the report is about.
+    pub(super) fn id(&self) -> Id {
+        match self {
+            Report::Sent(id, ..) | Report::Failed(id, _) | Report::Closed(id) => *id,
+        }
+    }
+
+    pub(super) fn deliver<S: Sink>(self, sink: &mut S) {
+        match self {
+            Report::Sent(id, n, bufs) => {
+                sink.sent(id, n);
+                sink.reclaim(bufs);
+            }
+            Report::Failed(id, e) => sink.failed(id, e),
+            Report::Closed(id) => sink.closed(id),
+        }
+    }
+}
