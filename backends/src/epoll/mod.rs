@@ -27,6 +27,8 @@
 //! - **Waking.** An eventfd with a coalescing flag (`waker.rs`).
 
 mod conn;
+mod dgram;
+mod mmsg;
 mod report;
 mod table;
 mod waker;
@@ -42,12 +44,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::contract::{Backend, BackendKind, Config, Id, OpenError, Sink, Stats, Wake};
+use crate::contract::{
+    Backend, BackendKind, Capabilities, Config, Datagram, Id, OpenError, Sink, Stats, Wake,
+};
 use crate::socket::{Listener, Socket};
 
 use crate::listeners::Listeners;
 use crate::poller::{self, Poller, Token, CONN_INTEREST, READ_INTEREST};
 use conn::{Conn, ReadEnd};
+use dgram::Dgram;
+use mmsg::RecvArea;
 use report::Report;
 use table::{Entry, Table};
 use waker::Waker;
@@ -59,7 +65,8 @@ pub struct Epoll {
     /// Everything registered by index: connections (and, below, the other kinds).
     table: Table,
     listeners: Listeners,
-    /// Connections with bytes to read, in the order they get their next pass.
+    /// Connections with bytes to read and datagram sockets with datagrams, in the order they
+    /// get their next pass.
     ready: VecDeque<Id>,
     /// Reports produced outside `poll`, delivered by the next one.
     deferred: VecDeque<Report>,
@@ -67,6 +74,9 @@ pub struct Epoll {
     closing: usize,
     /// The loop's one read buffer.
     buf: Box<[u8]>,
+    /// The datagram buffers, one per message of a `recvmmsg`, allocated with the first
+    /// datagram socket.
+    area: RecvArea,
     read_chunk: usize,
     poll_read_budget: usize,
 }
@@ -76,6 +86,18 @@ impl std::fmt::Debug for Epoll {
         f.debug_struct("Epoll")
             .field("stats", &self.stats())
             .finish_non_exhaustive()
+    }
+}
+
+/// Interest of a datagram socket, set once at registration: both directions, edge-triggered
+/// (`EPOLLERR`, always reported, brings the errors the network sends back).
+const DGRAM_INTEREST: u32 = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLET) as u32;
+
+/// Puts `id` at the back of the ready list unless it is on it.
+fn enqueue(ready: &mut VecDeque<Id>, queued: &mut bool, id: Id) {
+    if !*queued {
+        *queued = true;
+        ready.push_back(id);
     }
 }
 
@@ -118,22 +140,27 @@ impl Epoll {
                 sink.woken();
             }
             Token::Listener(index) => self.listeners.on_ready(index, sink),
-            Token::Conn(index) => {
-                let Some(Entry::Stream(conn)) = self.table.by_index(index) else {
-                    return Ok(());
-                };
-                // Writes first: finishing a send frees memory and may unblock the peer.
-                if ready.writable() && conn.sending() {
-                    if let Some(report) = conn.flush() {
-                        report.deliver(sink);
+            Token::Conn(index) => match self.table.by_index(index) {
+                None => {}
+                Some(Entry::Stream(conn)) => {
+                    // Writes first: finishing a send frees memory and may unblock the peer.
+                    if ready.writable() && conn.sending() {
+                        if let Some(report) = conn.flush() {
+                            report.deliver(sink);
+                        }
+                    }
+                    conn.on_ready(ready.readable(), ready.closing());
+                    if conn.wants_read() {
+                        enqueue(&mut self.ready, &mut conn.queued, conn.id);
                     }
                 }
-                conn.on_ready(ready.readable(), ready.closing());
-                if conn.wants_read() && !conn.queued {
-                    conn.queued = true;
-                    self.ready.push_back(conn.id);
+                Some(Entry::Datagram(d)) => {
+                    d.on_ready(ready.readable());
+                    if d.wants_read() {
+                        enqueue(&mut self.ready, &mut d.queued, d.id);
+                    }
                 }
-            }
+            },
         }
         Ok(())
     }
@@ -149,14 +176,22 @@ impl Epoll {
             let Some(id) = self.ready.pop_front() else {
                 break;
             };
-            let Some(conn) = self.table.stream_mut(id) else {
-                continue;
+            let chunk = self.read_chunk.min(left);
+            let (end, n) = match self.table.get_mut(id) {
+                Some(Entry::Stream(conn)) => {
+                    let pass = conn.read(&mut self.buf, chunk, sink);
+                    conn.queued = pass.0 == ReadEnd::Budget;
+                    pass
+                }
+                Some(Entry::Datagram(d)) => {
+                    let pass = d.receive(&mut self.area, chunk, sink);
+                    d.queued = pass.0 == ReadEnd::Budget;
+                    pass
+                }
+                None => continue,
             };
-            conn.queued = false;
-            let (end, n) = conn.read(&mut self.buf, self.read_chunk.min(left), sink);
             left = left.saturating_sub(n);
             if end == ReadEnd::Budget {
-                conn.queued = true;
                 self.ready.push_back(id);
             }
         }
@@ -198,6 +233,7 @@ impl Backend for Epoll {
             deferred: VecDeque::new(),
             closing: 0,
             buf: vec![0; config.read_buffer_size.max(1)].into_boxed_slice(),
+            area: RecvArea::new(config.read_buffer_size),
             read_chunk: config.read_chunk,
             poll_read_budget: config.poll_read_budget.max(1),
         })
@@ -258,13 +294,14 @@ impl Backend for Epoll {
         }
     }
 
-    fn resume(&mut self, conn: Id) {
-        let Some(c) = self.table.stream_mut(conn) else {
-            return;
+    fn resume(&mut self, id: Id) {
+        let (wants, queued) = match self.table.get_mut(id) {
+            Some(Entry::Stream(c)) => (c.resume(), &mut c.queued),
+            Some(Entry::Datagram(d)) => (d.resume(), &mut d.queued),
+            None => return,
         };
-        if c.resume() && !c.queued {
-            c.queued = true;
-            self.ready.push_back(conn);
+        if wants {
+            enqueue(&mut self.ready, queued, id);
         }
     }
 
@@ -284,22 +321,36 @@ impl Backend for Epoll {
         self.deferred.push_back(Report::Closed(conn));
     }
 
-    // PLACEHOLDER on branch `ops`, replaced before it merges: datagrams and connect.
-    fn capabilities(&self) -> crate::contract::Capabilities {
-        crate::contract::Capabilities {
-            datagrams: Err("not written yet".into()),
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
             connect: Err("not written yet".into()),
+            ..Capabilities::all()
         }
     }
 
-    fn add_datagram(&mut self, _id: Id, _socket: &Socket) -> io::Result<()> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "not written yet",
-        ))
+    fn add_datagram(&mut self, id: Id, socket: &Socket) -> io::Result<()> {
+        if !socket.is_datagram() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "add_datagram: not a datagram socket",
+            ));
+        }
+        if !self.table.is_free(id.index()) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "datagram socket index in use",
+            ));
+        }
+        // Before registering: once added, the socket needs nothing more.
+        self.area.reserve();
+        self.poller
+            .add(socket.as_fd(), DGRAM_INTEREST, Token::Conn(id.index()))?;
+        self.table
+            .insert(Entry::Datagram(Dgram::new(id, socket.as_raw_fd())));
+        Ok(())
     }
 
-    fn send_to(&mut self, id: Id, _batch: Vec<crate::contract::Datagram>) {
+    fn send_to(&mut self, id: Id, _batch: Vec<Datagram>) {
         log::error!("send_to on {id}: not written yet");
     }
 
@@ -309,8 +360,8 @@ impl Backend for Epoll {
 
     fn stats(&self) -> Stats {
         Stats {
-            buffers_total: 1,
-            buffers_free: 1,
+            buffers_total: 1 + self.area.buffers(),
+            buffers_free: 1 + self.area.buffers(),
             ops_in_flight: 0,
             conns: self.table.len() + self.closing,
         }

@@ -14,18 +14,22 @@ use std::os::fd::BorrowedFd;
 use crate::contract::Id;
 
 use super::conn::Conn;
+use super::dgram::Dgram;
 
 /// One tracked socket.
 #[derive(Debug)]
 pub(super) enum Entry {
     /// A stream connection (`add_conn`).
     Stream(Conn),
+    /// A datagram socket (`add_datagram`).
+    Datagram(Dgram),
 }
 
 impl Entry {
     pub(super) fn id(&self) -> Id {
         match self {
             Entry::Stream(c) => c.id,
+            Entry::Datagram(d) => d.id,
         }
     }
 
@@ -33,6 +37,7 @@ impl Entry {
     pub(super) fn registered_fd(&self) -> Option<BorrowedFd<'_>> {
         match self {
             Entry::Stream(c) => Some(c.fd()),
+            Entry::Datagram(d) => Some(d.fd()),
         }
     }
 }
@@ -91,7 +96,7 @@ impl Table {
     pub(super) fn stream_mut(&mut self, id: Id) -> Option<&mut Conn> {
         match self.get_mut(id) {
             Some(Entry::Stream(c)) => Some(c),
-            None => None,
+            _ => None,
         }
     }
 
