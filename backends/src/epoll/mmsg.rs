@@ -1,7 +1,10 @@
-//! Many datagrams per system call: `recvmmsg(2)` into the loop's datagram buffers.
+//! Many datagrams per system call: `recvmmsg(2)` into the loop's datagram buffers, and
+//! `sendmmsg(2)` of a slice of [`Datagram`]s, one message per datagram.
 //!
-//! The call stops at the first message that fails, and keeps that error for the next call
-//! when it had received something (the kernel stores it as the socket's pending error).
+//! Both calls stop at the first message that fails. `recvmmsg` keeps that error for the next
+//! call when it had received something (the kernel stores it as the socket's pending error);
+//! `sendmmsg` then returns the count and the error is lost, so the caller starts again at the
+//! first message not sent and meets the error on its own.
 
 use std::io;
 use std::mem;
@@ -9,6 +12,9 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr;
 
+use socket2::SockAddr;
+
+use crate::contract::Datagram;
 use crate::socket::Addr;
 use crate::sys::{self, cvt};
 
@@ -18,6 +24,9 @@ pub(super) const RECV_BATCH: usize = 32;
 /// The receive buffers together hold at most this much, unless one buffer is larger: 16 at
 /// the default `read_buffer_size` of 64 KiB, 32 from 32 KiB down.
 const AREA_MAX: usize = 1024 * 1024;
+
+/// The most datagrams one `sendmmsg` is handed (its addresses and iovecs live on the stack).
+pub(super) const SEND_BATCH: usize = 32;
 
 /// What the kernel said about one datagram of the last receive.
 #[derive(Clone, Copy, Debug, Default)]
@@ -151,5 +160,59 @@ impl RecvArea {
             )),
         };
         (from, data, got.flags & libc::MSG_TRUNC != 0)
+    }
+}
+
+/// One `sendmmsg(MSG_NOSIGNAL | MSG_DONTWAIT)` of the first [`SEND_BATCH`] datagrams at most,
+/// each one message of one iovec, to its `to` or, for `None`, the connected peer. Returns how
+/// many the kernel took, from the first; each whole (a datagram is never sent in part).
+///
+/// # Errors
+/// The error of the first datagram, which was not sent: `WouldBlock` (the send buffer is
+/// full), `Interrupted`, or why the kernel refused it (`EMSGSIZE`, `ENETUNREACH`, a pending
+/// `ECONNREFUSED`, ...).
+pub(super) fn send(fd: BorrowedFd<'_>, dgrams: &[Datagram]) -> io::Result<usize> {
+    let n = dgrams.len().min(SEND_BATCH);
+    if n == 0 {
+        return Ok(0);
+    }
+    let names: [Option<SockAddr>; SEND_BATCH] =
+        std::array::from_fn(|i| dgrams.get(i).and_then(|d| d.to).map(SockAddr::from));
+    let mut iov = [libc::iovec {
+        iov_base: ptr::null_mut(),
+        iov_len: 0,
+    }; SEND_BATCH];
+    for (slot, d) in iov.iter_mut().zip(&dgrams[..n]) {
+        slot.iov_base = d.data.as_ptr().cast_mut().cast();
+        slot.iov_len = d.data.len();
+    }
+    // SAFETY: `mmsghdr` is plain old data for which all-zero bytes are a valid value.
+    let mut hdrs: [libc::mmsghdr; SEND_BATCH] = unsafe { mem::zeroed() };
+    let iov_ptr = iov.as_mut_ptr();
+    for (i, (h, name)) in hdrs[..n].iter_mut().zip(&names).enumerate() {
+        if let Some(name) = name {
+            h.msg_hdr.msg_name = name.as_ptr().cast_mut().cast();
+            h.msg_hdr.msg_namelen = name.len();
+        }
+        h.msg_hdr.msg_iov = iov_ptr.wrapping_add(i);
+        h.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: `fd` is live for the borrow. The first `n` headers are initialised, and each
+    // points to one iovec of the array above describing the bytes of a `Bytes` in `dgrams`
+    // (borrowed, so alive and unchanged for the call), and names either no address or a
+    // `SockAddr` of `names` with its length; no control buffer. The kernel only reads those,
+    // and writes only `msg_len` of the headers.
+    let r = unsafe {
+        libc::sendmmsg(
+            fd.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            n as libc::c_uint,
+            (libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) as _,
+        )
+    };
+    match cvt(r)? {
+        // Not seen from Linux (an error comes back instead); never a loop without progress.
+        0 => Err(io::ErrorKind::WouldBlock.into()),
+        k => Ok(k as usize),
     }
 }

@@ -155,6 +155,9 @@ impl Epoll {
                     }
                 }
                 Some(Entry::Datagram(d)) => {
+                    if ready.writable() && d.sending() {
+                        d.flush(&mut |report| report.deliver(sink));
+                    }
                     d.on_ready(ready.readable());
                     if d.wants_read() {
                         enqueue(&mut self.ready, &mut d.queued, d.id);
@@ -286,7 +289,7 @@ impl Backend for Epoll {
 
     fn send(&mut self, conn: Id, bufs: Vec<Bytes>) {
         let Some(c) = self.table.stream_mut(conn) else {
-            log::warn!("epoll: send on unknown connection {conn:?}");
+            log::warn!("epoll: send on unknown stream connection {conn:?}");
             return;
         };
         if let Some(report) = c.send(bufs) {
@@ -350,8 +353,13 @@ impl Backend for Epoll {
         Ok(())
     }
 
-    fn send_to(&mut self, id: Id, _batch: Vec<Datagram>) {
-        log::error!("send_to on {id}: not written yet");
+    fn send_to(&mut self, id: Id, batch: Vec<Datagram>) {
+        let Some(d) = self.table.dgram_mut(id) else {
+            log::warn!("epoll: send_to on unknown datagram socket {id:?}");
+            return;
+        };
+        let deferred = &mut self.deferred;
+        d.send(batch, &mut |report| deferred.push_back(report));
     }
 
     fn connect(&mut self, id: Id, _socket: &Socket, _to: &crate::socket::Addr) {

@@ -2,6 +2,7 @@
 //! delivered by the next `poll`.
 
 use std::io;
+use std::net::SocketAddr;
 
 use bytes::Bytes;
 
@@ -14,13 +15,19 @@ pub(super) enum Report {
     Sent(Id, usize, Vec<Bytes>),
     Failed(Id, io::Error),
     Closed(Id),
+    /// A datagram the kernel refused (its destination), or an error the network reported for
+    /// the socket (`None`).
+    DatagramError(Id, Option<SocketAddr>, io::Error),
 }
 
 impl Report {
     /// The id the report is about.
     pub(super) fn id(&self) -> Id {
         match self {
-            Report::Sent(id, ..) | Report::Failed(id, _) | Report::Closed(id) => *id,
+            Report::Sent(id, ..)
+            | Report::Failed(id, _)
+            | Report::Closed(id)
+            | Report::DatagramError(id, ..) => *id,
         }
     }
 
@@ -32,6 +39,7 @@ impl Report {
             }
             Report::Failed(id, e) => sink.failed(id, e),
             Report::Closed(id) => sink.closed(id),
+            Report::DatagramError(id, to, e) => sink.datagram_error(id, to, e),
         }
     }
 }

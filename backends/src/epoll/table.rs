@@ -100,6 +100,14 @@ impl Table {
         }
     }
 
+    /// The live datagram socket `id`.
+    pub(super) fn dgram_mut(&mut self, id: Id) -> Option<&mut Dgram> {
+        match self.get_mut(id) {
+            Some(Entry::Datagram(d)) => Some(d),
+            _ => None,
+        }
+    }
+
     /// The live entry at `index`, as an event's token names it.
     pub(super) fn by_index(&mut self, index: usize) -> Option<&mut Entry> {
         self.slots.get_mut(index).and_then(Option::as_mut)
