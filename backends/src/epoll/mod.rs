@@ -27,6 +27,7 @@
 //! - **Waking.** An eventfd with a coalescing flag (`waker.rs`).
 
 mod conn;
+mod connect;
 mod dgram;
 mod mmsg;
 mod report;
@@ -47,11 +48,12 @@ use bytes::Bytes;
 use crate::contract::{
     Backend, BackendKind, Capabilities, Config, Datagram, Id, OpenError, Sink, Stats, Wake,
 };
-use crate::socket::{Listener, Socket};
+use crate::socket::{Addr, Listener, Socket};
 
 use crate::listeners::Listeners;
 use crate::poller::{self, Poller, Token, CONN_INTEREST, READ_INTEREST};
 use conn::{Conn, ReadEnd};
+use connect::{Connecting, Start, CONNECT_INTEREST};
 use dgram::Dgram;
 use mmsg::RecvArea;
 use report::Report;
@@ -62,7 +64,7 @@ use waker::Waker;
 pub struct Epoll {
     poller: Poller,
     waker: Arc<Waker>,
-    /// Everything registered by index: connections (and, below, the other kinds).
+    /// Everything but listeners, by index: streams, datagram sockets, sockets connecting.
     table: Table,
     listeners: Listeners,
     /// Connections with bytes to read and datagram sockets with datagrams, in the order they
@@ -114,17 +116,22 @@ fn open_error(what: &str, e: io::Error) -> OpenError {
 impl Epoll {
     fn deliver_deferred<S: Sink>(&mut self, sink: &mut S) {
         while let Some(report) = self.deferred.pop_front() {
-            match report {
+            let deliver = match &report {
                 Report::Closed(_) => {
                     self.closing -= 1;
                     // The loop drops the socket when told: a descriptor is free again.
                     self.listeners.connection_closed();
+                    true
                 }
-                // A connection closed since the report was queued gets nothing more.
-                _ if !self.table.contains(report.id()) => continue,
-                _ => {}
+                // The id is forgotten as `connected` is reported; a connect closed since gets
+                // nothing.
+                Report::Connected(id, _) => self.forget_connecting(*id),
+                // Nothing more for an id closed since the report was queued.
+                other => self.table.contains(other.id()),
+            };
+            if deliver {
+                report.deliver(sink);
             }
-            report.deliver(sink);
         }
     }
 
@@ -152,6 +159,13 @@ impl Epoll {
                     conn.on_ready(ready.readable(), ready.closing());
                     if conn.wants_read() {
                         enqueue(&mut self.ready, &mut conn.queued, conn.id);
+                    }
+                }
+                Some(Entry::Connecting(c)) => {
+                    if let Some(result) = c.outcome(ready) {
+                        let id = c.id;
+                        self.forget_connecting(id);
+                        sink.connected(id, result);
                     }
                 }
                 Some(Entry::Datagram(d)) => {
@@ -191,13 +205,32 @@ impl Epoll {
                     d.queued = pass.0 == ReadEnd::Budget;
                     pass
                 }
-                None => continue,
+                Some(Entry::Connecting(_)) | None => continue,
             };
             left = left.saturating_sub(n);
             if end == ReadEnd::Budget {
                 self.ready.push_back(id);
             }
         }
+    }
+
+    /// Forgets the socket `connect` was connecting as `id` (deregistering it if it was
+    /// registered), before `connected` is reported; `false` if there is none (it was closed).
+    fn forget_connecting(&mut self, id: Id) -> bool {
+        if !matches!(self.table.get_mut(id), Some(Entry::Connecting(_))) {
+            return false;
+        }
+        if let Some(fd) = self
+            .table
+            .remove(id)
+            .as_ref()
+            .and_then(Entry::registered_fd)
+        {
+            if let Err(e) = self.poller.delete(fd) {
+                log::warn!("epoll: deregistering connected socket {id:?}: {e}");
+            }
+        }
+        true
     }
 
     /// The wait for this poll: none when something is already due.
@@ -301,7 +334,7 @@ impl Backend for Epoll {
         let (wants, queued) = match self.table.get_mut(id) {
             Some(Entry::Stream(c)) => (c.resume(), &mut c.queued),
             Some(Entry::Datagram(d)) => (d.resume(), &mut d.queued),
-            None => return,
+            Some(Entry::Connecting(_)) | None => return,
         };
         if wants {
             enqueue(&mut self.ready, queued, id);
@@ -325,10 +358,7 @@ impl Backend for Epoll {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            connect: Err("not written yet".into()),
-            ..Capabilities::all()
-        }
+        Capabilities::all()
     }
 
     fn add_datagram(&mut self, id: Id, socket: &Socket) -> io::Result<()> {
@@ -362,8 +392,30 @@ impl Backend for Epoll {
         d.send(batch, &mut |report| deferred.push_back(report));
     }
 
-    fn connect(&mut self, id: Id, _socket: &Socket, _to: &crate::socket::Addr) {
-        log::error!("connect on {id}: not written yet");
+    fn connect(&mut self, id: Id, socket: &Socket, to: &Addr) {
+        if !self.table.is_free(id.index()) {
+            debug_assert!(false, "epoll: connect on {id:?}, an index in use");
+            log::error!("epoll: connect on {id:?}, an index in use: ignored");
+            return;
+        }
+        let done = match connect::start(socket, to) {
+            Start::Pending => self
+                .poller
+                .add(socket.as_fd(), CONNECT_INTEREST, Token::Conn(id.index()))
+                .err()
+                .map(Err),
+            Start::Done(result) => Some(result),
+        };
+        let registered = done.is_none();
+        self.table.insert(Entry::Connecting(Connecting::new(
+            id,
+            socket.as_raw_fd(),
+            registered,
+        )));
+        // Reported by the next poll, unless `close` comes first.
+        if let Some(result) = done {
+            self.deferred.push_back(Report::Connected(id, result));
+        }
     }
 
     fn stats(&self) -> Stats {

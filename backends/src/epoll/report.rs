@@ -18,6 +18,9 @@ pub(super) enum Report {
     /// A datagram the kernel refused (its destination), or an error the network reported for
     /// the socket (`None`).
     DatagramError(Id, Option<SocketAddr>, io::Error),
+    /// A connect that ended inside `connect` (delivered by `Epoll::deliver_deferred`, which
+    /// forgets the id as it reports it).
+    Connected(Id, io::Result<()>),
 }
 
 impl Report {
@@ -27,7 +30,8 @@ impl Report {
             Report::Sent(id, ..)
             | Report::Failed(id, _)
             | Report::Closed(id)
-            | Report::DatagramError(id, ..) => *id,
+            | Report::DatagramError(id, ..)
+            | Report::Connected(id, _) => *id,
         }
     }
 
@@ -40,6 +44,7 @@ impl Report {
             Report::Failed(id, e) => sink.failed(id, e),
             Report::Closed(id) => sink.closed(id),
             Report::DatagramError(id, to, e) => sink.datagram_error(id, to, e),
+            Report::Connected(id, result) => sink.connected(id, result),
         }
     }
 }

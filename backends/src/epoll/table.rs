@@ -14,6 +14,7 @@ use std::os::fd::BorrowedFd;
 use crate::contract::Id;
 
 use super::conn::Conn;
+use super::connect::Connecting;
 use super::dgram::Dgram;
 
 /// One tracked socket.
@@ -23,6 +24,8 @@ pub(super) enum Entry {
     Stream(Conn),
     /// A datagram socket (`add_datagram`).
     Datagram(Dgram),
+    /// A socket `connect` is connecting, until `connected` is reported.
+    Connecting(Connecting),
 }
 
 impl Entry {
@@ -30,6 +33,7 @@ impl Entry {
         match self {
             Entry::Stream(c) => c.id,
             Entry::Datagram(d) => d.id,
+            Entry::Connecting(c) => c.id,
         }
     }
 
@@ -38,6 +42,7 @@ impl Entry {
         match self {
             Entry::Stream(c) => Some(c.fd()),
             Entry::Datagram(d) => Some(d.fd()),
+            Entry::Connecting(c) => c.registered_fd(),
         }
     }
 }
