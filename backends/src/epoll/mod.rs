@@ -8,8 +8,10 @@
 //!   `EPOLL_CTL_MOD` on the hot path. Edge-triggered `EPOLLOUT` costs nothing while nothing is
 //!   pending: the kernel signals write space only after a send hit a full buffer, and an `OUT`
 //!   bit that rides along with an `IN` event is ignored unless a send is in flight. The
-//!   `epoll_data` holds a `Token` (`poller.rs`): a connection's slab index, a listener id, or
-//!   the waker, so dispatch is an index into a table, not a lookup by descriptor.
+//!   `epoll_data` holds a `Token` (`poller.rs`): a slab index, a listener id, or the waker,
+//!   so dispatch is an index into a table, not a lookup by descriptor. Connections, datagram
+//!   sockets and sockets being connected share one table (`table.rs`), since the loop keeps
+//!   their indexes unique together.
 //! - **Receiving.** One read buffer per loop ([`Config::read_buffer_size`]), lent to
 //!   [`Sink::received`] for each `recv`. An edge marks the connection readable and puts it on a
 //!   ready list; each `poll` gives every connection on the list one pass of at most
@@ -17,13 +19,28 @@
 //!   for the next `poll` (which then does not block): the edge is remembered, not lost. One
 //!   `poll` reads at most [`Config::poll_read_budget`] bytes in all, so what handlers write
 //!   in reply is flushed before more is read.
-//!   [`Flow::Pause`](crate::Flow::Pause) stops the pass and keeps the readable mark; `resume` queues the connection
-//!   again. A read of 0 is `eof`, after every byte before it.
+//!   [`Flow::Pause`](crate::Flow::Pause) stops the pass and keeps the readable mark; `resume`
+//!   queues the connection again. A read of 0 is `eof`, after every byte before it.
 //! - **Sending.** `send` writes at once (`sendmsg` with `MSG_NOSIGNAL`, up to `IOV_MAX`
 //!   buffers per call, until done or `EAGAIN`); a remainder waits for `EPOLLOUT`. `sent` or
 //!   `failed` produced inside `send` is queued and reported by the next `poll`.
+//! - **Datagrams** (`dgram.rs`, `mmsg.rs`). `add_datagram` registers for
+//!   `EPOLLIN | EPOLLOUT | EPOLLET`, and the socket takes its turn on the same ready list within
+//!   the same budgets, each datagram counting at least 1 KiB so that a flood of tiny ones ends
+//!   a pass too. A pass calls `recvmmsg` until `EAGAIN`: up to 32 datagrams per call, each into
+//!   a buffer of `read_buffer_size` (at most 1 MiB of them, so 16 at 64 KiB; allocated with the
+//!   first datagram socket), one [`Sink::datagram`] each, `truncated` from `MSG_TRUNC`.
+//!   `Flow::Pause` takes effect after the batch in hand. Errors the network reports (ICMP) are
+//!   [`Sink::datagram_error`]s and receiving goes on. `send_to` calls `sendmmsg` (one message
+//!   per datagram, up to 32 per call) until done or `EAGAIN`, then on `EPOLLOUT`; a datagram
+//!   the kernel refuses is tried once more, because a send also returns the socket's pending
+//!   error (from an earlier datagram) without sending, then reported and skipped.
+//! - **Connecting** (`connect.rs`). A non-blocking `connect(2)`; in progress, the socket is
+//!   registered for `EPOLLOUT` and its event's `SO_ERROR` decides; done at once (Unix, UDP, an
+//!   immediate error), it is reported by the next `poll`. Reporting [`Sink::connected`] forgets
+//!   the id (deregistered), so the loop can add the socket again under it.
 //! - **Closing.** `close` deregisters, drops the send in flight and queues `closed`. Queued
-//!   `sent`/`failed` reports for a connection closed since are dropped.
+//!   reports for an id closed since are dropped (a pending `connected` among them).
 //! - **Waking.** An eventfd with a coalescing flag (`waker.rs`).
 
 mod conn;
