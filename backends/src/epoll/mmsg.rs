@@ -19,14 +19,14 @@ use crate::socket::Addr;
 use crate::sys::{self, cvt};
 
 /// The most datagrams one `recvmmsg` takes.
-pub(super) const RECV_BATCH: usize = 32;
+const RECV_BATCH: usize = 32;
 
 /// The receive buffers together hold at most this much, unless one buffer is larger: 16 at
 /// the default `read_buffer_size` of 64 KiB, 32 from 32 KiB down.
 const AREA_MAX: usize = 1024 * 1024;
 
 /// The most datagrams one `sendmmsg` is handed (its addresses and iovecs live on the stack).
-pub(super) const SEND_BATCH: usize = 32;
+const SEND_BATCH: usize = 32;
 
 /// What the kernel said about one datagram of the last receive.
 #[derive(Clone, Copy, Debug, Default)]
