@@ -16,35 +16,9 @@ use std::os::fd::{BorrowedFd, RawFd};
 
 use bytes::Bytes;
 
+use super::report::Report;
 use crate::contract::{Flow, Id, Sink};
 use crate::sys::{self, SendQueue};
-
-/// An event produced outside `poll` (or kept for later), reported by the next `poll`.
-#[derive(Debug)]
-pub(super) enum Report {
-    Sent(Id, usize, Vec<Bytes>),
-    Failed(Id, io::Error),
-    Closed(Id),
-}
-
-impl Report {
-    pub(super) fn conn(&self) -> Id {
-        match self {
-            Report::Sent(id, ..) | Report::Failed(id, _) | Report::Closed(id) => *id,
-        }
-    }
-
-    pub(super) fn deliver<S: Sink>(self, sink: &mut S) {
-        match self {
-            Report::Sent(id, n, bufs) => {
-                sink.sent(id, n);
-                sink.reclaim(bufs);
-            }
-            Report::Failed(id, e) => sink.failed(id, e),
-            Report::Closed(id) => sink.closed(id),
-        }
-    }
-}
 
 /// How a read pass ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,59 +168,5 @@ impl Conn {
             }
             Err(e) => Some(self.fail(e)),
         }
-    }
-}
-
-/// Connections by [`Id::index`], which the loop keeps unique among live connections.
-#[derive(Debug, Default)]
-pub(super) struct Conns {
-    slots: Vec<Option<Conn>>,
-    live: usize,
-}
-
-impl Conns {
-    pub(super) fn len(&self) -> usize {
-        self.live
-    }
-
-    /// Whether the index is free (the loop may reuse an index only after `closed`).
-    pub(super) fn is_free(&self, index: usize) -> bool {
-        self.slots.get(index).map_or(true, Option::is_none)
-    }
-
-    pub(super) fn insert(&mut self, conn: Conn) {
-        let index = conn.id.index();
-        if index >= self.slots.len() {
-            self.slots.resize_with(index + 1, || None);
-        }
-        debug_assert!(self.slots[index].is_none());
-        self.slots[index] = Some(conn);
-        self.live += 1;
-    }
-
-    pub(super) fn remove(&mut self, id: Id) -> Option<Conn> {
-        let slot = self.slots.get_mut(id.index())?;
-        if slot.as_ref()?.id != id {
-            return None;
-        }
-        self.live -= 1;
-        slot.take()
-    }
-
-    /// The live connection `id` (index and generation must both match).
-    pub(super) fn get_mut(&mut self, id: Id) -> Option<&mut Conn> {
-        self.by_index(id.index()).filter(|c| c.id == id)
-    }
-
-    pub(super) fn contains(&self, id: Id) -> bool {
-        self.slots
-            .get(id.index())
-            .and_then(Option::as_ref)
-            .is_some_and(|c| c.id == id)
-    }
-
-    /// The live connection at `index`, as an event's token names it.
-    pub(super) fn by_index(&mut self, index: usize) -> Option<&mut Conn> {
-        self.slots.get_mut(index).and_then(Option::as_mut)
     }
 }

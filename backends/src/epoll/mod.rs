@@ -8,8 +8,10 @@
 //!   `EPOLL_CTL_MOD` on the hot path. Edge-triggered `EPOLLOUT` costs nothing while nothing is
 //!   pending: the kernel signals write space only after a send hit a full buffer, and an `OUT`
 //!   bit that rides along with an `IN` event is ignored unless a send is in flight. The
-//!   `epoll_data` holds a `Token` (`poller.rs`): a connection's slab index, a listener id, or
-//!   the waker, so dispatch is an index into a table, not a lookup by descriptor.
+//!   `epoll_data` holds a `Token` (`poller.rs`): a slab index, a listener id, or the waker,
+//!   so dispatch is an index into a table, not a lookup by descriptor. Connections, datagram
+//!   sockets and sockets being connected share one table (`table.rs`), since the loop keeps
+//!   their indexes unique together.
 //! - **Receiving.** One read buffer per loop ([`Config::read_buffer_size`]), lent to
 //!   [`Sink::received`] for each `recv`. An edge marks the connection readable and puts it on a
 //!   ready list; each `poll` gives every connection on the list one pass of at most
@@ -17,16 +19,36 @@
 //!   for the next `poll` (which then does not block): the edge is remembered, not lost. One
 //!   `poll` reads at most [`Config::poll_read_budget`] bytes in all, so what handlers write
 //!   in reply is flushed before more is read.
-//!   [`Flow::Pause`](crate::Flow::Pause) stops the pass and keeps the readable mark; `resume` queues the connection
-//!   again. A read of 0 is `eof`, after every byte before it.
+//!   [`Flow::Pause`](crate::Flow::Pause) stops the pass and keeps the readable mark; `resume`
+//!   queues the connection again. A read of 0 is `eof`, after every byte before it.
 //! - **Sending.** `send` writes at once (`sendmsg` with `MSG_NOSIGNAL`, up to `IOV_MAX`
 //!   buffers per call, until done or `EAGAIN`); a remainder waits for `EPOLLOUT`. `sent` or
 //!   `failed` produced inside `send` is queued and reported by the next `poll`.
+//! - **Datagrams** (`dgram.rs`, `mmsg.rs`). `add_datagram` registers for
+//!   `EPOLLIN | EPOLLOUT | EPOLLET`, and the socket takes its turn on the same ready list within
+//!   the same budgets, each datagram counting at least 1 KiB so that a flood of tiny ones ends
+//!   a pass too. A pass calls `recvmmsg` until `EAGAIN`: up to 32 datagrams per call, each into
+//!   a buffer of `read_buffer_size` (at most 1 MiB of them, so 16 at 64 KiB; allocated with the
+//!   first datagram socket), one [`Sink::datagram`] each, `truncated` from `MSG_TRUNC`.
+//!   `Flow::Pause` takes effect after the batch in hand. Errors the network reports (ICMP) are
+//!   [`Sink::datagram_error`]s and receiving goes on. `send_to` calls `sendmmsg` (one message
+//!   per datagram, up to 32 per call) until done or `EAGAIN`, then on `EPOLLOUT`; a datagram
+//!   the kernel refuses is tried once more, because a send also returns the socket's pending
+//!   error (from an earlier datagram) without sending, then reported and skipped.
+//! - **Connecting** (`connect.rs`). A non-blocking `connect(2)`; in progress, the socket is
+//!   registered for `EPOLLOUT` and its event's `SO_ERROR` decides; done at once (Unix, UDP, an
+//!   immediate error), it is reported by the next `poll`. Reporting [`Sink::connected`] forgets
+//!   the id (deregistered), so the loop can add the socket again under it.
 //! - **Closing.** `close` deregisters, drops the send in flight and queues `closed`. Queued
-//!   `sent`/`failed` reports for a connection closed since are dropped.
+//!   reports for an id closed since are dropped (a pending `connected` among them).
 //! - **Waking.** An eventfd with a coalescing flag (`waker.rs`).
 
 mod conn;
+mod connect;
+mod dgram;
+mod mmsg;
+mod report;
+mod table;
 mod waker;
 
 #[cfg(test)]
@@ -40,21 +62,30 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::contract::{Backend, BackendKind, Config, Id, OpenError, Sink, Stats, Wake};
-use crate::socket::{Listener, Socket};
+use crate::contract::{
+    Backend, BackendKind, Capabilities, Config, Datagram, Id, OpenError, Sink, Stats, Wake,
+};
+use crate::socket::{Addr, Listener, Socket};
 
 use crate::listeners::Listeners;
 use crate::poller::{self, Poller, Token, CONN_INTEREST, READ_INTEREST};
-use conn::{Conn, Conns, ReadEnd, Report};
+use conn::{Conn, ReadEnd};
+use connect::{Connecting, Start, CONNECT_INTEREST};
+use dgram::Dgram;
+use mmsg::RecvArea;
+use report::Report;
+use table::{Entry, Table};
 use waker::Waker;
 
 /// The epoll backend: one per event loop. See the [module documentation](self) for its design.
 pub struct Epoll {
     poller: Poller,
     waker: Arc<Waker>,
-    conns: Conns,
+    /// Everything but listeners, by index: streams, datagram sockets, sockets connecting.
+    table: Table,
     listeners: Listeners,
-    /// Connections with bytes to read, in the order they get their next pass.
+    /// Connections with bytes to read and datagram sockets with datagrams, in the order they
+    /// get their next pass.
     ready: VecDeque<Id>,
     /// Reports produced outside `poll`, delivered by the next one.
     deferred: VecDeque<Report>,
@@ -62,6 +93,9 @@ pub struct Epoll {
     closing: usize,
     /// The loop's one read buffer.
     buf: Box<[u8]>,
+    /// The datagram buffers, one per message of a `recvmmsg`, allocated with the first
+    /// datagram socket.
+    area: RecvArea,
     read_chunk: usize,
     poll_read_budget: usize,
 }
@@ -71,6 +105,18 @@ impl std::fmt::Debug for Epoll {
         f.debug_struct("Epoll")
             .field("stats", &self.stats())
             .finish_non_exhaustive()
+    }
+}
+
+/// Interest of a datagram socket, set once at registration: both directions, edge-triggered
+/// (`EPOLLERR`, always reported, brings the errors the network sends back).
+const DGRAM_INTEREST: u32 = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLET) as u32;
+
+/// Puts `id` at the back of the ready list unless it is on it.
+fn enqueue(ready: &mut VecDeque<Id>, queued: &mut bool, id: Id) {
+    if !*queued {
+        *queued = true;
+        ready.push_back(id);
     }
 }
 
@@ -87,17 +133,22 @@ fn open_error(what: &str, e: io::Error) -> OpenError {
 impl Epoll {
     fn deliver_deferred<S: Sink>(&mut self, sink: &mut S) {
         while let Some(report) = self.deferred.pop_front() {
-            match report {
+            let deliver = match &report {
                 Report::Closed(_) => {
                     self.closing -= 1;
                     // The loop drops the socket when told: a descriptor is free again.
                     self.listeners.connection_closed();
+                    true
                 }
-                // A connection closed since the report was queued gets nothing more.
-                _ if !self.conns.contains(report.conn()) => continue,
-                _ => {}
+                // The id is forgotten as `connected` is reported; a connect closed since gets
+                // nothing.
+                Report::Connected(id, _) => self.forget_connecting(*id),
+                // Nothing more for an id closed since the report was queued.
+                other => self.table.contains(other.id()),
+            };
+            if deliver {
+                report.deliver(sink);
             }
-            report.deliver(sink);
         }
     }
 
@@ -113,22 +164,37 @@ impl Epoll {
                 sink.woken();
             }
             Token::Listener(index) => self.listeners.on_ready(index, sink),
-            Token::Conn(index) => {
-                let Some(conn) = self.conns.by_index(index) else {
-                    return Ok(());
-                };
-                // Writes first: finishing a send frees memory and may unblock the peer.
-                if ready.writable() && conn.sending() {
-                    if let Some(report) = conn.flush() {
-                        report.deliver(sink);
+            Token::Conn(index) => match self.table.by_index(index) {
+                None => {}
+                Some(Entry::Stream(conn)) => {
+                    // Writes first: finishing a send frees memory and may unblock the peer.
+                    if ready.writable() && conn.sending() {
+                        if let Some(report) = conn.flush() {
+                            report.deliver(sink);
+                        }
+                    }
+                    conn.on_ready(ready.readable(), ready.closing());
+                    if conn.wants_read() {
+                        enqueue(&mut self.ready, &mut conn.queued, conn.id);
                     }
                 }
-                conn.on_ready(ready.readable(), ready.closing());
-                if conn.wants_read() && !conn.queued {
-                    conn.queued = true;
-                    self.ready.push_back(conn.id);
+                Some(Entry::Connecting(c)) => {
+                    if let Some(result) = c.outcome(ready) {
+                        let id = c.id;
+                        self.forget_connecting(id);
+                        sink.connected(id, result);
+                    }
                 }
-            }
+                Some(Entry::Datagram(d)) => {
+                    if ready.writable() && d.sending() {
+                        d.flush(&mut |report| report.deliver(sink));
+                    }
+                    d.on_ready(ready.readable());
+                    if d.wants_read() {
+                        enqueue(&mut self.ready, &mut d.queued, d.id);
+                    }
+                }
+            },
         }
         Ok(())
     }
@@ -144,17 +210,44 @@ impl Epoll {
             let Some(id) = self.ready.pop_front() else {
                 break;
             };
-            let Some(conn) = self.conns.get_mut(id) else {
-                continue;
+            let chunk = self.read_chunk.min(left);
+            let (end, n) = match self.table.get_mut(id) {
+                Some(Entry::Stream(conn)) => {
+                    let pass = conn.read(&mut self.buf, chunk, sink);
+                    conn.queued = pass.0 == ReadEnd::Budget;
+                    pass
+                }
+                Some(Entry::Datagram(d)) => {
+                    let pass = d.receive(&mut self.area, chunk, sink);
+                    d.queued = pass.0 == ReadEnd::Budget;
+                    pass
+                }
+                Some(Entry::Connecting(_)) | None => continue,
             };
-            conn.queued = false;
-            let (end, n) = conn.read(&mut self.buf, self.read_chunk.min(left), sink);
             left = left.saturating_sub(n);
             if end == ReadEnd::Budget {
-                conn.queued = true;
                 self.ready.push_back(id);
             }
         }
+    }
+
+    /// Forgets the socket `connect` was connecting as `id` (deregistering it if it was
+    /// registered), before `connected` is reported; `false` if there is none (it was closed).
+    fn forget_connecting(&mut self, id: Id) -> bool {
+        if !matches!(self.table.get_mut(id), Some(Entry::Connecting(_))) {
+            return false;
+        }
+        if let Some(fd) = self
+            .table
+            .remove(id)
+            .as_ref()
+            .and_then(Entry::registered_fd)
+        {
+            if let Err(e) = self.poller.delete(fd) {
+                log::warn!("epoll: deregistering connected socket {id:?}: {e}");
+            }
+        }
+        true
     }
 
     /// The wait for this poll: none when something is already due.
@@ -187,12 +280,13 @@ impl Backend for Epoll {
         Ok(Epoll {
             poller,
             waker: Arc::new(waker),
-            conns: Conns::default(),
+            table: Table::default(),
             listeners: Listeners::default(),
             ready: VecDeque::new(),
             deferred: VecDeque::new(),
             closing: 0,
             buf: vec![0; config.read_buffer_size.max(1)].into_boxed_slice(),
+            area: RecvArea::new(config.read_buffer_size),
             read_chunk: config.read_chunk,
             poll_read_budget: config.poll_read_budget.max(1),
         })
@@ -228,7 +322,7 @@ impl Backend for Epoll {
     }
 
     fn add_conn(&mut self, id: Id, socket: &Socket) -> io::Result<()> {
-        if !self.conns.is_free(id.index()) {
+        if !self.table.is_free(id.index()) {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 "connection index in use",
@@ -238,13 +332,14 @@ impl Backend for Epoll {
         // the next wait: `EPOLL_CTL_ADD` checks it, also for edge-triggered interest.
         self.poller
             .add(socket.as_fd(), CONN_INTEREST, Token::Conn(id.index()))?;
-        self.conns.insert(Conn::new(id, socket.as_raw_fd()));
+        self.table
+            .insert(Entry::Stream(Conn::new(id, socket.as_raw_fd())));
         Ok(())
     }
 
     fn send(&mut self, conn: Id, bufs: Vec<Bytes>) {
-        let Some(c) = self.conns.get_mut(conn) else {
-            log::warn!("epoll: send on unknown connection {conn:?}");
+        let Some(c) = self.table.stream_mut(conn) else {
+            log::warn!("epoll: send on unknown stream connection {conn:?}");
             return;
         };
         if let Some(report) = c.send(bufs) {
@@ -252,59 +347,100 @@ impl Backend for Epoll {
         }
     }
 
-    fn resume(&mut self, conn: Id) {
-        let Some(c) = self.conns.get_mut(conn) else {
-            return;
+    fn resume(&mut self, id: Id) {
+        let (wants, queued) = match self.table.get_mut(id) {
+            Some(Entry::Stream(c)) => (c.resume(), &mut c.queued),
+            Some(Entry::Datagram(d)) => (d.resume(), &mut d.queued),
+            Some(Entry::Connecting(_)) | None => return,
         };
-        if c.resume() && !c.queued {
-            c.queued = true;
-            self.ready.push_back(conn);
+        if wants {
+            enqueue(&mut self.ready, queued, id);
         }
     }
 
     fn close(&mut self, conn: Id) {
-        let Some(c) = self.conns.remove(conn) else {
+        let Some(entry) = self.table.remove(conn) else {
             log::warn!("epoll: close of unknown connection {conn:?}");
             return;
         };
-        if let Err(e) = self.poller.delete(c.fd()) {
-            log::warn!("epoll: deregistering connection {conn:?}: {e}");
+        if let Some(fd) = entry.registered_fd() {
+            if let Err(e) = self.poller.delete(fd) {
+                log::warn!("epoll: deregistering {conn:?}: {e}");
+            }
         }
-        // Dropping `c` drops the send in flight; the loop still owns the descriptor.
-        drop(c);
+        // Dropping the entry drops the send in flight; the loop still owns the descriptor.
+        drop(entry);
         self.closing += 1;
         self.deferred.push_back(Report::Closed(conn));
     }
 
-    // PLACEHOLDER on branch `ops`, replaced before it merges: datagrams and connect.
-    fn capabilities(&self) -> crate::contract::Capabilities {
-        crate::contract::Capabilities {
-            datagrams: Err("not written yet".into()),
-            connect: Err("not written yet".into()),
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::all()
+    }
+
+    fn add_datagram(&mut self, id: Id, socket: &Socket) -> io::Result<()> {
+        if !socket.is_datagram() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "add_datagram: not a datagram socket",
+            ));
         }
+        if !self.table.is_free(id.index()) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "datagram socket index in use",
+            ));
+        }
+        // Before registering: once added, the socket needs nothing more.
+        self.area.reserve();
+        self.poller
+            .add(socket.as_fd(), DGRAM_INTEREST, Token::Conn(id.index()))?;
+        self.table
+            .insert(Entry::Datagram(Dgram::new(id, socket.as_raw_fd())));
+        Ok(())
     }
 
-    fn add_datagram(&mut self, _id: Id, _socket: &Socket) -> io::Result<()> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "not written yet",
-        ))
+    fn send_to(&mut self, id: Id, batch: Vec<Datagram>) {
+        let Some(d) = self.table.dgram_mut(id) else {
+            log::warn!("epoll: send_to on unknown datagram socket {id:?}");
+            return;
+        };
+        let deferred = &mut self.deferred;
+        d.send(batch, &mut |report| deferred.push_back(report));
     }
 
-    fn send_to(&mut self, id: Id, _batch: Vec<crate::contract::Datagram>) {
-        log::error!("send_to on {id}: not written yet");
-    }
-
-    fn connect(&mut self, id: Id, _socket: &Socket, _to: &crate::socket::Addr) {
-        log::error!("connect on {id}: not written yet");
+    fn connect(&mut self, id: Id, socket: &Socket, to: &Addr) {
+        if !self.table.is_free(id.index()) {
+            debug_assert!(false, "epoll: connect on {id:?}, an index in use");
+            log::error!("epoll: connect on {id:?}, an index in use: ignored");
+            return;
+        }
+        let done = match connect::start(socket, to) {
+            Start::Pending => self
+                .poller
+                .add(socket.as_fd(), CONNECT_INTEREST, Token::Conn(id.index()))
+                .err()
+                .map(Err),
+            Start::Done(result) => Some(result),
+        };
+        let registered = done.is_none();
+        self.table.insert(Entry::Connecting(Connecting::new(
+            id,
+            socket.as_raw_fd(),
+            registered,
+        )));
+        // Reported by the next poll, unless `close` comes first.
+        if let Some(result) = done {
+            self.deferred.push_back(Report::Connected(id, result));
+        }
     }
 
     fn stats(&self) -> Stats {
         Stats {
-            buffers_total: 1,
-            buffers_free: 1,
+            buffers_total: 1 + self.area.buffers(),
+            buffers_free: 1 + self.area.buffers(),
             ops_in_flight: 0,
-            conns: self.conns.len() + self.closing,
+            conns: self.table.len() + self.closing,
         }
     }
 

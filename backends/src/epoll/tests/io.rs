@@ -68,7 +68,7 @@ fn large_send_is_one_sent() {
     });
     ep.send(A, bufs);
     assert!(
-        ep.conns.get_mut(A).unwrap().sending(),
+        ep.table.stream_mut(A).unwrap().sending(),
         "1 MiB should not fit at once"
     );
     poll_until(&mut ep, &mut sink, |s| {

@@ -1,5 +1,6 @@
 //! Tests over real loopback sockets with a recording [`Sink`].
 
+mod datagram;
 mod io;
 mod lifecycle;
 
