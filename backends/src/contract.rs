@@ -230,7 +230,8 @@ pub struct Stats {
     pub buffers_free: usize,
     /// Kernel operations submitted and not yet completed (io_uring).
     pub ops_in_flight: usize,
-    /// Connections the backend currently tracks (added and not yet reported closed).
+    /// Connections, datagram sockets and connects the backend currently tracks (added and not
+    /// yet reported `closed` or, for a connect, `connected`).
     pub conns: usize,
 }
 
@@ -305,12 +306,14 @@ pub trait Sink {
     /// An error about one datagram, or one the network reported for the socket (an ICMP port
     /// unreachable arriving as `ECONNREFUSED` on a connected socket, `EMSGSIZE` for a
     /// datagram too large, `ENETUNREACH`, ...): the socket goes on receiving and sending. `to`
-    /// is the destination of the datagram that could not be sent, `None` for an error that
-    /// came with a receive.
+    /// is the destination of the datagram that could not be sent, `None` for an error about
+    /// the socket rather than one datagram (one that came with a receive, or a pending ICMP
+    /// error that a send met).
     fn datagram_error(&mut self, id: Id, to: Option<SocketAddr>, error: io::Error);
 
     /// The connection [`Backend::connect`] started is established (`Ok`) or failed with the
-    /// error the kernel gave (`ECONNREFUSED`, `ETIMEDOUT`, `ENETUNREACH`, ...). Either way the
+    /// error the kernel gave (`ECONNREFUSED`, `ETIMEDOUT`, `ENETUNREACH`; `EAGAIN` for a Unix
+    /// socket whose listener's backlog is full, ...). Either way the
     /// backend has forgotten `id`: the loop registers the socket under the same id with
     /// [`Backend::add_conn`] (a stream) or [`Backend::add_datagram`] (a connected datagram
     /// socket), or drops it.
