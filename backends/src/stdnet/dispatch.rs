@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering;
 
 use super::conn::MAX_IN_FLIGHT;
+use super::dgram;
 use super::queue::Msg;
 use super::StdNet;
 use crate::contract::{Flow, Id, Sink};
@@ -81,6 +82,39 @@ impl StdNet {
                         c.failed = true;
                         c.recv_done = true;
                         sink.failed(conn, error);
+                    }
+                }
+            }
+            Msg::Datagram {
+                id,
+                from,
+                data,
+                truncated,
+            } => {
+                let Some(c) = self.conns.get(&id) else {
+                    return;
+                };
+                if c.closing || c.failed {
+                    return;
+                }
+                let flow = sink.datagram(id, from, &data, truncated);
+                let mut st = c.state.lock();
+                let reader_blocked = dgram::over_budget(&st, self.read_buffer_size);
+                st.in_flight -= 1;
+                st.queued_bytes -= data.len();
+                if flow == Flow::Pause {
+                    st.paused = true;
+                }
+                let wake = reader_blocked && !st.paused;
+                drop(st);
+                if wake {
+                    c.state.notify();
+                }
+            }
+            Msg::DatagramError { id, to, error } => {
+                if let Some(c) = self.conns.get(&id) {
+                    if !c.closing && !c.failed {
+                        sink.datagram_error(id, to, error);
                     }
                 }
             }

@@ -13,30 +13,45 @@
 //!   `remove_listener` can stop and join it at once, releasing its handle before it returns.
 //!   Persistent accept errors are reported and followed by a 100 ms back-off.
 //! - **A reader thread per connection** (from `add_conn`) doing blocking reads on the loop's
-//!   socket (borrowed, not duplicated: see `borrowed.rs`), at most two chunks ahead of the loop (bounded memory), and none while the
-//!   connection is paused. A connection that is not streaming reads into a small stack buffer,
-//!   so an idle connection holds no heap receive buffer.
+//!   socket (borrowed, not duplicated: see `borrowed.rs`), at most two chunks ahead of the
+//!   loop (bounded memory), and none while the connection is paused. A connection that is not
+//!   streaming reads into a small stack buffer, so an idle connection holds no heap receive
+//!   buffer.
 //! - **A writer thread per connection**, started by the first `send`, doing blocking vectored
 //!   writes of each batch and reporting `sent` with the total.
-//! - **`close`** marks the connection closing, shuts the socket down in both directions (which
-//!   wakes blocked reads and writes) and reports `closed` once every thread of the connection
-//!   has exited and dropped its socket handle, so nothing of the connection is reported after
-//!   `closed` and the loop's drop of its socket really closes it. Events of a closing connection
-//!   still in the queue are dropped. (On Linux the `shutdown` wakes blocked calls at once; on
-//!   non-Unix targets the reader also has a one-second receive timeout as a safety net.)
+//! - **Datagram sockets** (`add_datagram`, `dgram.rs`) get the same pair of threads: a reader
+//!   doing one blocking `recv_from` per datagram into a buffer one byte larger than
+//!   `read_buffer_size` (a datagram that fills that last byte did not fit: its first
+//!   `read_buffer_size` bytes are reported, `truncated`), at most 64 datagrams or two
+//!   buffers' worth of bytes ahead of the loop; and, from the first `send_to`, a writer
+//!   sending each datagram whole, reporting those that fail and going on. Errors the network
+//!   reports (ICMP: `ECONNREFUSED`, unreachable hosts) are datagram errors; only a broken
+//!   socket fails.
+//! - **`close`** marks the connection closing, shuts the socket down (the read side on Unix,
+//!   which wakes a blocked read, while a blocked write gives up within its 100 ms send
+//!   timeout; both directions on Windows: see `conn.rs`) and reports `closed` once every
+//!   thread of the connection has exited and dropped its socket handle, so nothing of the
+//!   connection is reported after `closed` and the loop's drop of its socket really closes it.
+//!   Events of a closing connection still in the queue are dropped. (On non-Unix targets the
+//!   reader also has a one-second receive timeout as a safety net.) A datagram socket is shut
+//!   down too: Linux wakes its blocked `recv_from` for it, connected or not; elsewhere its
+//!   reader has a 100 ms receive timeout, so `closed` comes within about that (`dgram.rs`
+//!   says why not a datagram to itself).
 //!
 //! # Blocking mode
 //!
 //! The threads need blocking sockets, and on Unix the handles share one open file description,
-//! so `add_conn` switches the connection's socket **to blocking mode**, the loop's own handle
-//! included. The loop must do no I/O on a socket it lent to stdnet (it never needs to: all I/O
-//! goes through the backend); `shutdown`, addresses and socket options are fine. Sockets
-//! reported by [`Sink::accepted`] are non-blocking as the contract says, until `add_conn`.
+//! so `add_conn` (and `add_datagram`) switches the socket **to blocking mode**, the loop's own
+//! handle included. The loop must do no I/O on a socket it lent to stdnet (it never needs to:
+//! all I/O goes through the backend); `shutdown`, addresses and socket options are fine.
+//! Sockets reported by [`Sink::accepted`] are non-blocking as the contract says, until
+//! `add_conn`.
 //!
 //! Threads get small stacks (128 KiB) and names (`gnet-accept-N`, `gnet-read-N`,
-//! `gnet-write-N`). The only `unsafe` code is the borrow of the loop's socket by the
-//! connection's threads (`borrowed.rs`): a connection costs one descriptor, as on the other
-//! backends, and needs none after `add_conn`.
+//! `gnet-write-N`; `gnet-recv-N` and `gnet-send-N` for datagram sockets). The only `unsafe`
+//! code is the borrow of the loop's socket by the connection's threads (`borrowed.rs`, and its
+//! one caller, `StdNet::lend`): a connection costs one descriptor, as on the other backends,
+//! and needs none after `add_conn`.
 #![deny(unsafe_code)]
 
 #[cfg(not(any(unix, windows)))]
@@ -45,6 +60,7 @@ compile_error!("the stdnet backend needs a Unix or Windows target (raw sockets)"
 mod accept;
 mod borrowed;
 mod conn;
+mod dgram;
 mod dispatch;
 mod queue;
 #[cfg(test)]
@@ -61,7 +77,9 @@ use self::accept::AcceptThread;
 use self::borrowed::Borrowed;
 use self::conn::ConnShared;
 use self::queue::{Msg, Shared, Waker};
-use crate::contract::{Backend, BackendKind, Config, Id, OpenError, Sink, Stats, Wake};
+use crate::contract::{
+    Backend, BackendKind, Capabilities, Config, Datagram, Id, OpenError, Sink, Stats, Wake,
+};
 use crate::socket::{Listener, Socket};
 
 /// Stack size of every helper thread: they only run small loops around blocking calls (plus the
@@ -81,8 +99,10 @@ pub struct StdNet {
     batch: VecDeque<Msg>,
 }
 
-/// The loop's side of one connection.
+/// The loop's side of one connection or datagram socket.
 struct Conn {
+    /// A datagram socket: its threads are `dgram.rs`'s, it takes `send_to` and not `send`.
+    datagram: bool,
     state: Arc<ConnShared>,
     /// The loop's socket as the connection's threads use it (borrowed: no descriptor of its
     /// own), and used here to shut it down at `close`; dropped then.
@@ -95,6 +115,75 @@ struct Conn {
     recv_done: bool,
     /// `failed` was reported: nothing but `closed` any more.
     failed: bool,
+}
+
+impl Conn {
+    /// A connection (or datagram socket) whose reader was just started.
+    fn new(datagram: bool, state: Arc<ConnShared>, handle: Arc<Borrowed>) -> Conn {
+        Conn {
+            datagram,
+            state,
+            handle: Some(handle),
+            threads: 1,
+            writer: false,
+            closing: false,
+            recv_done: false,
+            failed: false,
+        }
+    }
+
+    /// Hands the batch just put in the shared state to the writer thread, starting it at the
+    /// first send.
+    ///
+    /// # Errors
+    /// The thread could not be started.
+    fn start_writer(&mut self, id: Id, shared: &Arc<Shared>) -> io::Result<()> {
+        if self.writer {
+            self.state.notify();
+            return Ok(());
+        }
+        let socket = self.handle.clone().ok_or(io::ErrorKind::NotConnected)?;
+        let (state, shared) = (self.state.clone(), shared.clone());
+        if self.datagram {
+            dgram::spawn_writer(id, socket, state, shared)?;
+        } else {
+            conn::spawn_writer(id, socket, state, shared)?;
+        }
+        self.writer = true;
+        self.threads += 1;
+        Ok(())
+    }
+}
+
+impl StdNet {
+    /// Borrows a socket the loop lent for [`Backend::add_conn`], [`Backend::add_datagram`] or
+    /// [`Backend::connect`], for the threads that serve it: the one place stdnet does.
+    fn lend(socket: &Socket) -> Arc<Borrowed> {
+        // SAFETY: the loop keeps a socket it lent open until this backend reports `closed`
+        // (or, for a connect, `connected`: the contract), which it does only once every
+        // thread using the socket, the holders of the clones of the handle, has exited; the
+        // backend drops its own clone at `close` (or before it reports `connected`).
+        #[allow(unsafe_code)]
+        Arc::new(unsafe { Borrowed::new(socket) })
+    }
+
+    /// Refuses an id already in use.
+    fn check_free(&self, id: Id) -> io::Result<()> {
+        if self.conns.contains_key(&id) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "connection id already registered",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reports a misuse by the loop as a failure of the connection.
+    fn refuse(&mut self, conn: Id, why: &str) {
+        log::error!("stdnet: {conn}: {why}");
+        let error = io::Error::new(io::ErrorKind::InvalidInput, why.to_string());
+        self.pending.push_back(Msg::Failed { conn, error });
+    }
 }
 
 impl Backend for StdNet {
@@ -147,18 +236,15 @@ impl Backend for StdNet {
     }
 
     fn add_conn(&mut self, id: Id, socket: &Socket) -> io::Result<()> {
-        if self.conns.contains_key(&id) {
+        self.check_free(id)?;
+        if socket.is_datagram() {
             return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                "connection id already registered",
+                io::ErrorKind::InvalidInput,
+                "add_conn with a datagram socket: use add_datagram",
             ));
         }
         conn::prepare(socket)?;
-        // SAFETY: the loop keeps `socket` open until this backend reports `closed` (the
-        // contract), which it does only once every thread of the connection, the holders of
-        // the clones of `handle`, has exited; the backend drops its own clone at `close`.
-        #[allow(unsafe_code)]
-        let handle = Arc::new(unsafe { Borrowed::new(socket) });
+        let handle = Self::lend(socket);
         let state = Arc::new(ConnShared::default());
         conn::spawn_reader(
             id,
@@ -167,18 +253,7 @@ impl Backend for StdNet {
             self.shared.clone(),
             self.read_buffer_size,
         )?;
-        self.conns.insert(
-            id,
-            Conn {
-                state,
-                handle: Some(handle),
-                threads: 1,
-                writer: false,
-                closing: false,
-                recv_done: false,
-                failed: false,
-            },
-        );
+        self.conns.insert(id, Conn::new(false, state, handle));
         Ok(())
     }
 
@@ -189,29 +264,20 @@ impl Backend for StdNet {
         if c.closing {
             return;
         }
+        if c.datagram {
+            return self.refuse(
+                conn,
+                "send on a datagram socket: datagrams go through send_to",
+            );
+        }
         {
             let mut st = c.state.lock();
             debug_assert!(st.outbox.is_none(), "stdnet: a second send in flight");
             st.outbox = Some(bufs);
         }
-        if c.writer {
-            c.state.notify();
-            return;
-        }
-        let started = c
-            .handle
-            .clone()
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
-            .and_then(|s| conn::spawn_writer(conn, s, c.state.clone(), self.shared.clone()));
-        match started {
-            Ok(_) => {
-                c.writer = true;
-                c.threads += 1;
-            }
-            Err(error) => {
-                c.state.lock().outbox = None;
-                self.pending.push_back(Msg::Failed { conn, error });
-            }
+        if let Err(error) = c.start_writer(conn, &self.shared) {
+            c.state.lock().outbox = None;
+            self.pending.push_back(Msg::Failed { conn, error });
         }
     }
 
@@ -238,11 +304,14 @@ impl Backend for StdNet {
             let mut st = c.state.lock();
             st.closing = true;
             st.outbox = None;
+            st.datagrams = None;
             st.spare.clear();
         }
         c.state.notify();
         if let Some(handle) = c.handle.take() {
-            if c.threads > 0 {
+            if c.threads > 0 && c.datagram {
+                dgram::wake(&handle);
+            } else if c.threads > 0 {
                 conn::shutdown(&handle);
             }
         }
@@ -251,23 +320,49 @@ impl Backend for StdNet {
         }
     }
 
-    // PLACEHOLDER on branch `ops`, replaced before it merges: datagrams and connect.
-    fn capabilities(&self) -> crate::contract::Capabilities {
-        crate::contract::Capabilities {
-            datagrams: Err("not written yet".into()),
+    // PLACEHOLDER on branch `ops`, replaced before it merges: connect.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
             connect: Err("not written yet".into()),
+            ..Capabilities::all()
         }
     }
 
-    fn add_datagram(&mut self, _id: Id, _socket: &Socket) -> io::Result<()> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "not written yet",
-        ))
+    fn add_datagram(&mut self, id: Id, socket: &Socket) -> io::Result<()> {
+        self.check_free(id)?;
+        dgram::prepare(socket)?;
+        let handle = Self::lend(socket);
+        let state = Arc::new(ConnShared::default());
+        dgram::spawn_reader(
+            id,
+            handle.clone(),
+            state.clone(),
+            self.shared.clone(),
+            self.read_buffer_size,
+        )?;
+        self.conns.insert(id, Conn::new(true, state, handle));
+        Ok(())
     }
 
-    fn send_to(&mut self, id: Id, _batch: Vec<crate::contract::Datagram>) {
-        log::error!("send_to on {id}: not written yet");
+    fn send_to(&mut self, id: Id, batch: Vec<Datagram>) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        if !c.datagram {
+            return self.refuse(id, "send_to on a stream connection: bytes go through send");
+        }
+        {
+            let mut st = c.state.lock();
+            debug_assert!(st.datagrams.is_none(), "stdnet: a second send_to in flight");
+            st.datagrams = Some(batch);
+        }
+        if let Err(error) = c.start_writer(id, &self.shared) {
+            c.state.lock().datagrams = None;
+            self.pending.push_back(Msg::Failed { conn: id, error });
+        }
     }
 
     fn connect(&mut self, id: Id, _socket: &Socket, _to: &crate::socket::Addr) {
@@ -309,7 +404,11 @@ impl Drop for StdNet {
             c.state.lock().closing = true;
             c.state.notify();
             if let Some(handle) = c.handle.take() {
-                let _ = handle.shutdown(std::net::Shutdown::Both);
+                if c.datagram {
+                    dgram::wake(&handle);
+                } else {
+                    let _ = handle.shutdown(std::net::Shutdown::Both);
+                }
             }
             left += c.threads;
         }
