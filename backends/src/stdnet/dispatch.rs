@@ -118,6 +118,19 @@ impl StdNet {
                     }
                 }
             }
+            Msg::Connected { id, result } => {
+                // The entry (and its handle of the socket) goes before the loop hears of it.
+                let Some(entry) = self.connects.remove(&id) else {
+                    return;
+                };
+                if entry.closing {
+                    drop(entry);
+                    self.report_closed(id, sink);
+                } else {
+                    drop(entry);
+                    sink.connected(id, result);
+                }
+            }
             Msg::Exited(conn) => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.threads -= 1;

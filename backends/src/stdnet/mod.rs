@@ -27,6 +27,14 @@
 //!   sending each datagram whole, reporting those that fail and going on. Errors the network
 //!   reports (ICMP: `ECONNREFUSED`, unreachable hosts) are datagram errors; only a broken
 //!   socket fails.
+//! - **A connecting thread per `connect`** of a stream socket (`connect.rs`), on the loop's
+//!   socket borrowed until it reports: socket2's `connect_timeout` for TCP on Linux, which
+//!   `close` aborts with a `shutdown`; elsewhere, and for Unix-domain sockets, a non-blocking
+//!   connect looked at every 1 to 10 ms by a parked thread that `close` unparks. Either gives
+//!   up after two minutes of its own (the loop's connect timeout is meant to come first). A
+//!   datagram socket connects at once. `connected`, or `closed` for a connect the loop closed,
+//!   comes only after the thread dropped its handle of the socket, and the backend forgets
+//!   the id then.
 //! - **`close`** marks the connection closing, shuts the socket down (the read side on Unix,
 //!   which wakes a blocked read, while a blocked write gives up within its 100 ms send
 //!   timeout; both directions on Windows: see `conn.rs`) and reports `closed` once every
@@ -45,13 +53,13 @@
 //! handle included. The loop must do no I/O on a socket it lent to stdnet (it never needs to:
 //! all I/O goes through the backend); `shutdown`, addresses and socket options are fine.
 //! Sockets reported by [`Sink::accepted`] are non-blocking as the contract says, until
-//! `add_conn`.
+//! `add_conn`, and so are sockets handed back by [`Sink::connected`].
 //!
 //! Threads get small stacks (128 KiB) and names (`gnet-accept-N`, `gnet-read-N`,
-//! `gnet-write-N`; `gnet-recv-N` and `gnet-send-N` for datagram sockets). The only `unsafe`
-//! code is the borrow of the loop's socket by the connection's threads (`borrowed.rs`, and its
-//! one caller, `StdNet::lend`): a connection costs one descriptor, as on the other backends,
-//! and needs none after `add_conn`.
+//! `gnet-write-N`; `gnet-recv-N` and `gnet-send-N` for datagram sockets; `gnet-connect-N`).
+//! The only `unsafe` code is the borrow of the loop's socket by the threads that serve it
+//! (`borrowed.rs`, and its one caller, `StdNet::lend`): a connection costs one descriptor, as
+//! on the other backends, and needs none after `add_conn`.
 #![deny(unsafe_code)]
 
 #[cfg(not(any(unix, windows)))]
@@ -60,6 +68,7 @@ compile_error!("the stdnet backend needs a Unix or Windows target (raw sockets)"
 mod accept;
 mod borrowed;
 mod conn;
+mod connect;
 mod dgram;
 mod dispatch;
 mod queue;
@@ -76,11 +85,12 @@ use bytes::Bytes;
 use self::accept::AcceptThread;
 use self::borrowed::Borrowed;
 use self::conn::ConnShared;
+use self::connect::Connecting;
 use self::queue::{Msg, Shared, Waker};
 use crate::contract::{
     Backend, BackendKind, Capabilities, Config, Datagram, Id, OpenError, Sink, Stats, Wake,
 };
-use crate::socket::{Listener, Socket};
+use crate::socket::{Addr, Listener, Socket};
 
 /// Stack size of every helper thread: they only run small loops around blocking calls (plus the
 /// reader's 4 KiB stack buffer).
@@ -93,6 +103,8 @@ pub struct StdNet {
     listeners: HashMap<Id, AcceptThread>,
     next_token: u64,
     conns: HashMap<Id, Conn>,
+    /// Sockets being connected, until `connected` or `closed`.
+    connects: HashMap<Id, Connecting>,
     /// Events produced outside `poll` (a `closed` due at once, a writer that could not start).
     pending: VecDeque<Msg>,
     /// The batch being reported (kept to reuse its allocation).
@@ -169,7 +181,7 @@ impl StdNet {
 
     /// Refuses an id already in use.
     fn check_free(&self, id: Id) -> io::Result<()> {
-        if self.conns.contains_key(&id) {
+        if self.conns.contains_key(&id) || self.connects.contains_key(&id) {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 "connection id already registered",
@@ -202,6 +214,7 @@ impl Backend for StdNet {
             listeners: HashMap::new(),
             next_token: 0,
             conns: HashMap::new(),
+            connects: HashMap::new(),
             pending: VecDeque::new(),
             batch: VecDeque::new(),
         })
@@ -293,6 +306,11 @@ impl Backend for StdNet {
     }
 
     fn close(&mut self, conn: Id) {
+        if let Some(c) = self.connects.get_mut(&conn) {
+            // `closed` comes with the end of the connect (its thread's last message).
+            c.cancel();
+            return;
+        }
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -320,12 +338,10 @@ impl Backend for StdNet {
         }
     }
 
-    // PLACEHOLDER on branch `ops`, replaced before it merges: connect.
+    /// Everything, on every platform stdnet builds for (Unix-domain sockets exist only on
+    /// Unix, and the loop has none to hand over elsewhere).
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            connect: Err("not written yet".into()),
-            ..Capabilities::all()
-        }
+        Capabilities::all()
     }
 
     fn add_datagram(&mut self, id: Id, socket: &Socket) -> io::Result<()> {
@@ -365,13 +381,21 @@ impl Backend for StdNet {
         }
     }
 
-    fn connect(&mut self, id: Id, _socket: &Socket, _to: &crate::socket::Addr) {
-        log::error!("connect on {id}: not written yet");
+    fn connect(&mut self, id: Id, socket: &Socket, to: &Addr) {
+        if let Err(e) = self.check_free(id) {
+            log::error!("stdnet: connect on {id}: {e}");
+            return;
+        }
+        let (entry, done) = Connecting::start(id, socket, to, &self.shared);
+        if let Some(result) = done {
+            self.pending.push_back(Msg::Connected { id, result });
+        }
+        self.connects.insert(id, entry);
     }
 
     fn stats(&self) -> Stats {
         Stats {
-            conns: self.conns.len(),
+            conns: self.conns.len() + self.connects.len(),
             ..Stats::default()
         }
     }
@@ -412,6 +436,10 @@ impl Drop for StdNet {
             }
             left += c.threads;
         }
+        for c in self.connects.values_mut() {
+            c.cancel();
+            left += usize::from(c.has_thread());
+        }
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         let mut batch = VecDeque::new();
         while left > 0 && std::time::Instant::now() < deadline {
@@ -419,7 +447,7 @@ impl Drop for StdNet {
                 .take(Some(Duration::from_millis(50)), true, &mut batch);
             left -= batch
                 .drain(..)
-                .filter(|m| matches!(m, Msg::Exited(_)))
+                .filter(|m| matches!(m, Msg::Exited(_) | Msg::Connected { .. }))
                 .count();
         }
         if left > 0 {

@@ -55,6 +55,9 @@ pub(super) enum Msg {
         to: Option<SocketAddr>,
         error: io::Error,
     },
+    /// A connect finished (or was cancelled: then `closed` is due instead). From a connecting
+    /// thread this is its last message, sent after it dropped its handle of the socket.
+    Connected { id: Id, result: io::Result<()> },
     /// A reader or writer thread of `conn` exited and released its socket handle. The last
     /// message a thread ever sends.
     Exited(Id),
