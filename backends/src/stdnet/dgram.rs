@@ -80,7 +80,8 @@ const TICK: Duration = Duration::from_millis(100);
 const ANY_DATAGRAM: usize = 65_536;
 
 /// Sets the loop's datagram socket up for its threads: blocking mode, the writer's send
-/// timeout on Unix and the reader's receive timeout where `shutdown` does not wake it.
+/// timeout on Unix, and the reader's receive timeout where `shutdown` does not wake it (and
+/// none elsewhere: one the socket came with would fail an idle reader).
 ///
 /// # Errors
 /// `InvalidInput` for a socket that is not a datagram socket; setting the mode or a timeout
@@ -90,10 +91,7 @@ pub(super) fn prepare(socket: &Socket) -> io::Result<()> {
     udp.set_nonblocking(false)?;
     #[cfg(unix)]
     udp.set_write_timeout(Some(conn::WRITER_TICK))?;
-    if !SHUTDOWN_WAKES_RECV {
-        udp.set_read_timeout(Some(TICK))?;
-    }
-    Ok(())
+    udp.set_read_timeout((!SHUTDOWN_WAKES_RECV).then_some(TICK))
 }
 
 /// Wakes the socket's threads at `close` (see the module documentation). Errors (`ENOTCONN`
@@ -267,6 +265,9 @@ fn writer(id: Id, udp: &UdpSocket, socket: &Socket, state: &ConnShared, shared: 
         };
         let n = batch.iter().map(|d| d.data.len()).sum();
         for d in &batch {
+            if state.closing() {
+                return; // the rest of the batch is abandoned
+            }
             if let Err(error) = send(udp, socket, d, state) {
                 if state.closing() {
                     return;
