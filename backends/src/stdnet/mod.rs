@@ -70,6 +70,8 @@ mod borrowed;
 mod conn;
 mod connect;
 mod dgram;
+#[cfg(all(test, unix))]
+mod dgram_connect_tests;
 mod dispatch;
 mod queue;
 #[cfg(test)]
