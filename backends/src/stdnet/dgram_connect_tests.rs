@@ -129,6 +129,8 @@ fn close_wakes_a_reader_blocked_in_recv_from() {
     }
 }
 
+/// (On Linux the `shutdown` at close also makes the writer's next send fail with `EPIPE`; the
+/// writer's own look at the closing flag between datagrams matters where it does not.)
 #[test]
 fn close_wakes_a_writer_of_datagrams_and_abandons_its_batch() {
     let mut b = open(64 * 1024);
