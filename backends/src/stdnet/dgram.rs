@@ -12,7 +12,7 @@
 //! bytes of it did not fit, and is reported with its first `read_buffer_size` bytes and
 //! `truncated` set. (On Windows a `recvfrom` into a buffer too small fails with `WSAEMSGSIZE`,
 //! and std then drops the source address; there the buffer holds the largest UDP datagram
-//! instead, [`ANY_DATAGRAM`] bytes, and the same comparison finds the truncated ones.) Each
+//! instead, `ANY_DATAGRAM` bytes, and the same comparison finds the truncated ones.) Each
 //! datagram goes to the loop as an exact-size copy, so the reader's buffer never leaves the
 //! thread and a socket holds one receive buffer whatever the traffic: unlike a stream's
 //! reader it holds it while idle too (one blocking call must wait for any size), which is
