@@ -11,7 +11,7 @@
 //! output must end in a reset, which a FIN ahead of it would disguise as a complete stream.
 //! On Unix it shuts down only the read side, which wakes a blocked `recv` (it returns 0);
 //! the writer waits on the condition variable, which `close` notifies, or in a `send` that
-//! gives up every [`WRITER_TICK`] (a send timeout) to look at the closing flag. Elsewhere
+//! gives up every `WRITER_TICK` (a send timeout) to look at the closing flag. Elsewhere
 //! (Windows) `close` shuts both directions down, the reader also gets a receive timeout (one
 //! second) in case the `shutdown` did not wake it, and there is no send timeout: Winsock
 //! documents the socket state after a timed-out send as indeterminate.
@@ -302,7 +302,7 @@ fn write_all(socket: &Socket, bufs: &[Bytes], state: &ConnShared) -> io::Result<
     Ok(())
 }
 
-/// Whether a send gave up on its [`WRITER_TICK`] timeout while the connection is not closing
+/// Whether a send gave up on its `WRITER_TICK` timeout while the connection is not closing
 /// (Unix): then it is simply tried again. The blocking mode is set again first, in case
 /// something switched the shared socket to non-blocking, which would make this a busy loop.
 pub(super) fn send_timed_out(e: &io::Error, socket: &Socket, state: &ConnShared) -> bool {
