@@ -105,7 +105,7 @@ pub(super) fn wake(socket: &Socket) {
 /// Whether the reader must wait for the loop before it receives another datagram: it may
 /// always have one in flight, and at most [`MAX_IN_FLIGHT`] or two receive buffers' worth.
 pub(super) fn over_budget(st: &State, size: usize) -> bool {
-    st.in_flight > 0 && (st.in_flight >= MAX_IN_FLIGHT || st.queued_bytes >= 2 * size)
+    st.in_flight > 0 && (st.in_flight >= MAX_IN_FLIGHT || st.queued_bytes >= size.saturating_mul(2))
 }
 
 /// Starts the reader thread of the datagram socket `id`.

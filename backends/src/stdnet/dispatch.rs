@@ -123,11 +123,11 @@ impl StdNet {
                 let Some(entry) = self.connects.remove(&id) else {
                     return;
                 };
-                if entry.closing {
-                    drop(entry);
+                let closing = entry.closing;
+                drop(entry);
+                if closing {
                     self.report_closed(id, sink);
                 } else {
-                    drop(entry);
                     sink.connected(id, result);
                 }
             }
