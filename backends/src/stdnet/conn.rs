@@ -11,7 +11,7 @@
 //! output must end in a reset, which a FIN ahead of it would disguise as a complete stream.
 //! On Unix it shuts down only the read side, which wakes a blocked `recv` (it returns 0);
 //! the writer waits on the condition variable, which `close` notifies, or in a `send` that
-//! gives up every [`WRITER_TICK`] (a send timeout) to look at the closing flag. Elsewhere
+//! gives up every `WRITER_TICK` (a send timeout) to look at the closing flag. Elsewhere
 //! (Windows) `close` shuts both directions down, the reader also gets a receive timeout (one
 //! second) in case the `shutdown` did not wake it, and there is no send timeout: Winsock
 //! documents the socket state after a timed-out send as indeterminate.
@@ -26,7 +26,7 @@ use bytes::Bytes;
 use super::borrowed::Borrowed;
 use super::queue::{lock, Msg, Shared};
 use super::STACK_SIZE;
-use crate::contract::Id;
+use crate::contract::{Datagram, Id};
 use crate::socket::Socket;
 
 /// Receive chunks a reader may have queued for the loop and not yet seen delivered: the bound
@@ -44,7 +44,7 @@ const MAX_IOV: usize = 64;
 /// The send timeout of a connection's handle (Unix): how long a writer blocked on a full
 /// send buffer waits before it checks whether the connection is closing.
 #[cfg(unix)]
-const WRITER_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+pub(super) const WRITER_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What the loop and a connection's threads share, under one mutex.
 #[derive(Default)]
@@ -62,6 +62,10 @@ pub(super) struct State {
     pub(super) spare: Vec<Vec<u8>>,
     /// The batch handed to `send`, waiting for the writer thread.
     pub(super) outbox: Option<Vec<Bytes>>,
+    /// Datagram sockets: bytes of the datagrams counted in `in_flight`.
+    pub(super) queued_bytes: usize,
+    /// Datagram sockets: the batch handed to `send_to`, waiting for the writer thread.
+    pub(super) datagrams: Option<Vec<Datagram>>,
 }
 
 /// [`State`] with the condition variable the threads wait on.
@@ -81,13 +85,13 @@ impl ConnShared {
         self.cv.notify_all();
     }
 
-    fn wait<'a>(&self, guard: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+    pub(super) fn wait<'a>(&self, guard: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
         self.cv
             .wait(guard)
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn closing(&self) -> bool {
+    pub(super) fn closing(&self) -> bool {
         self.lock().closing
     }
 }
@@ -117,15 +121,9 @@ pub(super) fn spawn_reader(
     shared: Arc<Shared>,
     size: usize,
 ) -> io::Result<JoinHandle<()>> {
-    thread::Builder::new()
-        .name(format!("gnet-read-{}", conn.index()))
-        .stack_size(STACK_SIZE)
-        .spawn(move || {
-            let body = || reader(conn, &socket, &state, &shared, size);
-            contain_panic(conn, "reader", body, &state, &shared);
-            drop(socket);
-            shared.push(Msg::Exited(conn));
-        })
+    spawn("read", conn, socket, state, shared, move |c, s, st, sh| {
+        reader(c, s, st, sh, size);
+    })
 }
 
 /// Starts the writer thread of `conn` on the connection's socket.
@@ -135,12 +133,26 @@ pub(super) fn spawn_writer(
     state: Arc<ConnShared>,
     shared: Arc<Shared>,
 ) -> io::Result<JoinHandle<()>> {
+    spawn("write", conn, socket, state, shared, writer)
+}
+
+/// Starts a thread of `conn` (named `gnet-{which}-{index}`) running `body` on the connection's
+/// socket. Whatever way the body ends, the thread then drops its handle of the socket and
+/// reports [`Msg::Exited`], its last message.
+pub(super) fn spawn(
+    which: &'static str,
+    conn: Id,
+    socket: Arc<Borrowed>,
+    state: Arc<ConnShared>,
+    shared: Arc<Shared>,
+    body: impl FnOnce(Id, &Socket, &ConnShared, &Shared) + Send + 'static,
+) -> io::Result<JoinHandle<()>> {
     thread::Builder::new()
-        .name(format!("gnet-write-{}", conn.index()))
+        .name(format!("gnet-{which}-{}", conn.index()))
         .stack_size(STACK_SIZE)
         .spawn(move || {
-            let body = || writer(conn, &socket, &state, &shared);
-            contain_panic(conn, "writer", body, &state, &shared);
+            let run = || body(conn, &socket, &state, &shared);
+            contain_panic(conn, which, run, &state, &shared);
             drop(socket);
             shared.push(Msg::Exited(conn));
         })
@@ -290,10 +302,10 @@ fn write_all(socket: &Socket, bufs: &[Bytes], state: &ConnShared) -> io::Result<
     Ok(())
 }
 
-/// Whether a send gave up on its [`WRITER_TICK`] timeout while the connection is not closing
+/// Whether a send gave up on its `WRITER_TICK` timeout while the connection is not closing
 /// (Unix): then it is simply tried again. The blocking mode is set again first, in case
 /// something switched the shared socket to non-blocking, which would make this a busy loop.
-fn send_timed_out(e: &io::Error, socket: &Socket, state: &ConnShared) -> bool {
+pub(super) fn send_timed_out(e: &io::Error, socket: &Socket, state: &ConnShared) -> bool {
     let timed_out = matches!(
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut

@@ -13,30 +13,53 @@
 //!   `remove_listener` can stop and join it at once, releasing its handle before it returns.
 //!   Persistent accept errors are reported and followed by a 100 ms back-off.
 //! - **A reader thread per connection** (from `add_conn`) doing blocking reads on the loop's
-//!   socket (borrowed, not duplicated: see `borrowed.rs`), at most two chunks ahead of the loop (bounded memory), and none while the
-//!   connection is paused. A connection that is not streaming reads into a small stack buffer,
-//!   so an idle connection holds no heap receive buffer.
+//!   socket (borrowed, not duplicated: see `borrowed.rs`), at most two chunks ahead of the
+//!   loop (bounded memory), and none while the connection is paused. A connection that is not
+//!   streaming reads into a small stack buffer, so an idle connection holds no heap receive
+//!   buffer.
 //! - **A writer thread per connection**, started by the first `send`, doing blocking vectored
 //!   writes of each batch and reporting `sent` with the total.
-//! - **`close`** marks the connection closing, shuts the socket down in both directions (which
-//!   wakes blocked reads and writes) and reports `closed` once every thread of the connection
-//!   has exited and dropped its socket handle, so nothing of the connection is reported after
-//!   `closed` and the loop's drop of its socket really closes it. Events of a closing connection
-//!   still in the queue are dropped. (On Linux the `shutdown` wakes blocked calls at once; on
-//!   non-Unix targets the reader also has a one-second receive timeout as a safety net.)
+//! - **Datagram sockets** (`add_datagram`, `dgram.rs`) get the same pair of threads: a reader
+//!   doing one blocking `recv_from` per datagram into a buffer one byte larger than
+//!   `read_buffer_size` (a datagram that fills that last byte did not fit: its first
+//!   `read_buffer_size` bytes are reported, `truncated`), at most 64 datagrams or two
+//!   buffers' worth of bytes ahead of the loop; and, from the first `send_to`, a writer
+//!   sending each datagram whole, reporting those that fail and going on. Errors the network
+//!   reports (ICMP: `ECONNREFUSED`, unreachable hosts) are datagram errors; only a broken
+//!   socket fails.
+//! - **A connecting thread per `connect`** of a stream socket (`connect.rs`), on the loop's
+//!   socket borrowed until it reports: socket2's `connect_timeout` for TCP on Linux, which
+//!   `close` aborts with a `shutdown`; elsewhere, and for Unix-domain sockets, a non-blocking
+//!   connect looked at every 1 to 10 ms by a parked thread that `close` unparks. Either gives
+//!   up after two minutes of its own (the loop's connect timeout is meant to come first). A
+//!   datagram socket connects at once. `connected`, or `closed` for a connect the loop closed,
+//!   comes only after the thread dropped its handle of the socket, and the backend forgets
+//!   the id then.
+//! - **`close`** marks the connection closing, shuts the socket down (the read side on Unix,
+//!   which wakes a blocked read, while a blocked write gives up within its 100 ms send
+//!   timeout; both directions on Windows: see `conn.rs`) and reports `closed` once every
+//!   thread of the connection has exited and dropped its socket handle, so nothing of the
+//!   connection is reported after `closed` and the loop's drop of its socket really closes it.
+//!   Events of a closing connection still in the queue are dropped. (On non-Unix targets the
+//!   reader also has a one-second receive timeout as a safety net.) A datagram socket is shut
+//!   down too: Linux wakes its blocked `recv_from` for it, connected or not; elsewhere its
+//!   reader has a 100 ms receive timeout, so `closed` comes within about that (`dgram.rs`
+//!   says why not a datagram to itself).
 //!
 //! # Blocking mode
 //!
 //! The threads need blocking sockets, and on Unix the handles share one open file description,
-//! so `add_conn` switches the connection's socket **to blocking mode**, the loop's own handle
-//! included. The loop must do no I/O on a socket it lent to stdnet (it never needs to: all I/O
-//! goes through the backend); `shutdown`, addresses and socket options are fine. Sockets
-//! reported by [`Sink::accepted`] are non-blocking as the contract says, until `add_conn`.
+//! so `add_conn` (and `add_datagram`) switches the socket **to blocking mode**, the loop's own
+//! handle included. The loop must do no I/O on a socket it lent to stdnet (it never needs to:
+//! all I/O goes through the backend); `shutdown`, addresses and socket options are fine.
+//! Sockets reported by [`Sink::accepted`] are non-blocking as the contract says, until
+//! `add_conn`, and so are sockets handed back by [`Sink::connected`].
 //!
 //! Threads get small stacks (128 KiB) and names (`gnet-accept-N`, `gnet-read-N`,
-//! `gnet-write-N`). The only `unsafe` code is the borrow of the loop's socket by the
-//! connection's threads (`borrowed.rs`): a connection costs one descriptor, as on the other
-//! backends, and needs none after `add_conn`.
+//! `gnet-write-N`; `gnet-recv-N` and `gnet-send-N` for datagram sockets; `gnet-connect-N`).
+//! The only `unsafe` code is the borrow of the loop's socket by the threads that serve it
+//! (`borrowed.rs`, and its one caller, `StdNet::lend`): a connection costs one descriptor, as
+//! on the other backends, and needs none after `add_conn`.
 #![deny(unsafe_code)]
 
 #[cfg(not(any(unix, windows)))]
@@ -45,6 +68,11 @@ compile_error!("the stdnet backend needs a Unix or Windows target (raw sockets)"
 mod accept;
 mod borrowed;
 mod conn;
+mod connect;
+mod dgram;
+#[cfg(all(test, unix))]
+mod dgram_connect_tests;
+mod dispatch;
 mod queue;
 #[cfg(test)]
 mod tests;
@@ -58,10 +86,13 @@ use bytes::Bytes;
 
 use self::accept::AcceptThread;
 use self::borrowed::Borrowed;
-use self::conn::{ConnShared, MAX_IN_FLIGHT};
+use self::conn::ConnShared;
+use self::connect::Connecting;
 use self::queue::{Msg, Shared, Waker};
-use crate::contract::{Backend, BackendKind, Config, Flow, Id, OpenError, Sink, Stats, Wake};
-use crate::socket::{Listener, Socket};
+use crate::contract::{
+    Backend, BackendKind, Capabilities, Config, Datagram, Id, OpenError, Sink, Stats, Wake,
+};
+use crate::socket::{Addr, Listener, Socket};
 
 /// Stack size of every helper thread: they only run small loops around blocking calls (plus the
 /// reader's 4 KiB stack buffer).
@@ -74,14 +105,18 @@ pub struct StdNet {
     listeners: HashMap<Id, AcceptThread>,
     next_token: u64,
     conns: HashMap<Id, Conn>,
+    /// Sockets being connected, until `connected` or `closed`.
+    connects: HashMap<Id, Connecting>,
     /// Events produced outside `poll` (a `closed` due at once, a writer that could not start).
     pending: VecDeque<Msg>,
     /// The batch being reported (kept to reuse its allocation).
     batch: VecDeque<Msg>,
 }
 
-/// The loop's side of one connection.
+/// The loop's side of one connection or datagram socket.
 struct Conn {
+    /// A datagram socket: its threads are `dgram.rs`'s, it takes `send_to` and not `send`.
+    datagram: bool,
     state: Arc<ConnShared>,
     /// The loop's socket as the connection's threads use it (borrowed: no descriptor of its
     /// own), and used here to shut it down at `close`; dropped then.
@@ -96,106 +131,72 @@ struct Conn {
     failed: bool,
 }
 
-impl StdNet {
-    fn dispatch<S: Sink>(&mut self, msg: Msg, sink: &mut S) {
-        match msg {
-            Msg::Accepted {
-                listener,
-                token,
-                socket,
-                peer,
-            } => match self.listeners.get(&listener) {
-                Some(l) if l.token == token => {
-                    l.queued.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-                    sink.accepted(listener, socket, peer);
-                }
-                _ => drop(socket), // the listener was removed: the backend closes it
-            },
-            Msg::AcceptError {
-                listener,
-                token,
-                error,
-            } => {
-                if self
-                    .listeners
-                    .get(&listener)
-                    .is_some_and(|l| l.token == token)
-                {
-                    sink.accept_error(listener, error);
-                }
-            }
-            Msg::Data { conn, buf, len } => {
-                let Some(c) = self.conns.get(&conn) else {
-                    return;
-                };
-                if c.closing || c.recv_done {
-                    return;
-                }
-                let flow = sink.received(conn, &buf[..len]);
-                let mut st = c.state.lock();
-                let reader_blocked = st.in_flight >= MAX_IN_FLIGHT;
-                st.in_flight -= 1;
-                if flow == Flow::Pause {
-                    st.paused = true;
-                }
-                if st.hot && buf.len() == self.read_buffer_size && st.spare.len() < MAX_IN_FLIGHT {
-                    st.spare.push(buf);
-                }
-                let wake = reader_blocked && !st.paused;
-                drop(st);
-                if wake {
-                    c.state.notify();
-                }
-            }
-            Msg::Eof(conn) => {
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    if !c.closing && !c.recv_done {
-                        c.recv_done = true;
-                        sink.eof(conn);
-                    }
-                }
-            }
-            Msg::Sent { conn, n } => {
-                if let Some(c) = self.conns.get(&conn) {
-                    if !c.closing && !c.failed {
-                        sink.sent(conn, n);
-                    }
-                }
-            }
-            Msg::Failed { conn, error } => {
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    if !c.closing && !c.failed {
-                        c.failed = true;
-                        c.recv_done = true;
-                        sink.failed(conn, error);
-                    }
-                }
-            }
-            Msg::Exited(conn) => {
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    c.threads -= 1;
-                    if c.closing && c.threads == 0 {
-                        self.conns.remove(&conn);
-                        self.report_closed(conn, sink);
-                    }
-                }
-            }
-            Msg::Closed(conn) => {
-                self.conns.remove(&conn);
-                self.report_closed(conn, sink);
-            }
+impl Conn {
+    /// A connection (or datagram socket) whose reader was just started.
+    fn new(datagram: bool, state: Arc<ConnShared>, handle: Arc<Borrowed>) -> Conn {
+        Conn {
+            datagram,
+            state,
+            handle: Some(handle),
+            threads: 1,
+            writer: false,
+            closing: false,
+            recv_done: false,
+            failed: false,
         }
+    }
+
+    /// Hands the batch just put in the shared state to the writer thread, starting it at the
+    /// first send.
+    ///
+    /// # Errors
+    /// The thread could not be started.
+    fn start_writer(&mut self, id: Id, shared: &Arc<Shared>) -> io::Result<()> {
+        if self.writer {
+            self.state.notify();
+            return Ok(());
+        }
+        let socket = self.handle.clone().ok_or(io::ErrorKind::NotConnected)?;
+        let (state, shared) = (self.state.clone(), shared.clone());
+        if self.datagram {
+            dgram::spawn_writer(id, socket, state, shared)?;
+        } else {
+            conn::spawn_writer(id, socket, state, shared)?;
+        }
+        self.writer = true;
+        self.threads += 1;
+        Ok(())
     }
 }
 
 impl StdNet {
-    /// Reports `closed`: the loop drops its socket in the call, and the threads have dropped
-    /// theirs, so descriptors are free and a listener resting at the limit may try again.
-    fn report_closed<S: Sink>(&mut self, conn: Id, sink: &mut S) {
-        sink.closed(conn);
-        for l in self.listeners.values() {
-            l.hurry();
+    /// Borrows a socket the loop lent for [`Backend::add_conn`], [`Backend::add_datagram`] or
+    /// [`Backend::connect`], for the threads that serve it: the one place stdnet does.
+    fn lend(socket: &Socket) -> Arc<Borrowed> {
+        // SAFETY: the loop keeps a socket it lent open until this backend reports `closed`
+        // (or, for a connect, `connected`: the contract), which it does only once every
+        // thread using the socket, the holders of the clones of the handle, has exited; the
+        // backend drops its own clone at `close` (or before it reports `connected`).
+        #[allow(unsafe_code)]
+        Arc::new(unsafe { Borrowed::new(socket) })
+    }
+
+    /// Refuses an id already in use.
+    fn check_free(&self, id: Id) -> io::Result<()> {
+        if self.conns.contains_key(&id) || self.connects.contains_key(&id) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "connection id already registered",
+            ));
         }
+        Ok(())
+    }
+
+    /// Reports a misuse by the loop as a failure of the connection.
+    fn refuse(&mut self, conn: Id, why: &str) {
+        log::error!("stdnet: {conn}: {why}");
+        let error = io::Error::new(io::ErrorKind::InvalidInput, why.to_string());
+        self.pending.push_back(Msg::Failed { conn, error });
     }
 }
 
@@ -215,6 +216,7 @@ impl Backend for StdNet {
             listeners: HashMap::new(),
             next_token: 0,
             conns: HashMap::new(),
+            connects: HashMap::new(),
             pending: VecDeque::new(),
             batch: VecDeque::new(),
         })
@@ -249,18 +251,15 @@ impl Backend for StdNet {
     }
 
     fn add_conn(&mut self, id: Id, socket: &Socket) -> io::Result<()> {
-        if self.conns.contains_key(&id) {
+        self.check_free(id)?;
+        if socket.is_datagram() {
             return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                "connection id already registered",
+                io::ErrorKind::InvalidInput,
+                "add_conn with a datagram socket: use add_datagram",
             ));
         }
         conn::prepare(socket)?;
-        // SAFETY: the loop keeps `socket` open until this backend reports `closed` (the
-        // contract), which it does only once every thread of the connection, the holders of
-        // the clones of `handle`, has exited; the backend drops its own clone at `close`.
-        #[allow(unsafe_code)]
-        let handle = Arc::new(unsafe { Borrowed::new(socket) });
+        let handle = Self::lend(socket);
         let state = Arc::new(ConnShared::default());
         conn::spawn_reader(
             id,
@@ -269,18 +268,7 @@ impl Backend for StdNet {
             self.shared.clone(),
             self.read_buffer_size,
         )?;
-        self.conns.insert(
-            id,
-            Conn {
-                state,
-                handle: Some(handle),
-                threads: 1,
-                writer: false,
-                closing: false,
-                recv_done: false,
-                failed: false,
-            },
-        );
+        self.conns.insert(id, Conn::new(false, state, handle));
         Ok(())
     }
 
@@ -291,29 +279,20 @@ impl Backend for StdNet {
         if c.closing {
             return;
         }
+        if c.datagram {
+            return self.refuse(
+                conn,
+                "send on a datagram socket: datagrams go through send_to",
+            );
+        }
         {
             let mut st = c.state.lock();
             debug_assert!(st.outbox.is_none(), "stdnet: a second send in flight");
             st.outbox = Some(bufs);
         }
-        if c.writer {
-            c.state.notify();
-            return;
-        }
-        let started = c
-            .handle
-            .clone()
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
-            .and_then(|s| conn::spawn_writer(conn, s, c.state.clone(), self.shared.clone()));
-        match started {
-            Ok(_) => {
-                c.writer = true;
-                c.threads += 1;
-            }
-            Err(error) => {
-                c.state.lock().outbox = None;
-                self.pending.push_back(Msg::Failed { conn, error });
-            }
+        if let Err(error) = c.start_writer(conn, &self.shared) {
+            c.state.lock().outbox = None;
+            self.pending.push_back(Msg::Failed { conn, error });
         }
     }
 
@@ -329,6 +308,11 @@ impl Backend for StdNet {
     }
 
     fn close(&mut self, conn: Id) {
+        if let Some(c) = self.connects.get_mut(&conn) {
+            // `closed` comes with the end of the connect (its thread's last message).
+            c.cancel();
+            return;
+        }
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -340,11 +324,14 @@ impl Backend for StdNet {
             let mut st = c.state.lock();
             st.closing = true;
             st.outbox = None;
+            st.datagrams = None;
             st.spare.clear();
         }
         c.state.notify();
         if let Some(handle) = c.handle.take() {
-            if c.threads > 0 {
+            if c.threads > 0 && c.datagram {
+                dgram::wake(&handle);
+            } else if c.threads > 0 {
                 conn::shutdown(&handle);
             }
         }
@@ -353,32 +340,64 @@ impl Backend for StdNet {
         }
     }
 
-    // PLACEHOLDER on branch `ops`, replaced before it merges: datagrams and connect.
-    fn capabilities(&self) -> crate::contract::Capabilities {
-        crate::contract::Capabilities {
-            datagrams: Err("not written yet".into()),
-            connect: Err("not written yet".into()),
+    /// Everything, on every platform stdnet builds for (Unix-domain sockets exist only on
+    /// Unix, and the loop has none to hand over elsewhere).
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::all()
+    }
+
+    fn add_datagram(&mut self, id: Id, socket: &Socket) -> io::Result<()> {
+        self.check_free(id)?;
+        dgram::prepare(socket)?;
+        let handle = Self::lend(socket);
+        let state = Arc::new(ConnShared::default());
+        dgram::spawn_reader(
+            id,
+            handle.clone(),
+            state.clone(),
+            self.shared.clone(),
+            self.read_buffer_size,
+        )?;
+        self.conns.insert(id, Conn::new(true, state, handle));
+        Ok(())
+    }
+
+    fn send_to(&mut self, id: Id, batch: Vec<Datagram>) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        if !c.datagram {
+            return self.refuse(id, "send_to on a stream connection: bytes go through send");
+        }
+        {
+            let mut st = c.state.lock();
+            debug_assert!(st.datagrams.is_none(), "stdnet: a second send_to in flight");
+            st.datagrams = Some(batch);
+        }
+        if let Err(error) = c.start_writer(id, &self.shared) {
+            c.state.lock().datagrams = None;
+            self.pending.push_back(Msg::Failed { conn: id, error });
         }
     }
 
-    fn add_datagram(&mut self, _id: Id, _socket: &Socket) -> io::Result<()> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "not written yet",
-        ))
-    }
-
-    fn send_to(&mut self, id: Id, _batch: Vec<crate::contract::Datagram>) {
-        log::error!("send_to on {id}: not written yet");
-    }
-
-    fn connect(&mut self, id: Id, _socket: &Socket, _to: &crate::socket::Addr) {
-        log::error!("connect on {id}: not written yet");
+    fn connect(&mut self, id: Id, socket: &Socket, to: &Addr) {
+        if let Err(e) = self.check_free(id) {
+            log::error!("stdnet: connect on {id}: {e}");
+            return;
+        }
+        let (entry, done) = Connecting::start(id, socket, to, &self.shared);
+        if let Some(result) = done {
+            self.pending.push_back(Msg::Connected { id, result });
+        }
+        self.connects.insert(id, entry);
     }
 
     fn stats(&self) -> Stats {
         Stats {
-            conns: self.conns.len(),
+            conns: self.conns.len() + self.connects.len(),
             ..Stats::default()
         }
     }
@@ -411,9 +430,17 @@ impl Drop for StdNet {
             c.state.lock().closing = true;
             c.state.notify();
             if let Some(handle) = c.handle.take() {
-                let _ = handle.shutdown(std::net::Shutdown::Both);
+                if c.datagram {
+                    dgram::wake(&handle);
+                } else {
+                    let _ = handle.shutdown(std::net::Shutdown::Both);
+                }
             }
             left += c.threads;
+        }
+        for c in self.connects.values_mut() {
+            c.cancel();
+            left += usize::from(c.has_thread());
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         let mut batch = VecDeque::new();
@@ -422,7 +449,7 @@ impl Drop for StdNet {
                 .take(Some(Duration::from_millis(50)), true, &mut batch);
             left -= batch
                 .drain(..)
-                .filter(|m| matches!(m, Msg::Exited(_)))
+                .filter(|m| matches!(m, Msg::Exited(_) | Msg::Connected { .. }))
                 .count();
         }
         if left > 0 {

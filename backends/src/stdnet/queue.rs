@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -39,6 +40,24 @@ pub(super) enum Msg {
     Sent { conn: Id, n: usize },
     /// A reader or writer thread hit an I/O error (or a thread could not be started).
     Failed { conn: Id, error: io::Error },
+    /// A datagram socket's reader received a datagram (`data`: at most `read_buffer_size`
+    /// bytes of it; `truncated` when it was larger).
+    Datagram {
+        id: Id,
+        from: SocketAddr,
+        data: Vec<u8>,
+        truncated: bool,
+    },
+    /// An error about one datagram (`to`: its destination) or one the network reported with a
+    /// receive (`to` is `None`); the socket goes on.
+    DatagramError {
+        id: Id,
+        to: Option<SocketAddr>,
+        error: io::Error,
+    },
+    /// A connect finished (or was cancelled: then `closed` is due instead). From a connecting
+    /// thread this is its last message, sent after it dropped its handle of the socket.
+    Connected { id: Id, result: io::Result<()> },
     /// A reader or writer thread of `conn` exited and released its socket handle. The last
     /// message a thread ever sends.
     Exited(Id),
