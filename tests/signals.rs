@@ -12,7 +12,7 @@ mod util;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, Once};
@@ -53,26 +53,6 @@ fn raise_nofile_limit() {
     });
 }
 
-/// An example's binary: `target/<profile>/examples/<name>`, beside the `deps/` directory
-/// that holds this test's binary.
-fn example_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap_or_else(|| panic!("no profile directory above {}", exe.display()));
-    let path = profile_dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.is_file(),
-        "the {name} example is not built at {}: `cargo test` builds it before the tests; \
-         with `cargo test --test signals` alone, run `cargo build --examples` first",
-        path.display()
-    );
-    path
-}
-
 /// A port that was free a moment ago (every round of a test reuses it).
 fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
@@ -111,7 +91,7 @@ impl EchoProcess {
     /// Starts example `name` with `args` and waits for its first line, which must start with
     /// `first_line`.
     fn spawn(name: &str, args: &[String], first_line: &str) -> EchoProcess {
-        let mut cmd = Command::new(example_binary(name));
+        let mut cmd = Command::new(util::child::example_binary(name));
         cmd.args(args)
             .env("RUST_LOG", "info")
             .env_remove("GNET_BACKEND")

@@ -186,6 +186,26 @@ pub fn ticks_per_second() -> u64 {
     u64::try_from(t).unwrap_or(100)
 }
 
+/// An example's binary: `target/<profile>/examples/<name>`, beside the `deps/` directory
+/// that holds the running test binary. Panics, saying how to build it, when it is missing.
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .unwrap_or_else(|| panic!("no profile directory above {}", exe.display()));
+    let path = profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "the {name} example is not built at {}: `cargo test` builds it before the tests; \
+         running one test file alone, run `cargo build --examples` first",
+        path.display()
+    );
+    path
+}
+
 /// A TCP port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
