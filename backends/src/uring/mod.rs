@@ -56,21 +56,52 @@
 //!   measured on loopback (`benches/send_zc.rs`) it costs more below 64 KiB, and its buffers
 //!   must outlive the send's completion (until the notification), which the one-send
 //!   contract does not model yet.
-//! * **Closing**: one `ASYNC_CANCEL` by descriptor (all matches); every operation of a
-//!   connection is counted and `closed` is reported when the count drops to zero.
-//! * **`user_data`** (`ops.rs`): kind, index and generation, so stale completions are
+//! * **Closing**: an `ASYNC_CANCEL` by `user_data` for each operation a connection has in
+//!   flight; every operation of a connection is counted and `closed` is reported when the
+//!   count drops to zero.
+//! * **`user_data`** (`user_data.rs`): kind, index and generation, so stale completions are
 //!   recognised.
+//!
+//! # Layout: one file per operation family
+//!
+//! Each file holds an operation's submission and its completion handling together:
+//!
+//! | file | operations |
+//! |---|---|
+//! | `accept.rs` | the multishot `POLL_ADD` on the listeners' epoll instance, `accept4` |
+//! | `recv.rs` | a stream's multishot `RECV` (bundle), backpressure, pause and resume |
+//! | `send.rs` | a stream's `SEND`/`SENDMSG`, short sends, reused operations |
+//! | `close.rs` | cancellations, `closed`, and the ring's shutdown (`Drop`) |
+//! | `waker.rs` | the eventfd and its multishot `POLL_ADD` |
+//!
+//! Around them: `mod.rs` (this file) turns each [`Backend`] call into the operation's
+//! function and dispatches each completion by its kind (`Uring::complete`); `ring.rs`
+//! queues submissions, enters the kernel and reaps completions; `state.rs` is what is tracked
+//! per id; `setup.rs` opens the backend; `bufring.rs` (with `area.rs`) is the receive buffer
+//! ring; `memlock.rs` the steps down under `RLIMIT_MEMLOCK`.
+//!
+//! A received slice, followed from the kernel to the handler: `Backend::poll` (here) calls
+//! `Uring::enter` and `Uring::reap` (`ring.rs`); `reap` hands each completion to
+//! `Uring::complete` (here), which takes the buffers it filled out of the ring
+//! (`BufRing::take_filled`) and dispatches it by kind to `Uring::on_recv` (`recv.rs`), which
+//! lends the bytes (`BufRing::data`) to [`Sink::received`]; back in `complete`, the buffers
+//! return to the ring (`BufRing::recycle_run`), published to the kernel before the next
+//! submission.
 //!
 //! `Uring` is deliberately not `Send`: with `SINGLE_ISSUER` the ring belongs to the thread
 //! that created it, so open the backend on the loop's own thread.
 
+mod accept;
 mod area;
 mod bufring;
-mod complete;
+mod close;
 mod memlock;
-mod ops;
+mod recv;
+mod ring;
+mod send;
 mod setup;
-mod submit;
+mod state;
+mod user_data;
 mod waker;
 
 #[cfg(test)]
@@ -83,7 +114,6 @@ mod tests_load;
 use std::collections::VecDeque;
 use std::io;
 use std::mem::ManuallyDrop;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -92,13 +122,15 @@ use io_uring::{cqueue, IoUring};
 
 use crate::contract::{Backend, BackendKind, Config, Id, OpenError, Sink, Stats, Wake};
 use crate::listeners::Listeners;
-use crate::poller::{Poller, Token, READ_INTEREST};
+use crate::poller::Poller;
 use crate::socket::{Listener, Socket};
 
-use bufring::BufRing;
-use memlock::{Closing, Ladder};
-use ops::{SendOp, MAX_INDEX};
+use bufring::{BufRing, Run};
+use memlock::Closing;
+use send::SendOp;
 use setup::Tier;
+use state::{Conn, Pending};
+use user_data::{Kind, Tag};
 use waker::EventFdWaker;
 
 /// The io_uring backend. See the [module documentation](self).
@@ -156,34 +188,6 @@ pub struct Uring {
     _closing: Closing,
 }
 
-/// The most finished send operations kept for reuse.
-const SPARE_SENDS: usize = 1024;
-
-/// Per-connection state, indexed by [`Id::index`].
-struct Conn {
-    id: Id,
-    /// Borrowed from the loop's `Socket` until `closed`.
-    fd: RawFd,
-    /// Operations (receive, send, cancellations) submitted and not completed.
-    ops: u32,
-    /// Cancellations among `ops`: no receive is armed while one is outstanding.
-    cancels: u32,
-    recv_armed: bool,
-    paused: bool,
-    /// On the starved list (receive ended with `ENOBUFS`).
-    starved: bool,
-    /// `eof` or `failed` was reported: receiving is over.
-    ended: bool,
-    failed: bool,
-    closing: bool,
-    send: Option<Box<SendOp>>,
-}
-
-enum Pending {
-    Closed(Id),
-    Sent(Id, usize),
-}
-
 impl Uring {
     /// The setup flags the kernel accepted for this ring.
     pub fn setup_flags(&self) -> &'static str {
@@ -216,29 +220,47 @@ impl Uring {
     /// Whether the loop's waits are kept out of the I/O wait figures
     /// (`IORING_ENTER_NO_IOWAIT`, Linux 6.15+).
     pub fn waits_without_iowait(&self) -> bool {
-        self.enter_flags & submit::ENTER_NO_IOWAIT != 0
+        self.enter_flags & ring::ENTER_NO_IOWAIT != 0
     }
 
-    /// Releases a finished send's bytes and keeps the operation for reuse.
-    fn recycle_send(&mut self, mut op: Box<SendOp>) {
-        op.clear();
-        if self.spare_sends.len() < SPARE_SENDS {
-            self.spare_sends.push(op);
+    /// One completion: its buffers (a receive's) are taken out of the ring, it is handled
+    /// by the function of its kind, and the buffers go back to the ring.
+    pub(super) fn complete<S: Sink>(&mut self, cqe: cqueue::Entry, sink: &mut S) {
+        let (res, flags) = (cqe.result(), cqe.flags());
+        let more = cqueue::more(flags);
+        if !more {
+            self.inflight = self.inflight.saturating_sub(1);
         }
+        // Whatever buffers the completion carries are out of the ring from here until they
+        // are put back at the end, after the receive (the only kind that should carry any)
+        // lent them to the sink.
+        let mut filled = std::mem::take(&mut self.filled);
+        if let Some(first) = cqueue::buffer_select(flags) {
+            let len = usize::try_from(res).unwrap_or(0);
+            self.bufs.take_filled(first, len, &mut filled);
+        }
+        match Tag::decode(cqe.user_data()) {
+            Some(tag) => self.dispatch(tag, res, more, &filled, sink),
+            None => log::warn!(
+                "io_uring: completion with unknown user_data {:#x}",
+                cqe.user_data()
+            ),
+        }
+        for run in filled.drain(..) {
+            self.bufs.recycle_run(run);
+        }
+        self.filled = filled;
     }
 
-    fn conn_mut(&mut self, id: Id) -> Option<&mut Conn> {
-        self.conns
-            .get_mut(id.index())
-            .and_then(Option::as_mut)
-            .filter(|c| c.id == id)
-    }
-
-    /// Reports `closed`: the loop drops the socket in the call, so a descriptor is free and a
-    /// listener paused at the descriptor limit can try again at once.
-    fn report_closed<S: Sink>(&mut self, id: Id, sink: &mut S) {
-        sink.closed(id);
-        self.listeners.connection_closed();
+    fn dispatch<S: Sink>(&mut self, tag: Tag, res: i32, more: bool, filled: &[Run], sink: &mut S) {
+        match tag.kind {
+            Kind::Recv => self.on_recv(tag.conn_id(), res, more, filled, sink),
+            Kind::Send => self.on_send(tag.conn_id(), res, sink),
+            Kind::ConnCancel => self.on_cancel(tag.conn_id(), res, sink),
+            Kind::Accept => self.on_accept(res, more, sink),
+            Kind::Wake => self.on_wake(res, more, sink),
+            Kind::Cancel => {}
+        }
     }
 }
 
@@ -253,61 +275,7 @@ impl Backend for Uring {
     const DIRECT_SEND: Option<usize> = Some(4096);
 
     fn open(config: &Config) -> Result<Self, OpenError> {
-        let waker = EventFdWaker::new().map_err(OpenError::Failed)?;
-        let accept_poller = Poller::new().map_err(OpenError::Failed)?;
-        let mut ladder = Ladder::new(config);
-        let (ring, tier, bundles, bufs) = loop {
-            let (ring, tier) = setup::build(&mut ladder)?;
-            setup::probe(&ring)?;
-            let bundles = setup::use_bundles(config, &ring);
-            // SAFETY: `bufs` is stored in the `Uring` below next to the ring; its `Drop`
-            // unregisters the group and destroys the ring before it frees the buffer memory.
-            if let Some(bufs) = unsafe { setup::buffers(&ring, config, bundles, &mut ladder) }? {
-                break (ring, tier, bundles, bufs);
-            }
-            // Not even the fewest buffers fit beside this ring: close it, try a smaller one.
-        };
-        log::debug!(
-            "io_uring backend: {}, sq {} cq {}, {} buffers of {} bytes, {} receives",
-            tier.describe(),
-            ring.params().sq_entries(),
-            ring.params().cq_entries(),
-            bufs.total(),
-            config.read_buffer_size,
-            if bundles { "bundled" } else { "plain" }
-        );
-        let mut me = Uring {
-            ring: ManuallyDrop::new(ring),
-            bufs: ManuallyDrop::new(bufs),
-            tier,
-            waker: Arc::new(waker),
-            wake_armed: false,
-            conns: Vec::new(),
-            nconns: 0,
-            listeners: Listeners::default(),
-            accept_poller,
-            accept_armed: false,
-            starved: VecDeque::new(),
-            pending: VecDeque::new(),
-            backlog: Vec::new(),
-            scratch: Vec::new(),
-            inflight: 0,
-            shutting_down: false,
-            nobufs: 0,
-            rearms_queued: 0,
-            poll_read_budget: config.poll_read_budget.max(1),
-            poll_read: 0,
-            bundles,
-            filled: Vec::new(),
-            spare_sends: Vec::new(),
-            enter_flags: 0,
-            reduced: None,
-            _closing: Closing,
-        };
-        me.arm_wake();
-        me.first_enter().map_err(OpenError::Failed)?;
-        me.reduced = ladder.fitted();
-        Ok(me)
+        Uring::open(config)
     }
 
     fn waker(&self) -> Arc<dyn Wake> {
@@ -315,121 +283,27 @@ impl Backend for Uring {
     }
 
     fn add_listener(&mut self, id: Id, listener: &Listener) -> io::Result<()> {
-        if self.listeners.contains(id) {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                "listener id in use",
-            ));
-        }
-        // Readiness that already holds (connections queued before this call) makes the epoll
-        // instance readable at once: `EPOLL_CTL_ADD` checks it.
-        self.accept_poller
-            .add(listener.as_fd(), READ_INTEREST, Token::Listener(id.index()))?;
-        self.listeners.insert(id, listener.as_raw_fd());
-        if !self.accept_armed {
-            self.arm_accept();
-        }
-        Ok(())
+        self.start_accepting(id, listener)
     }
 
     fn remove_listener(&mut self, id: Id) {
-        let Some(fd) = self.listeners.remove(id) else {
-            log::warn!(
-                "io_uring: remove_listener({}) for an unknown listener",
-                id.0
-            );
-            return;
-        };
-        // SAFETY: the loop keeps the listener open until this call returns.
-        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        // Synchronous: no accept for this listener can happen after this returns, and the
-        // ring never held a reference to it.
-        if let Err(e) = self.accept_poller.delete(fd) {
-            log::warn!("io_uring: deregistering listener {}: {e}", id.0);
-        }
+        self.stop_accepting(id)
     }
 
     fn add_conn(&mut self, id: Id, socket: &Socket) -> io::Result<()> {
-        let index = id.index();
-        if index > MAX_INDEX {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "connection index too large",
-            ));
-        }
-        if self.conns.len() <= index {
-            self.conns.resize_with(index + 1, || None);
-        }
-        if self.conns[index].is_some() {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                "connection index in use",
-            ));
-        }
-        self.conns[index] = Some(Conn {
-            id,
-            fd: socket.as_raw_fd(),
-            ops: 0,
-            cancels: 0,
-            recv_armed: false,
-            paused: false,
-            starved: false,
-            ended: false,
-            failed: false,
-            closing: false,
-            send: None,
-        });
-        self.nconns += 1;
-        self.maybe_arm(index);
-        Ok(())
+        self.start_receiving(id, socket)
     }
 
     fn send(&mut self, conn: Id, bufs: Vec<Bytes>) {
-        let mut op = self.spare_sends.pop().unwrap_or_else(SendOp::empty);
-        op.load(bufs);
-        let Some(c) = self.conn_mut(conn) else {
-            log::debug!("io_uring: send on unknown connection {conn:?} dropped");
-            return self.recycle_send(op);
-        };
-        if c.closing {
-            return self.recycle_send(op);
-        }
-        if c.send.is_some() {
-            log::error!("io_uring: second send in flight on {conn:?}; dropped (contract)");
-            debug_assert!(false, "second send in flight on {conn:?}");
-            return self.recycle_send(op);
-        }
-        if op.total == 0 {
-            self.pending.push_back(Pending::Sent(conn, 0));
-            return self.recycle_send(op);
-        }
-        c.send = Some(op);
-        self.submit_send(conn.index());
+        self.queue_send(conn, bufs)
     }
 
     fn resume(&mut self, conn: Id) {
-        if let Some(c) = self.conn_mut(conn) {
-            c.paused = false;
-            self.maybe_arm(conn.index());
-        }
+        self.resume_receiving(conn)
     }
 
     fn close(&mut self, conn: Id) {
-        let Some(c) = self.conn_mut(conn) else {
-            log::debug!("io_uring: close of unknown connection {conn:?}");
-            return;
-        };
-        if c.closing {
-            return;
-        }
-        c.closing = true;
-        if c.ops == 0 {
-            self.conns[conn.index()] = None;
-            self.nconns -= 1;
-            self.pending.push_back(Pending::Closed(conn));
-        } else {
-            self.cancel_conn(conn.index());
-        }
+        self.start_close(conn)
     }
 
     // PLACEHOLDER on branch `ops`, replaced before it merges: datagrams and connect.

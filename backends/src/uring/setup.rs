@@ -1,13 +1,21 @@
-//! Building the ring (setup-flag ladder), probing the opcodes the backend uses, and mapping
-//! set-up failures to [`OpenError`].
+//! Opening the backend: building the ring (setup-flag ladder), probing the opcodes the backend
+//! uses, registering the buffer ring, and mapping set-up failures to [`OpenError`].
 
 use std::io;
+
+use std::collections::VecDeque;
+use std::mem::ManuallyDrop;
+use std::sync::Arc;
 
 use io_uring::{opcode, IoUring, Probe};
 
 use super::bufring::BufRing;
-use super::memlock::{Ladder, Memlock};
+use super::memlock::{Closing, Ladder, Memlock};
+use super::waker::EventFdWaker;
+use super::Uring;
 use crate::contract::{Config, OpenError};
+use crate::listeners::Listeners;
+use crate::poller::Poller;
 
 /// The setup-flag tiers tried in order; the kernel answers `EINVAL` to flags it does not know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,6 +208,68 @@ pub(super) fn probe(ring: &IoUring) -> Result<(), OpenError> {
         ));
     }
     Ok(())
+}
+
+impl Uring {
+    /// [`Backend::open`](crate::Backend::open): the ring at the best tier and the largest
+    /// size that fits, its opcodes probed, the buffer ring registered, the waker armed.
+    pub(super) fn open(config: &Config) -> Result<Uring, OpenError> {
+        let waker = EventFdWaker::new().map_err(OpenError::Failed)?;
+        let accept_poller = Poller::new().map_err(OpenError::Failed)?;
+        let mut ladder = Ladder::new(config);
+        let (ring, tier, bundles, bufs) = loop {
+            let (ring, tier) = build(&mut ladder)?;
+            probe(&ring)?;
+            let bundles = use_bundles(config, &ring);
+            // SAFETY: `bufs` is stored in the `Uring` below next to the ring; its `Drop`
+            // unregisters the group and destroys the ring before it frees the buffer memory.
+            if let Some(bufs) = unsafe { buffers(&ring, config, bundles, &mut ladder) }? {
+                break (ring, tier, bundles, bufs);
+            }
+            // Not even the fewest buffers fit beside this ring: close it, try a smaller one.
+        };
+        log::debug!(
+            "io_uring backend: {}, sq {} cq {}, {} buffers of {} bytes, {} receives",
+            tier.describe(),
+            ring.params().sq_entries(),
+            ring.params().cq_entries(),
+            bufs.total(),
+            config.read_buffer_size,
+            if bundles { "bundled" } else { "plain" }
+        );
+        let mut me = Uring {
+            ring: ManuallyDrop::new(ring),
+            bufs: ManuallyDrop::new(bufs),
+            tier,
+            waker: Arc::new(waker),
+            wake_armed: false,
+            conns: Vec::new(),
+            nconns: 0,
+            listeners: Listeners::default(),
+            accept_poller,
+            accept_armed: false,
+            starved: VecDeque::new(),
+            pending: VecDeque::new(),
+            backlog: Vec::new(),
+            scratch: Vec::new(),
+            inflight: 0,
+            shutting_down: false,
+            nobufs: 0,
+            rearms_queued: 0,
+            poll_read_budget: config.poll_read_budget.max(1),
+            poll_read: 0,
+            bundles,
+            filled: Vec::new(),
+            spare_sends: Vec::new(),
+            enter_flags: 0,
+            reduced: None,
+            _closing: Closing,
+        };
+        me.arm_wake();
+        me.first_enter().map_err(OpenError::Failed)?;
+        me.reduced = ladder.fitted();
+        Ok(me)
+    }
 }
 
 /// The first kernel release whose receive bundles this backend uses. Bundles arrived in 6.10,

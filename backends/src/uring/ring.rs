@@ -1,19 +1,18 @@
-//! Submitting and waiting (`io_uring_enter`), arming the long-lived multishot operations, and
-//! the shutdown sequence (cancel, reap, unregister, destroy the ring, free the buffers).
+//! The ring itself: queueing submissions, submitting and waiting (`io_uring_enter`), and
+//! reaping completions within the poll's read budget. What a completion means is decided by
+//! its kind in `mod.rs` (`Uring::complete`).
 
 use std::io;
-use std::mem::ManuallyDrop;
-use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use io_uring::types::{CancelBuilder, Fd};
-use io_uring::{opcode, squeue};
+use io_uring::squeue;
 
-use super::bufring;
-use super::ops::{Kind, Tag};
 use super::Uring;
-use crate::contract::{Flow, Id, Sink};
-use crate::socket::{Addr, Socket};
+use crate::contract::Sink;
+
+/// Rounds of draining the completion queue per poll (new completions can keep arriving
+/// without `DEFER_TASKRUN`; the loop must get back to its own work).
+const MAX_ROUNDS: usize = 4;
 
 /// `IORING_ENTER_GETEVENTS`: run the ring's deferred work and wait for `min_complete`.
 const ENTER_GETEVENTS: u32 = 1 << 0;
@@ -142,89 +141,40 @@ impl Uring {
         }
     }
 
-    /// Arms the multishot poll on the waker's eventfd.
-    pub(super) fn arm_wake(&mut self) {
-        let sqe = opcode::PollAdd::new(Fd(self.waker.fd()), libc::POLLIN as u32)
-            .multi(true)
-            .build()
-            .user_data(Tag::plain(Kind::Wake).encode());
-        // SAFETY: no pointers; the eventfd lives as long as `self.waker`, longer than the ring.
-        unsafe { self.push(sqe) };
-        self.wake_armed = true;
-    }
-
-    /// Arms the multishot poll on the listeners' epoll instance.
-    pub(super) fn arm_accept(&mut self) {
-        let sqe = opcode::PollAdd::new(Fd(self.accept_poller.as_raw_fd()), libc::POLLIN as u32)
-            .multi(true)
-            .build()
-            .user_data(Tag::plain(Kind::Accept).encode());
-        // SAFETY: no pointers; the epoll descriptor lives as long as `self`, and the ring
-        // keeps its own reference while the poll is armed.
-        unsafe { self.push(sqe) };
-        self.accept_armed = true;
-    }
-}
-
-/// Swallows what the backend reports while it shuts down (accepted sockets are closed).
-struct DropSink;
-
-impl Sink for DropSink {
-    fn accepted(&mut self, _: Id, _: Socket, _: Addr) {}
-    fn accept_error(&mut self, _: Id, _: io::Error) {}
-    fn received(&mut self, _: Id, _: &[u8]) -> Flow {
-        Flow::Continue
-    }
-    fn eof(&mut self, _: Id) {}
-    fn sent(&mut self, _: Id, _: usize) {}
-    fn failed(&mut self, _: Id, _: io::Error) {}
-    fn closed(&mut self, _: Id) {}
-    fn woken(&mut self) {}
-    fn datagram(&mut self, _: Id, _: std::net::SocketAddr, _: &[u8], _: bool) -> Flow {
-        Flow::Continue
-    }
-    fn datagram_error(&mut self, _: Id, _: Option<std::net::SocketAddr>, _: io::Error) {}
-    fn connected(&mut self, _: Id, _: io::Result<()>) {}
-}
-
-impl Drop for Uring {
-    fn drop(&mut self) {
-        self.shutting_down = true;
-        for c in self.conns.iter_mut().flatten() {
-            c.closing = true;
-        }
-        if self.inflight > 0 {
-            let sqe = opcode::AsyncCancel2::new(CancelBuilder::any())
-                .build()
-                .user_data(Tag::plain(Kind::Cancel).encode());
-            // SAFETY: no pointers.
-            unsafe { self.push(sqe) };
-        }
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while self.inflight > 0 || !self.backlog.is_empty() {
-            let now = Instant::now();
-            if now >= deadline {
+    /// Handles the backlog and whatever is in the completion queue, until the poll's read
+    /// budget is spent; completions left over go back to the backlog for the next poll.
+    pub(super) fn reap<S: Sink>(&mut self, sink: &mut S) {
+        let mut batch = std::mem::take(&mut self.scratch);
+        batch.append(&mut self.backlog);
+        self.poll_read = 0;
+        for round in 0..MAX_ROUNDS {
+            if self.poll_read >= self.poll_read_budget {
+                // Whatever is still in the completion queue is there for the next poll.
                 break;
             }
-            let _ = self.enter(Some((deadline - now).min(Duration::from_millis(50))));
-            self.reap(&mut DropSink);
+            batch.extend(self.ring.completion());
+            if batch.is_empty() {
+                break;
+            }
+            let mut cqes = batch.drain(..);
+            for cqe in cqes.by_ref() {
+                self.complete(cqe, sink);
+                if self.poll_read >= self.poll_read_budget {
+                    break;
+                }
+            }
+            let over = !cqes.as_slice().is_empty();
+            self.backlog.extend(cqes);
+            self.rearm_starved();
+            self.bufs.replenish();
+            if over {
+                break;
+            }
+            if round + 1 < MAX_ROUNDS && self.ring.completion().is_empty() {
+                break;
+            }
         }
-        let clean = self.inflight == 0;
-        if let Err(e) = self.ring.submitter().unregister_buf_ring(bufring::BGID) {
-            log::debug!("io_uring: unregistering the buffer ring failed: {e}");
-        }
-        // SAFETY: `ring` is dropped exactly once, here, and not used afterwards.
-        unsafe { ManuallyDrop::drop(&mut self.ring) };
-        if clean {
-            // SAFETY: dropped once, after the ring is gone and with nothing in flight, so the
-            // kernel no longer writes into the buffers.
-            unsafe { ManuallyDrop::drop(&mut self.bufs) };
-        } else {
-            log::warn!(
-                "io_uring: {} operations still in flight at shutdown; leaking the receive \
-                 buffers rather than freeing memory the kernel may write",
-                self.inflight
-            );
-        }
+        self.scratch = batch;
+        self.bufs.adapt();
     }
 }
