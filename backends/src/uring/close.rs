@@ -1,5 +1,5 @@
-//! Closing: a connection's (cancel what it has in flight, count its operations, report
-//! `closed` when the last completion is reaped) and the ring's own at shutdown (cancel
+//! Closing: a connection's, a datagram socket's or a connect's (cancel what it has in
+//! flight, count its operations, report `closed` when the last completion is reaped) and the ring's own at shutdown (cancel
 //! everything, reap, unregister the buffer ring, destroy the ring, free the buffers).
 //!
 //! Cancellations are `ASYNC_CANCEL`s by `user_data`: the kernel finds the operation in a hash
@@ -24,8 +24,7 @@ impl Uring {
     /// flight at once (`closed` comes with the next poll), or cancels what it has in flight.
     pub(super) fn start_close(&mut self, conn: Id) {
         let Some(c) = self.conn_mut(conn) else {
-            log::debug!("io_uring: close of unknown connection {conn:?}");
-            return;
+            return self.close_other(conn);
         };
         if c.closing {
             return;
@@ -37,6 +36,127 @@ impl Uring {
             self.pending.push_back(Pending::Closed(conn));
         } else {
             self.cancel_conn(conn.index());
+        }
+    }
+
+    /// Closes a datagram socket or a connect (not a stream: those are looked up first).
+    fn close_other(&mut self, id: Id) {
+        if let Some(d) = self.dgrams.get_mut(id) {
+            if d.closing {
+                return;
+            }
+            d.closing = true;
+            if d.ops == 0 {
+                self.dgrams.remove(id);
+                self.pending.push_back(Pending::Closed(id));
+            } else {
+                self.cancel_dgram(id);
+            }
+        } else if let Some(c) = self.connects.get_mut(id) {
+            if c.closing {
+                return;
+            }
+            c.closing = true;
+            c.ops += 1;
+            let sqe = opcode::AsyncCancel::new(Tag::conn(Kind::Connect, id).encode())
+                .build()
+                .user_data(Tag::conn(Kind::ConnectCancel, id).encode());
+            // SAFETY: no pointers.
+            unsafe { self.push(sqe) };
+        } else {
+            log::debug!("io_uring: close of unknown {id:?}");
+        }
+    }
+
+    /// Cancels what datagram socket `id` has in flight: its receive, and the datagram its
+    /// send chain is at (the link fails the rest of the chain).
+    fn cancel_dgram(&mut self, id: Id) {
+        let Some(d) = self.dgrams.get_mut(id) else {
+            return;
+        };
+        let recv = d.recv_armed;
+        let send = d.batch.as_ref().and_then(|b| b.current());
+        if recv {
+            self.cancel_dgram_op(id, Tag::conn(Kind::RecvMsg, id));
+        }
+        if let Some(position) = send {
+            self.cancel_dgram_op(id, Tag::datagram(id.index(), position));
+        }
+    }
+
+    /// Cancels the datagram socket's operation `target`, found by its `user_data`.
+    pub(super) fn cancel_dgram_op(&mut self, id: Id, target: Tag) {
+        let Some(d) = self.dgrams.get_mut(id) else {
+            return;
+        };
+        d.ops += 1;
+        d.cancels += 1;
+        let sqe = opcode::AsyncCancel::new(target.encode())
+            .build()
+            .user_data(Tag::conn(Kind::DgramCancel, id).encode());
+        // SAFETY: no pointers.
+        unsafe { self.push(sqe) };
+    }
+
+    /// A cancellation aimed at a datagram socket completed. While the socket closes with a
+    /// send chain still in flight, the chain's next datagram may have been between the
+    /// kernel's hands when the cancellation looked (`ENOENT`, `EALREADY`): ask again, for the
+    /// datagram the chain is at now.
+    pub(super) fn on_dgram_cancel<S: Sink>(&mut self, id: Id, res: i32, sink: &mut S) {
+        let Some(d) = self.dgrams.get_mut(id) else {
+            return;
+        };
+        d.ops -= 1;
+        d.cancels -= 1;
+        let missed = res == -libc::ENOENT || res == -libc::EALREADY;
+        let chain = d.batch.as_ref().and_then(|b| b.current());
+        if let (true, true, Some(position)) = (d.closing, missed, chain) {
+            self.cancel_dgram_op(id, Tag::datagram(id.index(), position));
+        }
+        self.after_dgram_op(id, sink);
+    }
+
+    /// After an operation of datagram socket `id` finished: report `closed` once nothing is
+    /// left, otherwise re-arm the receive if it should run.
+    pub(super) fn after_dgram_op<S: Sink>(&mut self, id: Id, sink: &mut S) {
+        let Some(d) = self.dgrams.get_mut(id) else {
+            return;
+        };
+        if d.closing {
+            if d.ops == 0 {
+                self.dgrams.remove(id);
+                self.report_closed(id, sink);
+            }
+        } else {
+            self.arm_recvmsg(id);
+        }
+    }
+
+    /// The cancellation of a connect completed (`EALREADY`: the connect was running; ask
+    /// again).
+    pub(super) fn on_connect_cancel<S: Sink>(&mut self, id: Id, res: i32, sink: &mut S) {
+        let Some(c) = self.connects.get_mut(id) else {
+            return;
+        };
+        c.ops -= 1;
+        if res == -libc::EALREADY && c.ops > 0 {
+            c.ops += 1;
+            let sqe = opcode::AsyncCancel::new(Tag::conn(Kind::Connect, id).encode())
+                .build()
+                .user_data(Tag::conn(Kind::ConnectCancel, id).encode());
+            // SAFETY: no pointers.
+            unsafe { self.push(sqe) };
+        }
+        self.after_connect_op(id, sink);
+    }
+
+    /// After an operation of a connect that is being closed: `closed` once nothing is left.
+    pub(super) fn after_connect_op<S: Sink>(&mut self, id: Id, sink: &mut S) {
+        if let Some(c) = self.connects.get_mut(id) {
+            if c.closing && c.ops == 0 {
+                self.connects.remove(id);
+                self.report_closed(id, sink);
+            }
         }
     }
 
@@ -139,6 +259,12 @@ impl Drop for Uring {
         for c in self.conns.iter_mut().flatten() {
             c.closing = true;
         }
+        for d in self.dgrams.iter_mut() {
+            d.closing = true;
+        }
+        for c in self.connects.iter_mut() {
+            c.closing = true;
+        }
         if self.inflight > 0 {
             let sqe = opcode::AsyncCancel2::new(CancelBuilder::any())
                 .build()
@@ -159,6 +285,15 @@ impl Drop for Uring {
         if let Err(e) = self.ring.submitter().unregister_buf_ring(bufring::BGID) {
             log::debug!("io_uring: unregistering the buffer ring failed: {e}");
         }
+        if self.dgram_bufs.is_some() {
+            if let Err(e) = self
+                .ring
+                .submitter()
+                .unregister_buf_ring(bufring::DGRAM_BGID)
+            {
+                log::debug!("io_uring: unregistering the datagram buffers failed: {e}");
+            }
+        }
         // SAFETY: `ring` is dropped exactly once, here, and not used afterwards.
         unsafe { ManuallyDrop::drop(&mut self.ring) };
         if clean {
@@ -171,6 +306,11 @@ impl Drop for Uring {
                  buffers rather than freeing memory the kernel may write",
                 self.inflight
             );
+            // The datagram buffers (written by the kernel), and the send batches and connect
+            // addresses it may still read.
+            std::mem::forget(self.dgram_bufs.take());
+            std::mem::forget(std::mem::take(&mut self.dgrams));
+            std::mem::forget(std::mem::take(&mut self.connects));
         }
     }
 }

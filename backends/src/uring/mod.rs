@@ -95,10 +95,13 @@ mod accept;
 mod area;
 mod bufring;
 mod close;
+mod connect;
 mod memlock;
 mod recv;
+mod recvmsg;
 mod ring;
 mod send;
+mod sendmsg;
 mod setup;
 mod state;
 mod user_data;
@@ -120,16 +123,18 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use io_uring::{cqueue, IoUring};
 
-use crate::contract::{Backend, BackendKind, Config, Id, OpenError, Sink, Stats, Wake};
+use crate::contract::{
+    Backend, BackendKind, Capabilities, Config, Datagram, Id, OpenError, Sink, Stats, Wake,
+};
 use crate::listeners::Listeners;
 use crate::poller::Poller;
-use crate::socket::{Listener, Socket};
+use crate::socket::{Addr, Listener, Socket};
 
-use bufring::{BufRing, Run};
+use bufring::{BufRing, DgramRing, Run};
 use memlock::Closing;
 use send::SendOp;
 use setup::Tier;
-use state::{Conn, Pending};
+use state::{Conn, Connecting, Dgram, Pending, Table};
 use user_data::{Kind, Tag};
 use waker::EventFdWaker;
 
@@ -183,6 +188,24 @@ pub struct Uring {
     enter_flags: u32,
     /// Why the ring is smaller than configured (the memlock limit), see [`Uring::reduced`].
     reduced: Option<String>,
+    /// What the kernel lets the backend do besides streams, found at open.
+    caps: Capabilities,
+    /// [`Config::read_buffer_size`]: the largest datagram received whole.
+    read_buffer_size: usize,
+    /// Datagram sockets (`recvmsg.rs`, `sendmsg.rs`).
+    dgrams: Table<Dgram>,
+    /// The datagram buffer group, registered with the first datagram socket.
+    dgram_bufs: Option<DgramRing>,
+    /// Buffers the datagram group gets when it is registered.
+    dgram_buffers: u16,
+    /// Datagram sockets whose receive ended on an empty datagram group.
+    dgram_starved: VecDeque<Id>,
+    /// Datagram receives that ended on an empty group, for tests.
+    dgram_nobufs: u64,
+    /// Scratch: the linked submissions of one `send_to` chain.
+    chain: Vec<io_uring::squeue::Entry>,
+    /// Sockets being connected (`connect.rs`).
+    connects: Table<Connecting>,
     /// Dropped after the ring (fields drop after `Drop::drop`, which closes it): notes the
     /// close for the opens that follow, see `memlock.rs`.
     _closing: Closing,
@@ -231,20 +254,38 @@ impl Uring {
         if !more {
             self.inflight = self.inflight.saturating_sub(1);
         }
-        // Whatever buffers the completion carries are out of the ring from here until they
-        // are put back at the end, after the receive (the only kind that should carry any)
-        // lent them to the sink.
+        let Some(tag) = Tag::decode(cqe.user_data()) else {
+            log::warn!(
+                "io_uring: completion with unknown user_data {:#x}",
+                cqe.user_data()
+            );
+            return self.complete_stream(None, res, flags, more, sink);
+        };
+        match tag.kind {
+            // A datagram's buffer belongs to the datagram group, not to the stream ring.
+            Kind::RecvMsg => self.on_recvmsg(tag.conn_id(), res, flags, more, sink),
+            _ => self.complete_stream(Some(tag), res, flags, more, sink),
+        }
+    }
+
+    /// A completion of any kind but a datagram receive. Whatever buffers it carries are out
+    /// of the stream ring from here until they are put back at the end, after the receive
+    /// (the only kind that should carry any) lent them to the sink.
+    fn complete_stream<S: Sink>(
+        &mut self,
+        tag: Option<Tag>,
+        res: i32,
+        flags: u32,
+        more: bool,
+        sink: &mut S,
+    ) {
         let mut filled = std::mem::take(&mut self.filled);
         if let Some(first) = cqueue::buffer_select(flags) {
             let len = usize::try_from(res).unwrap_or(0);
             self.bufs.take_filled(first, len, &mut filled);
         }
-        match Tag::decode(cqe.user_data()) {
-            Some(tag) => self.dispatch(tag, res, more, &filled, sink),
-            None => log::warn!(
-                "io_uring: completion with unknown user_data {:#x}",
-                cqe.user_data()
-            ),
+        if let Some(tag) = tag {
+            self.dispatch(tag, res, more, &filled, sink);
         }
         for run in filled.drain(..) {
             self.bufs.recycle_run(run);
@@ -260,6 +301,11 @@ impl Uring {
             Kind::Accept => self.on_accept(res, more, sink),
             Kind::Wake => self.on_wake(res, more, sink),
             Kind::Cancel => {}
+            Kind::RecvMsg => {} // routed by `complete`
+            Kind::SendTo => self.on_send_to(tag, res, sink),
+            Kind::DgramCancel => self.on_dgram_cancel(tag.conn_id(), res, sink),
+            Kind::Connect => self.on_connect(tag.conn_id(), res, sink),
+            Kind::ConnectCancel => self.on_connect_cancel(tag.conn_id(), res, sink),
         }
     }
 }
@@ -306,35 +352,32 @@ impl Backend for Uring {
         self.start_close(conn)
     }
 
-    // PLACEHOLDER on branch `ops`, replaced before it merges: datagrams and connect.
-    fn capabilities(&self) -> crate::contract::Capabilities {
-        crate::contract::Capabilities {
-            datagrams: Err("not written yet".into()),
-            connect: Err("not written yet".into()),
-        }
+    fn capabilities(&self) -> Capabilities {
+        self.caps.clone()
     }
 
-    fn add_datagram(&mut self, _id: Id, _socket: &Socket) -> io::Result<()> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "not written yet",
-        ))
+    fn add_datagram(&mut self, id: Id, socket: &Socket) -> io::Result<()> {
+        self.start_datagrams(id, socket)
     }
 
-    fn send_to(&mut self, id: Id, _batch: Vec<crate::contract::Datagram>) {
-        log::error!("send_to on {id}: not written yet");
+    fn send_to(&mut self, id: Id, batch: Vec<Datagram>) {
+        self.queue_send_to(id, batch)
     }
 
-    fn connect(&mut self, id: Id, _socket: &Socket, _to: &crate::socket::Addr) {
-        log::error!("connect on {id}: not written yet");
+    fn connect(&mut self, id: Id, socket: &Socket, to: &Addr) {
+        self.start_connect(id, socket, to)
     }
 
     fn stats(&self) -> Stats {
+        let dgram = self
+            .dgram_bufs
+            .as_ref()
+            .map_or((0, 0), |g| (g.total(), g.free()));
         Stats {
-            buffers_total: self.bufs.total(),
-            buffers_free: self.bufs.free(),
+            buffers_total: self.bufs.total() + dgram.0,
+            buffers_free: self.bufs.free() + dgram.1,
             ops_in_flight: self.inflight,
-            conns: self.nconns,
+            conns: self.nconns + self.dgrams.len() + self.connects.len(),
         }
     }
 
@@ -345,6 +388,7 @@ impl Backend for Uring {
             match p {
                 Pending::Closed(id) => self.report_closed(id, sink),
                 Pending::Sent(id, n) => sink.sent(id, n),
+                Pending::Connected(id, e) => sink.connected(id, Err(e)),
             }
         }
         if !self.wake_armed {

@@ -52,6 +52,9 @@ impl Uring {
         if let Some(c) = self.conn_mut(conn) {
             c.paused = false;
             self.maybe_arm(conn.index());
+        } else if let Some(d) = self.dgrams.get_mut(conn) {
+            d.paused = false;
+            self.arm_recvmsg(conn);
         }
     }
 

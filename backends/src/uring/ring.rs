@@ -166,6 +166,9 @@ impl Uring {
             let over = !cqes.as_slice().is_empty();
             self.backlog.extend(cqes);
             self.rearm_starved();
+            if !self.dgram_starved.is_empty() {
+                self.rearm_starved_dgrams();
+            }
             self.bufs.replenish();
             if over {
                 break;

@@ -9,11 +9,12 @@ use std::sync::Arc;
 
 use io_uring::{opcode, IoUring, Probe};
 
-use super::bufring::BufRing;
+use super::bufring::{BufRing, DGRAM_BUFFERS};
 use super::memlock::{Closing, Ladder, Memlock};
+use super::state::Table;
 use super::waker::EventFdWaker;
 use super::Uring;
-use crate::contract::{Config, OpenError};
+use crate::contract::{Capabilities, Config, OpenError};
 use crate::listeners::Listeners;
 use crate::poller::Poller;
 
@@ -166,9 +167,10 @@ pub(super) unsafe fn buffers(
     }
 }
 
-/// Checks that the ring has what the backend relies on: the opcodes it submits and the
-/// features of its submit path.
-pub(super) fn probe(ring: &IoUring) -> Result<(), OpenError> {
+/// Checks that the ring has what the backend relies on (the opcodes it submits for streams and
+/// the features of its submit path) and finds what it can do besides (see
+/// [`capabilities`]).
+pub(super) fn probe(ring: &IoUring) -> Result<Capabilities, OpenError> {
     let params = ring.params();
     if !params.is_feature_ext_arg() {
         return Err(OpenError::Unavailable(
@@ -192,7 +194,7 @@ pub(super) fn probe(ring: &IoUring) -> Result<(), OpenError> {
         (opcode::PollAdd::CODE, "POLL_ADD"),
     ];
     for (code, name) in needed {
-        if !probe.is_supported(code) {
+        if !supported(&probe, code) {
             return Err(OpenError::Unavailable(format!(
                 "io_uring opcode IORING_OP_{name} is not supported by this kernel"
             )));
@@ -201,13 +203,43 @@ pub(super) fn probe(ring: &IoUring) -> Result<(), OpenError> {
     // Multishot receive (6.0) cannot be probed as an opcode (it is a flag of RECV). SEND_ZC
     // arrived in the same release, so its absence means a kernel too old for multishot
     // receive, where every RECV would fail with EINVAL at run time.
-    if !probe.is_supported(opcode::SendZc::CODE) {
+    if !supported(&probe, opcode::SendZc::CODE) {
         return Err(OpenError::Unavailable(
             "this kernel predates Linux 6.0 (no IORING_OP_SEND_ZC, hence no multishot receive)"
                 .into(),
         ));
     }
-    Ok(())
+    Ok(capabilities(&probe))
+}
+
+/// What the backend can do besides streams, from the opcodes the kernel has. A missing one
+/// costs that feature only; the backend still opens and serves streams.
+///
+/// * Datagrams: a multishot `RECVMSG` and `SENDMSG`. Multishot `RECVMSG` is a flag of the
+///   opcode, which cannot be probed; it arrived in 6.0 with multishot `RECV`, which the
+///   backend already requires (see [`probe`]), so the opcode is what is left to check.
+/// * Connect: `CONNECT` (5.5).
+fn capabilities(probe: &Probe) -> Capabilities {
+    let missing = |code: u8, name: &str, what: &str| {
+        if supported(probe, code) {
+            Ok(())
+        } else {
+            Err(format!(
+                "io_uring opcode IORING_OP_{name} is not supported by this kernel; no {what} \
+                 on the io_uring backend"
+            ))
+        }
+    };
+    let mut caps = Capabilities::all();
+    caps.datagrams = missing(opcode::RecvMsgMulti::CODE, "RECVMSG", "datagram sockets").and(
+        missing(opcode::SendMsg::CODE, "SENDMSG", "datagram sockets"),
+    );
+    caps.connect = missing(opcode::Connect::CODE, "CONNECT", "outbound connections");
+    caps
+}
+
+fn supported(probe: &Probe, code: u8) -> bool {
+    probe.is_supported(code)
 }
 
 impl Uring {
@@ -217,14 +249,14 @@ impl Uring {
         let waker = EventFdWaker::new().map_err(OpenError::Failed)?;
         let accept_poller = Poller::new().map_err(OpenError::Failed)?;
         let mut ladder = Ladder::new(config);
-        let (ring, tier, bundles, bufs) = loop {
+        let (ring, tier, bundles, bufs, caps) = loop {
             let (ring, tier) = build(&mut ladder)?;
-            probe(&ring)?;
+            let caps = probe(&ring)?;
             let bundles = use_bundles(config, &ring);
             // SAFETY: `bufs` is stored in the `Uring` below next to the ring; its `Drop`
             // unregisters the group and destroys the ring before it frees the buffer memory.
             if let Some(bufs) = unsafe { buffers(&ring, config, bundles, &mut ladder) }? {
-                break (ring, tier, bundles, bufs);
+                break (ring, tier, bundles, bufs, caps);
             }
             // Not even the fewest buffers fit beside this ring: close it, try a smaller one.
         };
@@ -263,6 +295,15 @@ impl Uring {
             spare_sends: Vec::new(),
             enter_flags: 0,
             reduced: None,
+            caps,
+            read_buffer_size: config.read_buffer_size,
+            dgrams: Table::default(),
+            dgram_bufs: None,
+            dgram_buffers: DGRAM_BUFFERS,
+            dgram_starved: VecDeque::new(),
+            dgram_nobufs: 0,
+            chain: Vec::new(),
+            connects: Table::default(),
             _closing: Closing,
         };
         me.arm_wake();

@@ -12,8 +12,9 @@
 //!
 //! For connection operations `index`/`generation` are the [`Id`]'s, so a completion that
 //! arrives for an old connection whose index was reused is recognised (generation mismatch)
-//! and dropped after its buffer is returned. The other kinds (the listeners' poll, the
-//! waker, global cancellations) carry zeros.
+//! and dropped after its buffer is returned. A datagram of a `send_to` batch carries its
+//! position in the batch in the low half instead ([`Tag::datagram`]). The other kinds (the
+//! listeners' poll, the waker, global cancellations) carry zeros.
 
 use std::io;
 
@@ -38,6 +39,17 @@ pub(super) enum Kind {
     Wake = 5,
     /// Any other cancellation (listener removal, shutdown): only counted globally.
     Cancel = 6,
+    /// Multishot receive of datagrams on a datagram socket.
+    RecvMsg = 7,
+    /// One datagram of a `send_to` batch; the low half is its position in the batch, not a
+    /// generation (see [`Tag::datagram`]).
+    SendTo = 8,
+    /// A cancellation aimed at a datagram socket's operations.
+    DgramCancel = 9,
+    /// Connecting a socket.
+    Connect = 10,
+    /// A cancellation of a connect.
+    ConnectCancel = 11,
 }
 
 impl Kind {
@@ -49,6 +61,11 @@ impl Kind {
             4 => Kind::ConnCancel,
             5 => Kind::Wake,
             6 => Kind::Cancel,
+            7 => Kind::RecvMsg,
+            8 => Kind::SendTo,
+            9 => Kind::DgramCancel,
+            10 => Kind::Connect,
+            11 => Kind::ConnectCancel,
             _ => return None,
         })
     }
@@ -68,6 +85,17 @@ impl Tag {
             kind,
             index: id.index(),
             generation: id.generation(),
+        }
+    }
+
+    /// The datagram at `position` in the `send_to` batch of the datagram socket at `index`.
+    /// No generation: a socket's entry is only forgotten once its batch's last completion is
+    /// reaped, so the entry at `index` is the one the completion belongs to.
+    pub fn datagram(index: usize, position: usize) -> Tag {
+        Tag {
+            kind: Kind::SendTo,
+            index,
+            generation: position as u32,
         }
     }
 
@@ -111,12 +139,23 @@ mod tests {
     #[test]
     fn uring_user_data_round_trip() {
         let id = Id::new(MAX_INDEX, u32::MAX);
-        for kind in [Kind::Recv, Kind::Send, Kind::ConnCancel] {
+        for kind in [
+            Kind::Recv,
+            Kind::Send,
+            Kind::ConnCancel,
+            Kind::RecvMsg,
+            Kind::DgramCancel,
+            Kind::Connect,
+            Kind::ConnectCancel,
+        ] {
             let t = Tag::conn(kind, id);
             let back = Tag::decode(t.encode()).unwrap();
             assert_eq!(back, t);
             assert_eq!(back.conn_id(), id);
         }
+        let d = Tag::datagram(MAX_INDEX, 70_000);
+        assert_eq!(Tag::decode(d.encode()), Some(d));
+        assert_eq!((d.index, d.generation), (MAX_INDEX, 70_000));
         let l = Tag::plain(Kind::Accept);
         assert_eq!(Tag::decode(l.encode()), Some(l));
         assert_eq!(Tag::decode(0), None);
