@@ -204,6 +204,10 @@ pub struct Uring {
     dgram_nobufs: u64,
     /// Scratch: the linked submissions of one `send_to` chain.
     chain: Vec<io_uring::squeue::Entry>,
+    /// Datagrams of `send_to` chains submitted and not completed.
+    chain_ops: usize,
+    /// A chain was submitted or moved on since the last enter (see `Uring::chain_wait`).
+    chain_moved: bool,
     /// Sockets being connected (`connect.rs`).
     connects: Table<Connecting>,
     /// Dropped after the ring (fields drop after `Drop::drop`, which closes it): notes the

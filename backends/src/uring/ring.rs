@@ -89,32 +89,21 @@ impl Uring {
         self.before_submit();
         let to_submit = u32::try_from(self.ring.submission().len()).unwrap_or(u32::MAX);
         let flags = ENTER_GETEVENTS | self.enter_flags;
+        // A `send_to` chain that moved on runs to its end in this enter (see `sendmsg.rs`).
+        let chain = self.chain_wait();
         let sub = self.ring.submitter();
-        let r = match wait {
-            None => {
+        let r = match (chain, wait) {
+            (Some(n), _) => timed_enter(&sub, to_submit, n, flags, Duration::ZERO),
+            (None, None) => {
                 // SAFETY: no argument; every queued entry's pointers are kept valid by the
                 // code that pushed it, until its completion.
                 unsafe { sub.enter::<libc::sigset_t>(to_submit, 1, flags, None) }
             }
-            Some(d) if d.is_zero() => {
+            (None, Some(d)) if d.is_zero() => {
                 // SAFETY: as above.
                 unsafe { sub.enter::<libc::sigset_t>(to_submit, 0, flags, None) }
             }
-            Some(d) => {
-                let ts = KernelTimespec {
-                    tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-                    tv_nsec: i64::from(d.subsec_nanos()),
-                };
-                let arg = GeteventsArg {
-                    sigmask: 0,
-                    sigmask_sz: 0,
-                    min_wait_usec: 0,
-                    ts: std::ptr::addr_of!(ts) as u64,
-                };
-                // SAFETY: `arg` is the `io_uring_getevents_arg` that `ENTER_EXT_ARG` announces,
-                // passed with its size; it and the timespec it points to outlive the call.
-                unsafe { sub.enter(to_submit, 1, flags | ENTER_EXT_ARG, Some(&arg)) }
-            }
+            (None, Some(d)) => timed_enter(&sub, to_submit, 1, flags, d),
         };
         match r {
             Ok(_) => Ok(()),
@@ -180,4 +169,29 @@ impl Uring {
         self.scratch = batch;
         self.bufs.adapt();
     }
+}
+
+/// `io_uring_enter` waiting for `min_complete` completions (the kernel runs deferred task
+/// work until it has as many) but at most `d`, passed with `EXT_ARG`.
+fn timed_enter(
+    sub: &io_uring::Submitter<'_>,
+    to_submit: u32,
+    min_complete: u32,
+    flags: u32,
+    d: Duration,
+) -> io::Result<usize> {
+    let ts = KernelTimespec {
+        tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(d.subsec_nanos()),
+    };
+    let arg = GeteventsArg {
+        sigmask: 0,
+        sigmask_sz: 0,
+        min_wait_usec: 0,
+        ts: std::ptr::addr_of!(ts) as u64,
+    };
+    // SAFETY: `arg` is the `io_uring_getevents_arg` that `ENTER_EXT_ARG` announces, passed
+    // with its size; it and the timespec it points to outlive the call. Every queued entry's
+    // pointers are kept valid by the code that pushed it, until its completion.
+    unsafe { sub.enter(to_submit, min_complete, flags | ENTER_EXT_ARG, Some(&arg)) }
 }

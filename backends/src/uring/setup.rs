@@ -303,6 +303,8 @@ impl Uring {
             dgram_starved: VecDeque::new(),
             dgram_nobufs: 0,
             chain: Vec::new(),
+            chain_ops: 0,
+            chain_moved: false,
             connects: Table::default(),
             _closing: Closing,
         };
