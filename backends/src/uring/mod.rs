@@ -113,6 +113,8 @@ mod tests;
 mod tests_bufring;
 #[cfg(test)]
 mod tests_load;
+#[cfg(test)]
+mod tests_ops;
 
 use std::collections::VecDeque;
 use std::io;

@@ -238,7 +238,23 @@ fn capabilities(probe: &Probe) -> Capabilities {
     caps
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Opcodes the probe of backends opened on this thread pretends the kernel lacks.
+    static HIDDEN: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Makes the backends opened on this thread (a test's) see a kernel without `opcodes`.
+#[cfg(test)]
+pub(super) fn hide_opcodes(opcodes: &[u8]) {
+    HIDDEN.with(|h| *h.borrow_mut() = opcodes.to_vec());
+}
+
 fn supported(probe: &Probe, code: u8) -> bool {
+    #[cfg(test)]
+    if HIDDEN.with(|h| h.borrow().contains(&code)) {
+        return false;
+    }
     probe.is_supported(code)
 }
 
