@@ -1,7 +1,7 @@
 //! The provided-buffer ring: one per loop, shared by every connection's multishot receive.
 //!
 //! Two pieces of memory: the ring of `entries` descriptors (page aligned, as the kernel
-//! requires; [`Descriptors`]) and the **area** the descriptors point into ([`Area`]). A plain
+//! requires; [`Descriptors`]) and the **area** the descriptors point into ([`Area`](super::area::Area)). A plain
 //! receive completion fills one descriptor's buffer, a bundle as many consecutive ones as its
 //! bytes span; the completion names the first (by its buffer id). The backend lends the bytes
 //! to the sink and takes the buffers back when the callback ends. The kernel reads the tail

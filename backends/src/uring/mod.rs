@@ -1,66 +1,63 @@
 //! The io_uring backend (Linux 6.0+): one ring per loop, multishot receive into a registered
-//! provided-buffer ring, sends from frozen `Bytes`, an eventfd waker, and accepts through an
-//! epoll instance the ring polls.
+//! provided-buffer ring, sends from frozen `Bytes`, an eventfd waker, accepts through an epoll
+//! instance the ring polls; datagram sockets (multishot `RECVMSG` from a buffer group of their
+//! own, linked `SENDMSG` chains) and outbound connects.
 //!
-//! * **Accepting**: the listeners are registered with an epoll instance of the backend's own
-//!   (`listeners.rs`, shared with the epoll backend: the same accept loop and the same pause
-//!   on resource errors), and the ring keeps one multishot `POLL_ADD` on that instance's
-//!   descriptor; when it fires, `accept4` takes what is pending. An io_uring operation on a
-//!   listening socket (a multishot `ACCEPT`) holds a reference to it until its completion, and
-//!   when a process is killed the kernel tears its rings down asynchronously: the port stayed
-//!   taken 5-17 ms after the process was gone, and an immediate restart failed with
-//!   `EADDRINUSE`. An epoll instance holds no reference to what it watches, so the listening
-//!   socket closes with the process (test `killed_server_frees_its_port_at_once`). Measured
-//!   against multishot accept with `cargo bench --bench churn` (connect, 16-byte echo, close;
-//!   server and clients on separate cores, alternated): within 2% (13.6k vs 13.8k
-//!   connections per second), the `accept4` returning the peer's address where multishot accept
-//!   needed a `getpeername`. It also makes the descriptor limit effective at once: a
-//!   multishot accept keeps the `RLIMIT_NOFILE` it read when it was armed.
+//! * **Accepting** (`accept.rs`): the listeners are registered with an epoll instance of the
+//!   backend's own (`listeners.rs`, shared with the epoll backend), and the ring keeps one
+//!   multishot `POLL_ADD` on that instance's descriptor; when it fires, `accept4` takes what
+//!   is pending. The ring thus never holds a reference to a listening socket, so a killed
+//!   server's port is free at once (a multishot `ACCEPT` kept it taken 5-17 ms; test
+//!   `killed_server_frees_its_port_at_once`), at the same cost per connection.
 //!
 //! * **Set-up** (`setup.rs`): `SUBMIT_ALL | SINGLE_ISSUER | DEFER_TASKRUN`, stepping down to
 //!   `COOP_TASKRUN | TASKRUN_FLAG`, then to no optional flags, when the kernel answers
 //!   `EINVAL`; the completion queue is four times the submission queue. Every opcode used is
-//!   probed. `ENOSYS`/`EPERM`/`EINVAL`/missing opcodes are [`OpenError::Unavailable`].
-//! * **Memlock** (`memlock.rs`): without `CAP_IPC_LOCK` the kernel charges the ring (on 6.18:
-//!   35 pages for the default 1024 entries) and the buffer ring's descriptors (one page per
-//!   256) to `RLIMIT_MEMLOCK`, per user. On `ENOMEM` the open steps down, to 64 submission
-//!   entries and 256 ring buffers at the least ([`Uring::reduced`] says by how much: under
-//!   the 64 KiB of older distributions one loop gets 256 entries); a smaller ring that fitted
-//!   is where the next opens of the process start. When none fits it is
-//!   [`OpenError::ResourceLimit`], naming the limit, its value and the ways to raise it.
+//!   probed. `ENOSYS`/`EPERM`/`EINVAL`/missing opcodes for streams are
+//!   [`OpenError::Unavailable`]; a missing `RECVMSG` or `CONNECT` only makes
+//!   [`Backend::capabilities`] say that datagrams or connects are unavailable, and why.
+//! * **Memlock** (`memlock.rs`): without `CAP_IPC_LOCK` the kernel charges the ring and the
+//!   buffer rings' descriptors to `RLIMIT_MEMLOCK`, per user. On `ENOMEM` the open steps
+//!   down, to 64 submission entries and 256 ring buffers at the least ([`Uring::reduced`]
+//!   says by how much); when none fits it is [`OpenError::ResourceLimit`], naming the limit,
+//!   its value and the ways to raise it. The datagram group's page is charged when the first
+//!   datagram socket is added: `ENOMEM` then refuses that `add_datagram` (a resource
+//!   shortage the loop retries), nothing else.
 //! * **Waiting**: submission and waiting are one `io_uring_enter` (`GETEVENTS`, with the poll
 //!   timeout passed through `EXT_ARG`). Submissions queued between polls (re-arms, sends,
 //!   cancellations) go to the kernel with the next poll, in one batch.
-//! * **Receiving** (`bufring.rs`): one multishot `RECV` per connection selecting from the loop's
-//!   buffer ring; each completion's bytes are lent to [`Sink::received`] as one slice and
-//!   taken back when it returns. On 6.16+ the receive is a bundle (`IORING_RECVSEND_BUNDLE`):
-//!   one completion fills as many ring entries as the socket holds: the handler sees
-//!   everything that arrived at once and can answer with one large write. Several
-//!   back-to-back receives of one socket would also cost extra TCP ACK segments (each receive
-//!   that frees window is acknowledged at once) that a reply would have carried. For bundles
-//!   the entries are carved in turn from one small area (512 KiB by default) mapped twice
-//!   back to back, so a bundle's bytes are contiguous even across the end of the area; plain
-//!   receives cycle a window of whole buffers. Either way received bytes are still in cache
-//!   when the reply copies them out (see `bufring.rs`).
-//!   An empty ring ends the multishot with `ENOBUFS`: the connection waits on a list and is
-//!   re-armed when entries are back, the longest waiting first and only as many connections
-//!   as the entries can serve at the recent entries per receive (each has data waiting, so
-//!   re-arming more would only fail again). `Flow::Pause` cancels the multishot; completions
-//!   already on their way are still delivered (the contract allows it), so no byte is lost.
-//!   One `poll` delivers at most [`Config::poll_read_budget`] bytes; completions past it wait
-//!   in a backlog for the next `poll` (which does not block), so the loop flushes replies
-//!   before it reads more.
-//! * **Sending**: one `SEND` (one buffer) or `SENDMSG` (several) in flight per connection,
-//!   from the frozen `Bytes` the loop handed over; a short send is resubmitted for the rest.
-//!   Finished operations (box and iovec array) are kept for reuse. `SEND_ZC` is not used:
-//!   measured on loopback (`benches/send_zc.rs`) it costs more below 64 KiB, and its buffers
-//!   must outlive the send's completion (until the notification), which the one-send
-//!   contract does not model yet.
-//! * **Closing**: an `ASYNC_CANCEL` by `user_data` for each operation a connection has in
-//!   flight; every operation of a connection is counted and `closed` is reported when the
-//!   count drops to zero.
+//! * **Receiving** (`recv.rs`, `bufring.rs`): one multishot `RECV` per connection selecting
+//!   from the loop's buffer ring; each completion's bytes are lent to [`Sink::received`] as
+//!   one slice and taken back when it returns. On 6.16+ the receive is a bundle: one
+//!   completion fills as many ring entries as the socket holds, carved from one small area
+//!   mapped twice back to back so that they are contiguous. An empty ring (`ENOBUFS`) is
+//!   backpressure; `Flow::Pause` cancels the multishot. One `poll` delivers at most
+//!   [`Config::poll_read_budget`] bytes, the rest waits in a backlog for the next.
+//! * **Sending** (`send.rs`): one `SEND` (one buffer) or `SENDMSG` (several) in flight per
+//!   connection, from the frozen `Bytes` the loop handed over; a short send is resubmitted
+//!   for the rest. Finished operations are kept for reuse. No `SEND_ZC` (see `send.rs`).
+//! * **Datagrams** (`recvmsg.rs`): one multishot `RECVMSG` per datagram socket, from a
+//!   buffer group of its own (`bufring/dgram.rs`): 64 whole buffers of `read_buffer_size`
+//!   behind the header and source address the kernel writes first, registered when the first
+//!   datagram socket is added (a stream-only server has none). The stream ring's entries are
+//!   sized to the stream traffic and would cut datagrams. One completion is one datagram, one
+//!   [`Sink::datagram`] with its source, `truncated` when it was longer than the buffer.
+//!   `ENOBUFS` waits for the buffers to come back, as for streams; the network's errors
+//!   (ICMP) are [`Sink::datagram_error`]s and the receive goes on.
+//! * **Sending datagrams** (`sendmsg.rs`): a `send_to` batch is one `SENDMSG` per datagram,
+//!   each with its own `msghdr`, iovec and destination in a boxed batch owned by the socket,
+//!   submitted as chains of linked entries so that the kernel sends them in order; a datagram
+//!   that fails is reported with its destination and the rest go on; `sent` once with the
+//!   batch's total. The enter after a chain moved runs it through (one poll per batch, not
+//!   one per datagram).
+//! * **Connecting** (`connect.rs`): `IORING_OP_CONNECT`, the destination boxed in the entry;
+//!   [`Sink::connected`] with the kernel's result, then the id is forgotten.
+//! * **Closing** (`close.rs`): an `ASYNC_CANCEL` by `user_data` for each operation a stream,
+//!   a datagram socket or a connect has in flight (for a send chain, the datagram it is at:
+//!   the link fails the rest); every operation is counted and `closed` is reported when the
+//!   count drops to zero, so no buffer, address or descriptor outlives it.
 //! * **`user_data`** (`user_data.rs`): kind, index and generation, so stale completions are
-//!   recognised.
+//!   recognised (a `send_to` datagram carries its position in the batch instead).
 //!
 //! # Layout: one file per operation family
 //!
@@ -71,14 +68,18 @@
 //! | `accept.rs` | the multishot `POLL_ADD` on the listeners' epoll instance, `accept4` |
 //! | `recv.rs` | a stream's multishot `RECV` (bundle), backpressure, pause and resume |
 //! | `send.rs` | a stream's `SEND`/`SENDMSG`, short sends, reused operations |
+//! | `recvmsg.rs` | a datagram socket's multishot `RECVMSG`, parsing, backpressure |
+//! | `sendmsg.rs` | a `send_to` batch: linked `SENDMSG` chains, per-datagram failures |
+//! | `connect.rs` | `CONNECT` |
 //! | `close.rs` | cancellations, `closed`, and the ring's shutdown (`Drop`) |
 //! | `waker.rs` | the eventfd and its multishot `POLL_ADD` |
 //!
 //! Around them: `mod.rs` (this file) turns each [`Backend`] call into the operation's
 //! function and dispatches each completion by its kind (`Uring::complete`); `ring.rs`
 //! queues submissions, enters the kernel and reaps completions; `state.rs` is what is tracked
-//! per id; `setup.rs` opens the backend; `bufring.rs` (with `area.rs`) is the receive buffer
-//! ring; `memlock.rs` the steps down under `RLIMIT_MEMLOCK`.
+//! per id; `setup.rs` opens the backend, `probe.rs` finds what the kernel offers; `bufring.rs` (with
+//! `area.rs`) is the stream receive buffer ring, `bufring/dgram.rs` the datagram buffer
+//! group; `memlock.rs` the steps down under `RLIMIT_MEMLOCK`.
 //!
 //! A received slice, followed from the kernel to the handler: `Backend::poll` (here) calls
 //! `Uring::enter` and `Uring::reap` (`ring.rs`); `reap` hands each completion to
@@ -86,7 +87,9 @@
 //! (`BufRing::take_filled`) and dispatches it by kind to `Uring::on_recv` (`recv.rs`), which
 //! lends the bytes (`BufRing::data`) to [`Sink::received`]; back in `complete`, the buffers
 //! return to the ring (`BufRing::recycle_run`), published to the kernel before the next
-//! submission.
+//! submission. A datagram takes the same road to `Uring::complete`, which hands it whole to
+//! `Uring::on_recvmsg` (`recvmsg.rs`): the buffer is taken from the datagram group, parsed,
+//! lent to [`Sink::datagram`] and given back there.
 //!
 //! `Uring` is deliberately not `Send`: with `SINGLE_ISSUER` the ring belongs to the thread
 //! that created it, so open the backend on the loop's own thread.
@@ -97,6 +100,7 @@ mod bufring;
 mod close;
 mod connect;
 mod memlock;
+mod probe;
 mod recv;
 mod recvmsg;
 mod ring;
@@ -177,11 +181,11 @@ pub struct Uring {
     poll_read_budget: usize,
     /// Bytes delivered by the current `poll`.
     poll_read: usize,
-    /// Receives are bundles (several buffers per completion), see [`setup::use_bundles`].
+    /// Receives are bundles (several buffers per completion), see [`probe::use_bundles`].
     bundles: bool,
     /// Scratch: the buffers one receive completion filled.
     filled: Vec<bufring::Run>,
-    /// Finished send operations kept for reuse (at most [`SPARE_SENDS`]), so a send costs
+    /// Finished send operations kept for reuse (at most [`send::SPARE_SENDS`]), so a send costs
     /// no allocation of its own in the steady state. Boxed because an operation is moved
     /// into its connection and must keep its address while the kernel reads it.
     #[allow(clippy::vec_box)]
@@ -218,40 +222,6 @@ pub struct Uring {
 }
 
 impl Uring {
-    /// The setup flags the kernel accepted for this ring.
-    pub fn setup_flags(&self) -> &'static str {
-        self.tier.describe()
-    }
-
-    /// Submission queue entries: [`Config::ring_entries`], or fewer when `RLIMIT_MEMLOCK`
-    /// did not hold a ring that large (see [`Uring::reduced`]).
-    pub fn ring_entries(&self) -> u32 {
-        self.ring.params().sq_entries()
-    }
-
-    /// Entries of the provided-buffer ring: [`Config::ring_buffers`], or fewer when
-    /// `RLIMIT_MEMLOCK` did not hold that many.
-    pub fn ring_buffers(&self) -> usize {
-        self.bufs.total()
-    }
-
-    /// When the ring is smaller than configured: why (the memlock limit, its value, how to
-    /// raise it) and by how much. `None` for a ring of the configured sizes.
-    pub fn reduced(&self) -> Option<&str> {
-        self.reduced.as_deref()
-    }
-
-    /// Whether receives are bundles (one completion may fill several ring buffers).
-    pub fn recv_bundles(&self) -> bool {
-        self.bundles
-    }
-
-    /// Whether the loop's waits are kept out of the I/O wait figures
-    /// (`IORING_ENTER_NO_IOWAIT`, Linux 6.15+).
-    pub fn waits_without_iowait(&self) -> bool {
-        self.enter_flags & ring::ENTER_NO_IOWAIT != 0
-    }
-
     /// One completion: its buffers (a receive's) are taken out of the ring, it is handled
     /// by the function of its kind, and the buffers go back to the ring.
     pub(super) fn complete<S: Sink>(&mut self, cqe: cqueue::Entry, sink: &mut S) {

@@ -4,9 +4,24 @@
 //! dispatched by kind (`mod.rs`, `Uring::complete`), then [`Uring::on_recv`] below lends the
 //! bytes to [`Sink::received`] and `complete` puts the buffers back when it returns.
 //!
+//! On 6.16+ the receive is a bundle (`IORING_RECVSEND_BUNDLE`): one completion fills as many
+//! ring entries as the socket holds, so the handler sees everything that arrived at once and
+//! can answer with one large write; several back-to-back receives of one socket would also
+//! cost extra TCP ACK segments (each receive that frees window is acknowledged at once) that
+//! a reply would have carried. For bundles the entries are carved in turn from one small area
+//! (512 KiB by default) mapped twice back to back, so a bundle's bytes are contiguous even
+//! across the end of the area; plain receives cycle a window of whole buffers. Either way
+//! received bytes are still in cache when the reply copies them out (see `bufring.rs`).
+//!
 //! An empty ring ends the multishot with `ENOBUFS`: the connection waits on the starved list
-//! and [`Uring::rearm_starved`] re-arms it once buffers are back. `Flow::Pause` cancels the
-//! multishot; [`Uring::resume_receiving`] arms it again.
+//! and [`Uring::rearm_starved`] re-arms it once entries are back, the longest waiting first
+//! and only as many connections as the entries can serve at the recent entries per receive
+//! (each has data waiting, so re-arming more would only fail again). `Flow::Pause` cancels
+//! the multishot; completions already on their way are still delivered (the contract allows
+//! it), so no byte is lost; [`Uring::resume_receiving`] arms it again. One `poll` delivers at
+//! most [`Config::poll_read_budget`](crate::Config::poll_read_budget) bytes; completions past
+//! it wait in a backlog for the next `poll` (which does not block), so the loop flushes
+//! replies before it reads more.
 
 use std::io;
 use std::os::fd::AsRawFd;

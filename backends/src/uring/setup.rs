@@ -1,20 +1,20 @@
-//! Opening the backend: building the ring (setup-flag ladder), probing the opcodes the backend
-//! uses, registering the buffer ring, and mapping set-up failures to [`OpenError`].
-
-use std::io;
+//! Opening the backend: building the ring (setup-flag ladder), registering the buffer ring,
+//! mapping set-up failures to [`OpenError`]; and what the open found (flags, sizes).
 
 use std::collections::VecDeque;
+use std::io;
 use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
-use io_uring::{opcode, IoUring, Probe};
+use io_uring::IoUring;
 
 use super::bufring::{BufRing, DGRAM_BUFFERS};
 use super::memlock::{Closing, Ladder, Memlock};
+use super::probe::{probe, use_bundles};
 use super::state::Table;
 use super::waker::EventFdWaker;
 use super::Uring;
-use crate::contract::{Capabilities, Config, OpenError};
+use crate::contract::{Config, OpenError};
 use crate::listeners::Listeners;
 use crate::poller::Poller;
 
@@ -167,98 +167,41 @@ pub(super) unsafe fn buffers(
     }
 }
 
-/// Checks that the ring has what the backend relies on (the opcodes it submits for streams and
-/// the features of its submit path) and finds what it can do besides (see
-/// [`capabilities`]).
-pub(super) fn probe(ring: &IoUring) -> Result<Capabilities, OpenError> {
-    let params = ring.params();
-    if !params.is_feature_ext_arg() {
-        return Err(OpenError::Unavailable(
-            "io_uring lacks IORING_FEAT_EXT_ARG (Linux 5.11+); the backend needs 6.0+".into(),
-        ));
-    }
-    if !params.is_feature_fast_poll() {
-        return Err(OpenError::Unavailable(
-            "io_uring lacks IORING_FEAT_FAST_POLL (Linux 5.7+); the backend needs 6.0+".into(),
-        ));
-    }
-    let mut probe = Probe::new();
-    ring.submitter()
-        .register_probe(&mut probe)
-        .map_err(|e| map_error("io_uring_register(IORING_REGISTER_PROBE)", e))?;
-    let needed = [
-        (opcode::RecvMulti::CODE, "RECV"),
-        (opcode::Send::CODE, "SEND"),
-        (opcode::SendMsg::CODE, "SENDMSG"),
-        (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
-        (opcode::PollAdd::CODE, "POLL_ADD"),
-    ];
-    for (code, name) in needed {
-        if !supported(&probe, code) {
-            return Err(OpenError::Unavailable(format!(
-                "io_uring opcode IORING_OP_{name} is not supported by this kernel"
-            )));
-        }
-    }
-    // Multishot receive (6.0) cannot be probed as an opcode (it is a flag of RECV). SEND_ZC
-    // arrived in the same release, so its absence means a kernel too old for multishot
-    // receive, where every RECV would fail with EINVAL at run time.
-    if !supported(&probe, opcode::SendZc::CODE) {
-        return Err(OpenError::Unavailable(
-            "this kernel predates Linux 6.0 (no IORING_OP_SEND_ZC, hence no multishot receive)"
-                .into(),
-        ));
-    }
-    Ok(capabilities(&probe))
-}
-
-/// What the backend can do besides streams, from the opcodes the kernel has. A missing one
-/// costs that feature only; the backend still opens and serves streams.
-///
-/// * Datagrams: a multishot `RECVMSG` and `SENDMSG`. Multishot `RECVMSG` is a flag of the
-///   opcode, which cannot be probed; it arrived in 6.0 with multishot `RECV`, which the
-///   backend already requires (see [`probe`]), so the opcode is what is left to check.
-/// * Connect: `CONNECT` (5.5).
-fn capabilities(probe: &Probe) -> Capabilities {
-    let missing = |code: u8, name: &str, what: &str| {
-        if supported(probe, code) {
-            Ok(())
-        } else {
-            Err(format!(
-                "io_uring opcode IORING_OP_{name} is not supported by this kernel; no {what} \
-                 on the io_uring backend"
-            ))
-        }
-    };
-    let mut caps = Capabilities::all();
-    caps.datagrams = missing(opcode::RecvMsgMulti::CODE, "RECVMSG", "datagram sockets").and(
-        missing(opcode::SendMsg::CODE, "SENDMSG", "datagram sockets"),
-    );
-    caps.connect = missing(opcode::Connect::CODE, "CONNECT", "outbound connections");
-    caps
-}
-
-#[cfg(test)]
-thread_local! {
-    /// Opcodes the probe of backends opened on this thread pretends the kernel lacks.
-    static HIDDEN: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Makes the backends opened on this thread (a test's) see a kernel without `opcodes`.
-#[cfg(test)]
-pub(super) fn hide_opcodes(opcodes: &[u8]) {
-    HIDDEN.with(|h| *h.borrow_mut() = opcodes.to_vec());
-}
-
-fn supported(probe: &Probe, code: u8) -> bool {
-    #[cfg(test)]
-    if HIDDEN.with(|h| h.borrow().contains(&code)) {
-        return false;
-    }
-    probe.is_supported(code)
-}
-
 impl Uring {
+    /// The setup flags the kernel accepted for this ring.
+    pub fn setup_flags(&self) -> &'static str {
+        self.tier.describe()
+    }
+
+    /// Submission queue entries: [`Config::ring_entries`], or fewer when `RLIMIT_MEMLOCK`
+    /// did not hold a ring that large (see [`Uring::reduced`]).
+    pub fn ring_entries(&self) -> u32 {
+        self.ring.params().sq_entries()
+    }
+
+    /// Entries of the provided-buffer ring: [`Config::ring_buffers`], or fewer when
+    /// `RLIMIT_MEMLOCK` did not hold that many.
+    pub fn ring_buffers(&self) -> usize {
+        self.bufs.total()
+    }
+
+    /// When the ring is smaller than configured: why (the memlock limit, its value, how to
+    /// raise it) and by how much. `None` for a ring of the configured sizes.
+    pub fn reduced(&self) -> Option<&str> {
+        self.reduced.as_deref()
+    }
+
+    /// Whether receives are bundles (one completion may fill several ring buffers).
+    pub fn recv_bundles(&self) -> bool {
+        self.bundles
+    }
+
+    /// Whether the loop's waits are kept out of the I/O wait figures
+    /// (`IORING_ENTER_NO_IOWAIT`, Linux 6.15+).
+    pub fn waits_without_iowait(&self) -> bool {
+        self.enter_flags & super::ring::ENTER_NO_IOWAIT != 0
+    }
+
     /// [`Backend::open`](crate::Backend::open): the ring at the best tier and the largest
     /// size that fits, its opcodes probed, the buffer ring registered, the waker armed.
     pub(super) fn open(config: &Config) -> Result<Uring, OpenError> {
@@ -328,64 +271,5 @@ impl Uring {
         me.first_enter().map_err(OpenError::Failed)?;
         me.reduced = ladder.fitted();
         Ok(me)
-    }
-}
-
-/// The first kernel release whose receive bundles this backend uses. Bundles arrived in 6.10,
-/// but fixes to their ordering and buffer accounting landed through 2025; older kernels keep
-/// the plain multishot receive, which is only slower, never wrong.
-const BUNDLES_FROM: (u32, u32) = (6, 16);
-
-/// Whether receives should be bundles: asked for by the configuration, announced by the ring
-/// (`IORING_FEAT_RECVSEND_BUNDLE`) and on a kernel from [`BUNDLES_FROM`] on.
-pub(super) fn use_bundles(config: &Config, ring: &IoUring) -> bool {
-    if !config.recv_bundles {
-        return false;
-    }
-    if !ring.params().is_feature_recvsend_bundle() {
-        log::debug!("io_uring: no IORING_FEAT_RECVSEND_BUNDLE; plain multishot receives");
-        return false;
-    }
-    match std::fs::read_to_string("/proc/sys/kernel/osrelease") {
-        Ok(release) => match parse_release(&release) {
-            Some(v) if v >= BUNDLES_FROM => true,
-            _ => {
-                log::debug!(
-                    "io_uring: kernel {} predates {}.{}; plain multishot receives",
-                    release.trim(),
-                    BUNDLES_FROM.0,
-                    BUNDLES_FROM.1
-                );
-                false
-            }
-        },
-        Err(e) => {
-            log::debug!("io_uring: kernel release unknown ({e}); plain multishot receives");
-            false
-        }
-    }
-}
-
-/// `(major, minor)` of a kernel release string such as `6.18.44-fc-v657`.
-pub(super) fn parse_release(release: &str) -> Option<(u32, u32)> {
-    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.parse().ok()?;
-    Some((major, minor))
-}
-
-#[cfg(test)]
-mod release_tests {
-    use super::parse_release;
-
-    #[test]
-    fn kernel_release_strings() {
-        assert_eq!(parse_release("6.18.44-fc-v657\n"), Some((6, 18)));
-        assert_eq!(parse_release("6.9.0"), Some((6, 9)));
-        assert_eq!(parse_release("5.15.0-105-generic"), Some((5, 15)));
-        assert!(parse_release("6.16.0") >= Some((6, 16)));
-        assert!(parse_release("6.9.12") < Some((6, 16)));
-        assert_eq!(parse_release("garbage"), None);
-        assert_eq!(parse_release(""), None);
     }
 }

@@ -126,9 +126,9 @@ fn uring_datagram_group_exhaustion_recovers_and_loses_nothing() {
 /// sockets only: the backend opens, says why, refuses `add_datagram`, and serves streams.
 #[test]
 fn uring_without_recvmsg_datagrams_are_unavailable_but_streams_work() {
-    super::setup::hide_opcodes(&[opcode::RecvMsg::CODE]);
+    super::probe::hide_opcodes(&[opcode::RecvMsg::CODE]);
     let opened = Uring::open(&config(16, 4096));
-    super::setup::hide_opcodes(&[]);
+    super::probe::hide_opcodes(&[]);
     let mut u = opened.expect("the backend opens without datagrams");
     let caps = u.capabilities();
     let why = caps.datagrams.expect_err("datagrams reported unavailable");
@@ -160,9 +160,9 @@ fn uring_without_recvmsg_datagrams_are_unavailable_but_streams_work() {
 /// Without `CONNECT`, `connect` is reported failed (by the next poll), nothing is tracked.
 #[test]
 fn uring_without_connect_a_connect_fails_at_once() {
-    super::setup::hide_opcodes(&[opcode::Connect::CODE]);
+    super::probe::hide_opcodes(&[opcode::Connect::CODE]);
     let opened = Uring::open(&config(16, 4096));
-    super::setup::hide_opcodes(&[]);
+    super::probe::hide_opcodes(&[]);
     let mut u = opened.expect("the backend opens without connect");
     let caps = u.capabilities();
     assert!(caps.connect.unwrap_err().contains("CONNECT"));
