@@ -196,7 +196,7 @@ pub struct Uring {
     reduced: Option<String>,
     /// What the kernel lets the backend do besides streams, found at open.
     caps: Capabilities,
-    /// [`Config::read_buffer_size`]: the largest datagram received whole.
+    /// [`Config::read_buffer_size`]: the largest datagram received whole (up to 64 KiB).
     read_buffer_size: usize,
     /// Datagram sockets (`recvmsg.rs`, `sendmsg.rs`).
     dgrams: Table<Dgram>,

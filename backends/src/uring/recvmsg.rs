@@ -34,6 +34,11 @@ use super::Uring;
 use crate::contract::{Flow, Id, Sink};
 use crate::socket::Socket;
 
+/// The payload area of a datagram buffer at most: no UDP datagram is larger (65,507 bytes
+/// over IPv4, 65,527 over IPv6 without jumbograms), so a larger `read_buffer_size` would only
+/// reserve memory that is never written.
+const MAX_DATAGRAM: usize = 64 * 1024;
+
 /// Receive errors in a row, with no datagram between, after which the socket is failed
 /// rather than re-armed once more (an error that every receive meets again).
 const MAX_ERRORS: u32 = 64;
@@ -68,7 +73,8 @@ impl Uring {
         if self.dgram_bufs.is_some() {
             return Ok(());
         }
-        let group = DgramRing::new(self.dgram_buffers, self.read_buffer_size)?;
+        let payload = self.read_buffer_size.min(MAX_DATAGRAM);
+        let group = DgramRing::new(self.dgram_buffers, payload)?;
         // SAFETY: the group is stored in `self.dgram_bufs` right below and only dropped after
         // it was unregistered or the ring destroyed (see `Drop for Uring`).
         unsafe { group.register(&self.ring.submitter()) }?;

@@ -129,6 +129,7 @@ impl Uring {
     /// it: a chain of 64 took 62 polls. Asking for that many completions, with a zero timeout,
     /// runs it through in one enter (measured: 1 poll); a chain waiting for room in the send
     /// buffer makes no progress, and the loop then waits as usual until it moves again.
+    #[inline]
     pub(super) fn chain_wait(&mut self) -> Option<u32> {
         if !std::mem::take(&mut self.chain_moved) || self.chain_ops == 0 {
             return None;

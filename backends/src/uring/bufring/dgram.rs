@@ -10,6 +10,8 @@
 //! | io_uring_recvmsg_out (16) | name (sockaddr_storage, 128) | payload (read_buffer_size) |
 //! ```
 //!
+//! (`read_buffer_size` up to 64 KiB: no UDP datagram is larger.)
+//!
 //! Registered lazily, when the first datagram socket is added, so a server without datagram
 //! sockets has no group, no memory and no memlock charge for it. [`DGRAM_BUFFERS`] buffers: a
 //! buffer comes back as soon as the callback that borrowed it returns, so the buffers only
