@@ -37,10 +37,10 @@ fn datagram_socket() -> (Socket, SocketAddr) {
     (Socket::Udp(s), a)
 }
 
-/// Sets the receive buffer past `net.core.rmem_max` (root may), so that a burst the test
-/// sends is certainly all queued by the kernel: what the backend reports must then be all of
-/// it.
-fn force_rcvbuf(s: &Socket, bytes: libc::c_int) {
+/// Sets the receive buffer past `net.core.rmem_max`, so that a burst the test sends is
+/// certainly all queued by the kernel: what the backend reports must then be all of it.
+/// False where the process may not (`SO_RCVBUFFORCE` needs `CAP_NET_ADMIN`).
+fn force_rcvbuf(s: &Socket, bytes: libc::c_int) -> bool {
     // SAFETY: a valid descriptor owned by `s`; the option value is a live `c_int` passed with
     // its size, which the kernel only reads.
     let r = unsafe {
@@ -52,7 +52,10 @@ fn force_rcvbuf(s: &Socket, bytes: libc::c_int) {
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    assert_eq!(r, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+    if r != 0 {
+        eprintln!("SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+    }
+    r == 0
 }
 
 /// The standing operations of a backend without listeners: the waker's poll.
@@ -82,25 +85,29 @@ fn uring_no_datagram_group_until_a_datagram_socket() {
 /// arrives, once, in the order sent.
 #[test]
 fn uring_datagram_group_exhaustion_recovers_and_loses_nothing() {
-    const N: usize = 600;
     let mut u = open(&config(16, 2048));
     u.dgram_buffers = 8;
     let mut r = Rec::default();
     let (sock, addr) = datagram_socket();
-    force_rcvbuf(&sock, 8 << 20);
+    // Without the privilege, a burst that the default receive buffer holds.
+    let (n, spread) = if force_rcvbuf(&sock, 8 << 20) {
+        (600, 700)
+    } else {
+        (120, 100)
+    };
     u.add_datagram(D, &sock).unwrap();
     // Let the receive arm and wait in the kernel, then queue everything at once.
     u.poll(Some(Duration::ZERO), &mut r).unwrap();
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-    for i in 0..N {
+    for i in 0..n {
         let mut d = (i as u32).to_be_bytes().to_vec();
-        d.resize(4 + i % 700, i as u8);
+        d.resize(4 + i % spread, i as u8);
         client.send_to(&d, addr).unwrap();
     }
-    pump(&mut u, &mut r, "every datagram", |r| r.datagrams.len() >= N);
+    pump(&mut u, &mut r, "every datagram", |r| r.datagrams.len() >= n);
     assert!(
         u.dgram_nobufs >= 10,
-        "the 8 buffers ran out {} times for {N} datagrams",
+        "the 8 buffers ran out {} times for {n} datagrams",
         u.dgram_nobufs
     );
     let from = client.local_addr().unwrap();
@@ -111,12 +118,12 @@ fn uring_datagram_group_exhaustion_recovers_and_loses_nothing() {
             (i as u32).to_be_bytes(),
             "datagram {i} out of order"
         );
-        assert_eq!(data.len(), 4 + i % 700);
+        assert_eq!(data.len(), 4 + i % spread);
     }
     assert!(r.errors.is_empty() && r.failed.is_empty());
     u.close(D);
     pump(&mut u, &mut r, "closed", |r| r.closed.contains(&D));
-    assert_eq!(r.datagrams.len(), N, "nothing more, nothing twice");
+    assert_eq!(r.datagrams.len(), n, "nothing more, nothing twice");
     let s = u.stats();
     assert_eq!(s.buffers_free, s.buffers_total, "{s:?}");
     assert_eq!((s.conns, s.ops_in_flight), (0, STANDING), "{s:?}");
@@ -185,8 +192,9 @@ fn uring_a_send_to_chain_runs_through_in_one_poll() {
     let (sock, _) = datagram_socket();
     u.add_datagram(D, &sock).unwrap();
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
-    force_rcvbuf(&Socket::Udp(peer.try_clone().unwrap()), 8 << 20);
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let to = peer.local_addr().unwrap();
+    let mut buf = [0u8; 256];
     for round in 1..=3 {
         let batch = (0..64)
             .map(|i| Datagram::new(Some(to), Bytes::from(vec![i as u8; 200])))
@@ -199,13 +207,12 @@ fn uring_a_send_to_chain_runs_through_in_one_poll() {
             assert!(polls < 100, "round {round}: no sent after {polls} polls");
         }
         assert!(polls <= 2, "round {round}: the chain took {polls} polls");
+        for i in 0..64 {
+            let (n, _) = peer.recv_from(&mut buf).unwrap();
+            assert_eq!((n, buf[0]), (200, i as u8), "round {round}, datagram {i}");
+        }
     }
     assert_eq!(r.sent, [(D, 64 * 200); 3]);
-    let mut buf = [0u8; 256];
-    for i in 0..3 * 64 {
-        let (n, _) = peer.recv_from(&mut buf).unwrap();
-        assert_eq!((n, buf[0]), (200, (i % 64) as u8), "datagram {i}");
-    }
     assert_eq!(u.chain_ops, 0);
 }
 
