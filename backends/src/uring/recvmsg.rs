@@ -135,60 +135,25 @@ impl Uring {
                 // SAFETY: this completion filled `slot`, which stays out of the ring until it
                 // is recycled below, after the sink returned.
                 let buf = unsafe { group.data(slot) };
-                match RecvMsgOut::parse(buf, group.msghdr()) {
-                    Ok(out) => {
-                        let payload = out.payload_data();
-                        let truncated = out.is_payload_truncated()
-                            || out.incoming_payload_len() as usize > payload.len();
-                        match source(out.name_data()) {
-                            Some(from) => {
-                                d.errors = 0;
-                                self.poll_read += payload.len();
-                                let flow = sink.datagram(id, from, payload, truncated);
-                                if flow == Flow::Pause && !d.paused {
-                                    d.paused = true;
-                                    cancel = d.recv_armed && d.cancels == 0;
-                                }
-                            }
-                            None => log::error!(
-                                "io_uring: datagram on {id:?} from an address of an unknown \
-                                 family; dropped"
-                            ),
-                        }
+                let (delivered, answer) = deliver(id, buf, group.msghdr(), sink);
+                self.poll_read += delivered;
+                if let Some(flow) = answer {
+                    d.errors = 0;
+                    if flow == Flow::Pause && !d.paused {
+                        d.paused = true;
+                        cancel = d.recv_armed && d.cancels == 0;
                     }
-                    Err(()) => log::error!(
-                        "io_uring: datagram completion on {id:?} shorter than its header \
-                         ({} bytes); dropped",
-                        slot.len
-                    ),
                 }
+            }
+        } else if res == -libc::ENOBUFS {
+            // Backpressure: the group is empty. Wait for buffers, never fail.
+            self.dgram_nobufs += 1;
+            if !d.starved && !d.paused && !d.closing {
+                d.starved = true;
+                self.dgram_starved.push_back(id);
             }
         } else if res < 0 {
-            match -res {
-                libc::ENOBUFS => {
-                    // Backpressure: the group is empty. Wait for buffers, never fail.
-                    self.dgram_nobufs += 1;
-                    if !d.starved && !d.paused && !d.closing {
-                        d.starved = true;
-                        self.dgram_starved.push_back(id);
-                    }
-                }
-                libc::ECANCELED | libc::EINTR | libc::EAGAIN => {}
-                e if d.closing || d.failed => log::debug!("io_uring: {id:?}: {e} while closing"),
-                libc::EBADF | libc::ENOTSOCK | libc::EINVAL | libc::EFAULT | libc::EOPNOTSUPP => {
-                    d.failed = true;
-                    sink.failed(id, cqe_error(res));
-                }
-                _ => {
-                    d.errors += 1;
-                    if d.errors >= MAX_ERRORS {
-                        d.failed = true;
-                        sink.failed(id, cqe_error(res));
-                    } else {
-                        sink.datagram_error(id, None, cqe_error(res));
-                    }
-                }
-            }
+            receive_error(d, res, sink);
         }
         self.return_dgram_buffer(slot);
         if cancel {
@@ -219,6 +184,53 @@ impl Uring {
                 if self.arm_recvmsg(id) {
                     budget -= 1;
                 }
+            }
+        }
+    }
+}
+
+/// Parses one datagram's buffer and reports it: the payload bytes delivered (for the poll's
+/// read budget) and the sink's answer, `None` when the buffer did not hold a datagram
+/// (logged: a header cut short, an address of an unknown family).
+fn deliver<S: Sink>(id: Id, buf: &[u8], msg: &libc::msghdr, sink: &mut S) -> (usize, Option<Flow>) {
+    let Ok(out) = RecvMsgOut::parse(buf, msg) else {
+        log::error!(
+            "io_uring: datagram completion on {id:?} shorter than its header ({} bytes); \
+             dropped",
+            buf.len()
+        );
+        return (0, None);
+    };
+    let Some(from) = source(out.name_data()) else {
+        log::error!("io_uring: datagram on {id:?} from an address of an unknown family; dropped");
+        return (0, None);
+    };
+    let payload = out.payload_data();
+    let truncated =
+        out.is_payload_truncated() || out.incoming_payload_len() as usize > payload.len();
+    let flow = sink.datagram(id, from, payload, truncated);
+    (payload.len(), Some(flow))
+}
+
+/// A receive that ended with an error other than `ENOBUFS`: nothing for a cancellation or an
+/// interruption (the caller re-arms), `failed` for a socket that cannot receive or only errs,
+/// `datagram_error` for the rest (the network's), after which the receive is re-armed.
+fn receive_error<S: Sink>(d: &mut Dgram, res: i32, sink: &mut S) {
+    let id = d.id;
+    match -res {
+        libc::ECANCELED | libc::EINTR | libc::EAGAIN => {}
+        e if d.closing || d.failed => log::debug!("io_uring: {id:?}: {e} while closing"),
+        libc::EBADF | libc::ENOTSOCK | libc::EINVAL | libc::EFAULT | libc::EOPNOTSUPP => {
+            d.failed = true;
+            sink.failed(id, cqe_error(res));
+        }
+        _ => {
+            d.errors += 1;
+            if d.errors >= MAX_ERRORS {
+                d.failed = true;
+                sink.failed(id, cqe_error(res));
+            } else {
+                sink.datagram_error(id, None, cqe_error(res));
             }
         }
     }

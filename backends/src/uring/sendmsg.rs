@@ -188,12 +188,16 @@ impl Uring {
         d.ops += n as u32;
         self.chain_ops += n;
         self.chain_moved = true;
-        // The whole chain in one submission: make room first.
-        let free = {
-            let sq = self.ring.submission();
-            sq.capacity() - sq.len()
-        };
-        if free < n {
+        // The whole chain in one submission: make room first. A flush that met `EBUSY` only
+        // reaped completions, and the next one submits.
+        for _ in 0..8 {
+            let free = {
+                let sq = self.ring.submission();
+                sq.capacity() - sq.len()
+            };
+            if free >= n {
+                break;
+            }
             self.flush();
         }
         for sqe in chain.drain(..) {
