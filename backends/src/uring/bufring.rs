@@ -1,7 +1,7 @@
 //! The provided-buffer ring: one per loop, shared by every connection's multishot receive.
 //!
 //! Two pieces of memory: the ring of `entries` descriptors (page aligned, as the kernel
-//! requires; [`Descriptors`]) and the **area** the descriptors point into ([`Area`]). A plain
+//! requires; [`Descriptors`]) and the **area** the descriptors point into ([`Area`](super::area::Area)). A plain
 //! receive completion fills one descriptor's buffer, a bundle as many consecutive ones as its
 //! bytes span; the completion names the first (by its buffer id). The backend lends the bytes
 //! to the sink and takes the buffers back when the callback ends. The kernel reads the tail
@@ -37,9 +37,13 @@ use io_uring::types::BufRingEntry;
 use io_uring::Submitter;
 
 mod bytes;
+mod dgram;
 mod window;
 
-/// The buffer group id of the loop's ring (one group per ring).
+pub(super) use dgram::{DgramRing, Slot as DgramSlot, DGRAM_BGID, DGRAM_BUFFERS};
+
+/// The buffer group id of the loop's stream ring (datagrams have a group of their own,
+/// [`DGRAM_BGID`]).
 pub(super) const BGID: u16 = 0;
 
 const PAGE: usize = 4096;
@@ -168,16 +172,16 @@ impl Descriptors {
         self.published = self.tail;
     }
 
-    /// Registers the ring as buffer group [`BGID`] of `submitter`'s ring.
+    /// Registers the ring as buffer group `bgid` of `submitter`'s ring.
     ///
     /// # Safety
     /// `self` must outlive the registration: the caller unregisters it (or destroys the
     /// io_uring) before dropping `self`.
-    unsafe fn register(&self, submitter: &Submitter<'_>) -> io::Result<()> {
+    unsafe fn register(&self, submitter: &Submitter<'_>, bgid: u16) -> io::Result<()> {
         // SAFETY: the ring memory is page aligned, holds `entries` descriptors and, per this
         // function's contract, stays allocated until the group is unregistered.
         unsafe {
-            submitter.register_buf_ring_with_flags(self.ring.as_ptr() as u64, self.entries, BGID, 0)
+            submitter.register_buf_ring_with_flags(self.ring.as_ptr() as u64, self.entries, bgid, 0)
         }
     }
 }
@@ -220,7 +224,7 @@ impl BufRing {
             BufRing::Window(r) => &r.desc,
         };
         // SAFETY: forwarded contract; the descriptors live as long as `self`.
-        unsafe { desc.register(submitter) }
+        unsafe { desc.register(submitter, BGID) }
     }
 
     /// The bytes the kernel wrote for a run.

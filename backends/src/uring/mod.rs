@@ -1,76 +1,114 @@
 //! The io_uring backend (Linux 6.0+): one ring per loop, multishot receive into a registered
-//! provided-buffer ring, sends from frozen `Bytes`, an eventfd waker, and accepts through an
-//! epoll instance the ring polls.
+//! provided-buffer ring, sends from frozen `Bytes`, an eventfd waker, accepts through an epoll
+//! instance the ring polls; datagram sockets (multishot `RECVMSG` from a buffer group of their
+//! own, linked `SENDMSG` chains) and outbound connects.
 //!
-//! * **Accepting**: the listeners are registered with an epoll instance of the backend's own
-//!   (`listeners.rs`, shared with the epoll backend: the same accept loop and the same pause
-//!   on resource errors), and the ring keeps one multishot `POLL_ADD` on that instance's
-//!   descriptor; when it fires, `accept4` takes what is pending. An io_uring operation on a
-//!   listening socket (a multishot `ACCEPT`) holds a reference to it until its completion, and
-//!   when a process is killed the kernel tears its rings down asynchronously: the port stayed
-//!   taken 5-17 ms after the process was gone, and an immediate restart failed with
-//!   `EADDRINUSE`. An epoll instance holds no reference to what it watches, so the listening
-//!   socket closes with the process (test `killed_server_frees_its_port_at_once`). Measured
-//!   against multishot accept with `cargo bench --bench churn` (connect, 16-byte echo, close;
-//!   server and clients on separate cores, alternated): within 2% (13.6k vs 13.8k
-//!   connections per second), the `accept4` returning the peer's address where multishot accept
-//!   needed a `getpeername`. It also makes the descriptor limit effective at once: a
-//!   multishot accept keeps the `RLIMIT_NOFILE` it read when it was armed.
+//! * **Accepting** (`accept.rs`): the listeners are registered with an epoll instance of the
+//!   backend's own (`listeners.rs`, shared with the epoll backend), and the ring keeps one
+//!   multishot `POLL_ADD` on that instance's descriptor; when it fires, `accept4` takes what
+//!   is pending. The ring thus never holds a reference to a listening socket, so a killed
+//!   server's port is free at once (a multishot `ACCEPT` kept it taken 5-17 ms; test
+//!   `killed_server_frees_its_port_at_once`), at the same cost per connection.
 //!
 //! * **Set-up** (`setup.rs`): `SUBMIT_ALL | SINGLE_ISSUER | DEFER_TASKRUN`, stepping down to
 //!   `COOP_TASKRUN | TASKRUN_FLAG`, then to no optional flags, when the kernel answers
 //!   `EINVAL`; the completion queue is four times the submission queue. Every opcode used is
-//!   probed. `ENOSYS`/`EPERM`/`EINVAL`/missing opcodes are [`OpenError::Unavailable`].
-//! * **Memlock** (`memlock.rs`): without `CAP_IPC_LOCK` the kernel charges the ring (on 6.18:
-//!   35 pages for the default 1024 entries) and the buffer ring's descriptors (one page per
-//!   256) to `RLIMIT_MEMLOCK`, per user. On `ENOMEM` the open steps down, to 64 submission
-//!   entries and 256 ring buffers at the least ([`Uring::reduced`] says by how much: under
-//!   the 64 KiB of older distributions one loop gets 256 entries); a smaller ring that fitted
-//!   is where the next opens of the process start. When none fits it is
-//!   [`OpenError::ResourceLimit`], naming the limit, its value and the ways to raise it.
+//!   probed. `ENOSYS`/`EPERM`/`EINVAL`/missing opcodes for streams are
+//!   [`OpenError::Unavailable`]; a missing `RECVMSG` or `CONNECT` only makes
+//!   [`Backend::capabilities`] say that datagrams or connects are unavailable, and why.
+//! * **Memlock** (`memlock.rs`): without `CAP_IPC_LOCK` the kernel charges the ring and the
+//!   buffer rings' descriptors to `RLIMIT_MEMLOCK`, per user. On `ENOMEM` the open steps
+//!   down, to 64 submission entries and 256 ring buffers at the least ([`Uring::reduced`]
+//!   says by how much); when none fits it is [`OpenError::ResourceLimit`], naming the limit,
+//!   its value and the ways to raise it. The datagram group's page is charged when the first
+//!   datagram socket is added: `ENOMEM` then refuses that `add_datagram` (a resource
+//!   shortage the loop retries), nothing else.
 //! * **Waiting**: submission and waiting are one `io_uring_enter` (`GETEVENTS`, with the poll
 //!   timeout passed through `EXT_ARG`). Submissions queued between polls (re-arms, sends,
 //!   cancellations) go to the kernel with the next poll, in one batch.
-//! * **Receiving** (`bufring.rs`): one multishot `RECV` per connection selecting from the loop's
-//!   buffer ring; each completion's bytes are lent to [`Sink::received`] as one slice and
-//!   taken back when it returns. On 6.16+ the receive is a bundle (`IORING_RECVSEND_BUNDLE`):
-//!   one completion fills as many ring entries as the socket holds: the handler sees
-//!   everything that arrived at once and can answer with one large write. Several
-//!   back-to-back receives of one socket would also cost extra TCP ACK segments (each receive
-//!   that frees window is acknowledged at once) that a reply would have carried. For bundles
-//!   the entries are carved in turn from one small area (512 KiB by default) mapped twice
-//!   back to back, so a bundle's bytes are contiguous even across the end of the area; plain
-//!   receives cycle a window of whole buffers. Either way received bytes are still in cache
-//!   when the reply copies them out (see `bufring.rs`).
-//!   An empty ring ends the multishot with `ENOBUFS`: the connection waits on a list and is
-//!   re-armed when entries are back, the longest waiting first and only as many connections
-//!   as the entries can serve at the recent entries per receive (each has data waiting, so
-//!   re-arming more would only fail again). `Flow::Pause` cancels the multishot; completions
-//!   already on their way are still delivered (the contract allows it), so no byte is lost.
-//!   One `poll` delivers at most [`Config::poll_read_budget`] bytes; completions past it wait
-//!   in a backlog for the next `poll` (which does not block), so the loop flushes replies
-//!   before it reads more.
-//! * **Sending**: one `SEND` (one buffer) or `SENDMSG` (several) in flight per connection,
-//!   from the frozen `Bytes` the loop handed over; a short send is resubmitted for the rest.
-//!   Finished operations (box and iovec array) are kept for reuse. `SEND_ZC` is not used:
-//!   measured on loopback (`benches/send_zc.rs`) it costs more below 64 KiB, and its buffers
-//!   must outlive the send's completion (until the notification), which the one-send
-//!   contract does not model yet.
-//! * **Closing**: one `ASYNC_CANCEL` by descriptor (all matches); every operation of a
-//!   connection is counted and `closed` is reported when the count drops to zero.
-//! * **`user_data`** (`ops.rs`): kind, index and generation, so stale completions are
-//!   recognised.
+//! * **Receiving** (`recv.rs`, `bufring.rs`): one multishot `RECV` per connection selecting
+//!   from the loop's buffer ring; each completion's bytes are lent to [`Sink::received`] as
+//!   one slice and taken back when it returns. On 6.16+ the receive is a bundle: one
+//!   completion fills as many ring entries as the socket holds, carved from one small area
+//!   mapped twice back to back so that they are contiguous. An empty ring (`ENOBUFS`) is
+//!   backpressure; `Flow::Pause` cancels the multishot. One `poll` delivers at most
+//!   [`Config::poll_read_budget`] bytes, the rest waits in a backlog for the next.
+//! * **Sending** (`send.rs`): one `SEND` (one buffer) or `SENDMSG` (several) in flight per
+//!   connection, from the frozen `Bytes` the loop handed over; a short send is resubmitted
+//!   for the rest. Finished operations are kept for reuse. No `SEND_ZC` (see `send.rs`).
+//! * **Datagrams** (`recvmsg.rs`): one multishot `RECVMSG` per datagram socket, from a
+//!   buffer group of its own (`bufring/dgram.rs`): 64 whole buffers of `read_buffer_size`
+//!   behind the header and source address the kernel writes first, registered when the first
+//!   datagram socket is added (a stream-only server has none). The stream ring's entries are
+//!   sized to the stream traffic and would cut datagrams. One completion is one datagram, one
+//!   [`Sink::datagram`] with its source, `truncated` when it was longer than the buffer.
+//!   `ENOBUFS` waits for the buffers to come back, as for streams; the network's errors
+//!   (ICMP) are [`Sink::datagram_error`]s and the receive goes on.
+//! * **Sending datagrams** (`sendmsg.rs`): a `send_to` batch is one `SENDMSG` per datagram,
+//!   each with its own `msghdr`, iovec and destination in a boxed batch owned by the socket,
+//!   submitted as chains of linked entries so that the kernel sends them in order; a datagram
+//!   that fails is reported with its destination and the rest go on; `sent` once with the
+//!   batch's total. The enter after a chain moved runs it through (one poll per batch, not
+//!   one per datagram).
+//! * **Connecting** (`connect.rs`): `IORING_OP_CONNECT`, the destination boxed in the entry;
+//!   [`Sink::connected`] with the kernel's result, then the id is forgotten.
+//! * **Closing** (`close.rs`): an `ASYNC_CANCEL` by `user_data` for each operation a stream,
+//!   a datagram socket or a connect has in flight (for a send chain, the datagram it is at:
+//!   the link fails the rest); every operation is counted and `closed` is reported when the
+//!   count drops to zero, so no buffer, address or descriptor outlives it.
+//! * **`user_data`** (`user_data.rs`): kind, index and generation, so stale completions are
+//!   recognised (a `send_to` datagram carries its position in the batch instead).
+//!
+//! # Layout: one file per operation family
+//!
+//! Each file holds an operation's submission and its completion handling together:
+//!
+//! | file | operations |
+//! |---|---|
+//! | `accept.rs` | the multishot `POLL_ADD` on the listeners' epoll instance, `accept4` |
+//! | `recv.rs` | a stream's multishot `RECV` (bundle), backpressure, pause and resume |
+//! | `send.rs` | a stream's `SEND`/`SENDMSG`, short sends, reused operations |
+//! | `recvmsg.rs` | a datagram socket's multishot `RECVMSG`, parsing, backpressure |
+//! | `sendmsg.rs` | a `send_to` batch: linked `SENDMSG` chains, per-datagram failures |
+//! | `connect.rs` | `CONNECT` |
+//! | `close.rs` | cancellations, `closed`, and the ring's shutdown (`Drop`) |
+//! | `waker.rs` | the eventfd and its multishot `POLL_ADD` |
+//!
+//! Around them: `mod.rs` (this file) turns each [`Backend`] call into the operation's
+//! function and dispatches each completion by its kind (`Uring::complete`); `ring.rs`
+//! queues submissions, enters the kernel and reaps completions; `state.rs` is what is tracked
+//! per id; `setup.rs` opens the backend, `probe.rs` finds what the kernel offers; `bufring.rs` (with
+//! `area.rs`) is the stream receive buffer ring, `bufring/dgram.rs` the datagram buffer
+//! group; `memlock.rs` the steps down under `RLIMIT_MEMLOCK`.
+//!
+//! A received slice, followed from the kernel to the handler: `Backend::poll` (here) calls
+//! `Uring::enter` and `Uring::reap` (`ring.rs`); `reap` hands each completion to
+//! `Uring::complete` (here), which takes the buffers it filled out of the ring
+//! (`BufRing::take_filled`) and dispatches it by kind to `Uring::on_recv` (`recv.rs`), which
+//! lends the bytes (`BufRing::data`) to [`Sink::received`]; back in `complete`, the buffers
+//! return to the ring (`BufRing::recycle_run`), published to the kernel before the next
+//! submission. A datagram takes the same road to `Uring::complete`, which hands it whole to
+//! `Uring::on_recvmsg` (`recvmsg.rs`): the buffer is taken from the datagram group, parsed,
+//! lent to [`Sink::datagram`] and given back there.
 //!
 //! `Uring` is deliberately not `Send`: with `SINGLE_ISSUER` the ring belongs to the thread
 //! that created it, so open the backend on the loop's own thread.
 
+mod accept;
 mod area;
 mod bufring;
-mod complete;
+mod close;
+mod connect;
 mod memlock;
-mod ops;
+mod probe;
+mod recv;
+mod recvmsg;
+mod ring;
+mod send;
+mod sendmsg;
 mod setup;
-mod submit;
+mod state;
+mod user_data;
 mod waker;
 
 #[cfg(test)]
@@ -79,26 +117,31 @@ mod tests;
 mod tests_bufring;
 #[cfg(test)]
 mod tests_load;
+#[cfg(test)]
+mod tests_ops;
 
 use std::collections::VecDeque;
 use std::io;
 use std::mem::ManuallyDrop;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use io_uring::{cqueue, IoUring};
 
-use crate::contract::{Backend, BackendKind, Config, Id, OpenError, Sink, Stats, Wake};
+use crate::contract::{
+    Backend, BackendKind, Capabilities, Config, Datagram, Id, OpenError, Sink, Stats, Wake,
+};
 use crate::listeners::Listeners;
-use crate::poller::{Poller, Token, READ_INTEREST};
-use crate::socket::{Listener, Socket};
+use crate::poller::Poller;
+use crate::socket::{Addr, Listener, Socket};
 
-use bufring::BufRing;
-use memlock::{Closing, Ladder};
-use ops::{SendOp, MAX_INDEX};
+use bufring::{BufRing, DgramRing, Run};
+use memlock::Closing;
+use send::SendOp;
 use setup::Tier;
+use state::{Conn, Connecting, Dgram, Pending, Table};
+use user_data::{Kind, Tag};
 use waker::EventFdWaker;
 
 /// The io_uring backend. See the [module documentation](self).
@@ -138,11 +181,11 @@ pub struct Uring {
     poll_read_budget: usize,
     /// Bytes delivered by the current `poll`.
     poll_read: usize,
-    /// Receives are bundles (several buffers per completion), see [`setup::use_bundles`].
+    /// Receives are bundles (several buffers per completion), see [`probe::use_bundles`].
     bundles: bool,
     /// Scratch: the buffers one receive completion filled.
     filled: Vec<bufring::Run>,
-    /// Finished send operations kept for reuse (at most [`SPARE_SENDS`]), so a send costs
+    /// Finished send operations kept for reuse (at most [`send::SPARE_SENDS`]), so a send costs
     /// no allocation of its own in the steady state. Boxed because an operation is moved
     /// into its connection and must keep its address while the kernel reads it.
     #[allow(clippy::vec_box)]
@@ -151,94 +194,95 @@ pub struct Uring {
     enter_flags: u32,
     /// Why the ring is smaller than configured (the memlock limit), see [`Uring::reduced`].
     reduced: Option<String>,
+    /// What the kernel lets the backend do besides streams, found at open.
+    caps: Capabilities,
+    /// [`Config::read_buffer_size`]: the largest datagram received whole (up to 64 KiB).
+    read_buffer_size: usize,
+    /// Datagram sockets (`recvmsg.rs`, `sendmsg.rs`).
+    dgrams: Table<Dgram>,
+    /// The datagram buffer group, registered with the first datagram socket.
+    dgram_bufs: Option<DgramRing>,
+    /// Buffers the datagram group gets when it is registered.
+    dgram_buffers: u16,
+    /// Datagram sockets whose receive ended on an empty datagram group.
+    dgram_starved: VecDeque<Id>,
+    /// Datagram receives that ended on an empty group, for tests.
+    dgram_nobufs: u64,
+    /// Scratch: the linked submissions of one `send_to` chain.
+    chain: Vec<io_uring::squeue::Entry>,
+    /// Datagrams of `send_to` chains submitted and not completed.
+    chain_ops: usize,
+    /// A chain was submitted or moved on since the last enter (see `Uring::chain_wait`).
+    chain_moved: bool,
+    /// Sockets being connected (`connect.rs`).
+    connects: Table<Connecting>,
     /// Dropped after the ring (fields drop after `Drop::drop`, which closes it): notes the
     /// close for the opens that follow, see `memlock.rs`.
     _closing: Closing,
 }
 
-/// The most finished send operations kept for reuse.
-const SPARE_SENDS: usize = 1024;
-
-/// Per-connection state, indexed by [`Id::index`].
-struct Conn {
-    id: Id,
-    /// Borrowed from the loop's `Socket` until `closed`.
-    fd: RawFd,
-    /// Operations (receive, send, cancellations) submitted and not completed.
-    ops: u32,
-    /// Cancellations among `ops`: no receive is armed while one is outstanding.
-    cancels: u32,
-    recv_armed: bool,
-    paused: bool,
-    /// On the starved list (receive ended with `ENOBUFS`).
-    starved: bool,
-    /// `eof` or `failed` was reported: receiving is over.
-    ended: bool,
-    failed: bool,
-    closing: bool,
-    send: Option<Box<SendOp>>,
-}
-
-enum Pending {
-    Closed(Id),
-    Sent(Id, usize),
-}
-
 impl Uring {
-    /// The setup flags the kernel accepted for this ring.
-    pub fn setup_flags(&self) -> &'static str {
-        self.tier.describe()
-    }
-
-    /// Submission queue entries: [`Config::ring_entries`], or fewer when `RLIMIT_MEMLOCK`
-    /// did not hold a ring that large (see [`Uring::reduced`]).
-    pub fn ring_entries(&self) -> u32 {
-        self.ring.params().sq_entries()
-    }
-
-    /// Entries of the provided-buffer ring: [`Config::ring_buffers`], or fewer when
-    /// `RLIMIT_MEMLOCK` did not hold that many.
-    pub fn ring_buffers(&self) -> usize {
-        self.bufs.total()
-    }
-
-    /// When the ring is smaller than configured: why (the memlock limit, its value, how to
-    /// raise it) and by how much. `None` for a ring of the configured sizes.
-    pub fn reduced(&self) -> Option<&str> {
-        self.reduced.as_deref()
-    }
-
-    /// Whether receives are bundles (one completion may fill several ring buffers).
-    pub fn recv_bundles(&self) -> bool {
-        self.bundles
-    }
-
-    /// Whether the loop's waits are kept out of the I/O wait figures
-    /// (`IORING_ENTER_NO_IOWAIT`, Linux 6.15+).
-    pub fn waits_without_iowait(&self) -> bool {
-        self.enter_flags & submit::ENTER_NO_IOWAIT != 0
-    }
-
-    /// Releases a finished send's bytes and keeps the operation for reuse.
-    fn recycle_send(&mut self, mut op: Box<SendOp>) {
-        op.clear();
-        if self.spare_sends.len() < SPARE_SENDS {
-            self.spare_sends.push(op);
+    /// One completion: its buffers (a receive's) are taken out of the ring, it is handled
+    /// by the function of its kind, and the buffers go back to the ring.
+    pub(super) fn complete<S: Sink>(&mut self, cqe: cqueue::Entry, sink: &mut S) {
+        let (res, flags) = (cqe.result(), cqe.flags());
+        let more = cqueue::more(flags);
+        if !more {
+            self.inflight = self.inflight.saturating_sub(1);
+        }
+        let Some(tag) = Tag::decode(cqe.user_data()) else {
+            log::warn!(
+                "io_uring: completion with unknown user_data {:#x}",
+                cqe.user_data()
+            );
+            return self.complete_stream(None, res, flags, more, sink);
+        };
+        match tag.kind {
+            // A datagram's buffer belongs to the datagram group, not to the stream ring.
+            Kind::RecvMsg => self.on_recvmsg(tag.conn_id(), res, flags, more, sink),
+            _ => self.complete_stream(Some(tag), res, flags, more, sink),
         }
     }
 
-    fn conn_mut(&mut self, id: Id) -> Option<&mut Conn> {
-        self.conns
-            .get_mut(id.index())
-            .and_then(Option::as_mut)
-            .filter(|c| c.id == id)
+    /// A completion of any kind but a datagram receive. Whatever buffers it carries are out
+    /// of the stream ring from here until they are put back at the end, after the receive
+    /// (the only kind that should carry any) lent them to the sink.
+    fn complete_stream<S: Sink>(
+        &mut self,
+        tag: Option<Tag>,
+        res: i32,
+        flags: u32,
+        more: bool,
+        sink: &mut S,
+    ) {
+        let mut filled = std::mem::take(&mut self.filled);
+        if let Some(first) = cqueue::buffer_select(flags) {
+            let len = usize::try_from(res).unwrap_or(0);
+            self.bufs.take_filled(first, len, &mut filled);
+        }
+        if let Some(tag) = tag {
+            self.dispatch(tag, res, more, &filled, sink);
+        }
+        for run in filled.drain(..) {
+            self.bufs.recycle_run(run);
+        }
+        self.filled = filled;
     }
 
-    /// Reports `closed`: the loop drops the socket in the call, so a descriptor is free and a
-    /// listener paused at the descriptor limit can try again at once.
-    fn report_closed<S: Sink>(&mut self, id: Id, sink: &mut S) {
-        sink.closed(id);
-        self.listeners.connection_closed();
+    fn dispatch<S: Sink>(&mut self, tag: Tag, res: i32, more: bool, filled: &[Run], sink: &mut S) {
+        match tag.kind {
+            Kind::Recv => self.on_recv(tag.conn_id(), res, more, filled, sink),
+            Kind::Send => self.on_send(tag.conn_id(), res, sink),
+            Kind::ConnCancel => self.on_cancel(tag.conn_id(), res, sink),
+            Kind::Accept => self.on_accept(res, more, sink),
+            Kind::Wake => self.on_wake(res, more, sink),
+            Kind::Cancel => {}
+            Kind::RecvMsg => {} // routed by `complete`
+            Kind::SendTo => self.on_send_to(tag, res, sink),
+            Kind::DgramCancel => self.on_dgram_cancel(tag.conn_id(), res, sink),
+            Kind::Connect => self.on_connect(tag.conn_id(), res, sink),
+            Kind::ConnectCancel => self.on_connect_cancel(tag.conn_id(), res, sink),
+        }
     }
 }
 
@@ -253,61 +297,7 @@ impl Backend for Uring {
     const DIRECT_SEND: Option<usize> = Some(4096);
 
     fn open(config: &Config) -> Result<Self, OpenError> {
-        let waker = EventFdWaker::new().map_err(OpenError::Failed)?;
-        let accept_poller = Poller::new().map_err(OpenError::Failed)?;
-        let mut ladder = Ladder::new(config);
-        let (ring, tier, bundles, bufs) = loop {
-            let (ring, tier) = setup::build(&mut ladder)?;
-            setup::probe(&ring)?;
-            let bundles = setup::use_bundles(config, &ring);
-            // SAFETY: `bufs` is stored in the `Uring` below next to the ring; its `Drop`
-            // unregisters the group and destroys the ring before it frees the buffer memory.
-            if let Some(bufs) = unsafe { setup::buffers(&ring, config, bundles, &mut ladder) }? {
-                break (ring, tier, bundles, bufs);
-            }
-            // Not even the fewest buffers fit beside this ring: close it, try a smaller one.
-        };
-        log::debug!(
-            "io_uring backend: {}, sq {} cq {}, {} buffers of {} bytes, {} receives",
-            tier.describe(),
-            ring.params().sq_entries(),
-            ring.params().cq_entries(),
-            bufs.total(),
-            config.read_buffer_size,
-            if bundles { "bundled" } else { "plain" }
-        );
-        let mut me = Uring {
-            ring: ManuallyDrop::new(ring),
-            bufs: ManuallyDrop::new(bufs),
-            tier,
-            waker: Arc::new(waker),
-            wake_armed: false,
-            conns: Vec::new(),
-            nconns: 0,
-            listeners: Listeners::default(),
-            accept_poller,
-            accept_armed: false,
-            starved: VecDeque::new(),
-            pending: VecDeque::new(),
-            backlog: Vec::new(),
-            scratch: Vec::new(),
-            inflight: 0,
-            shutting_down: false,
-            nobufs: 0,
-            rearms_queued: 0,
-            poll_read_budget: config.poll_read_budget.max(1),
-            poll_read: 0,
-            bundles,
-            filled: Vec::new(),
-            spare_sends: Vec::new(),
-            enter_flags: 0,
-            reduced: None,
-            _closing: Closing,
-        };
-        me.arm_wake();
-        me.first_enter().map_err(OpenError::Failed)?;
-        me.reduced = ladder.fitted();
-        Ok(me)
+        Uring::open(config)
     }
 
     fn waker(&self) -> Arc<dyn Wake> {
@@ -315,152 +305,55 @@ impl Backend for Uring {
     }
 
     fn add_listener(&mut self, id: Id, listener: &Listener) -> io::Result<()> {
-        if self.listeners.contains(id) {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                "listener id in use",
-            ));
-        }
-        // Readiness that already holds (connections queued before this call) makes the epoll
-        // instance readable at once: `EPOLL_CTL_ADD` checks it.
-        self.accept_poller
-            .add(listener.as_fd(), READ_INTEREST, Token::Listener(id.index()))?;
-        self.listeners.insert(id, listener.as_raw_fd());
-        if !self.accept_armed {
-            self.arm_accept();
-        }
-        Ok(())
+        self.start_accepting(id, listener)
     }
 
     fn remove_listener(&mut self, id: Id) {
-        let Some(fd) = self.listeners.remove(id) else {
-            log::warn!(
-                "io_uring: remove_listener({}) for an unknown listener",
-                id.0
-            );
-            return;
-        };
-        // SAFETY: the loop keeps the listener open until this call returns.
-        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        // Synchronous: no accept for this listener can happen after this returns, and the
-        // ring never held a reference to it.
-        if let Err(e) = self.accept_poller.delete(fd) {
-            log::warn!("io_uring: deregistering listener {}: {e}", id.0);
-        }
+        self.stop_accepting(id)
     }
 
     fn add_conn(&mut self, id: Id, socket: &Socket) -> io::Result<()> {
-        let index = id.index();
-        if index > MAX_INDEX {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "connection index too large",
-            ));
-        }
-        if self.conns.len() <= index {
-            self.conns.resize_with(index + 1, || None);
-        }
-        if self.conns[index].is_some() {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                "connection index in use",
-            ));
-        }
-        self.conns[index] = Some(Conn {
-            id,
-            fd: socket.as_raw_fd(),
-            ops: 0,
-            cancels: 0,
-            recv_armed: false,
-            paused: false,
-            starved: false,
-            ended: false,
-            failed: false,
-            closing: false,
-            send: None,
-        });
-        self.nconns += 1;
-        self.maybe_arm(index);
-        Ok(())
+        self.start_receiving(id, socket)
     }
 
     fn send(&mut self, conn: Id, bufs: Vec<Bytes>) {
-        let mut op = self.spare_sends.pop().unwrap_or_else(SendOp::empty);
-        op.load(bufs);
-        let Some(c) = self.conn_mut(conn) else {
-            log::debug!("io_uring: send on unknown connection {conn:?} dropped");
-            return self.recycle_send(op);
-        };
-        if c.closing {
-            return self.recycle_send(op);
-        }
-        if c.send.is_some() {
-            log::error!("io_uring: second send in flight on {conn:?}; dropped (contract)");
-            debug_assert!(false, "second send in flight on {conn:?}");
-            return self.recycle_send(op);
-        }
-        if op.total == 0 {
-            self.pending.push_back(Pending::Sent(conn, 0));
-            return self.recycle_send(op);
-        }
-        c.send = Some(op);
-        self.submit_send(conn.index());
+        self.queue_send(conn, bufs)
     }
 
     fn resume(&mut self, conn: Id) {
-        if let Some(c) = self.conn_mut(conn) {
-            c.paused = false;
-            self.maybe_arm(conn.index());
-        }
+        self.resume_receiving(conn)
     }
 
     fn close(&mut self, conn: Id) {
-        let Some(c) = self.conn_mut(conn) else {
-            log::debug!("io_uring: close of unknown connection {conn:?}");
-            return;
-        };
-        if c.closing {
-            return;
-        }
-        c.closing = true;
-        if c.ops == 0 {
-            self.conns[conn.index()] = None;
-            self.nconns -= 1;
-            self.pending.push_back(Pending::Closed(conn));
-        } else {
-            self.cancel_conn(conn.index());
-        }
+        self.start_close(conn)
     }
 
-    // PLACEHOLDER on branch `ops`, replaced before it merges: datagrams and connect.
-    fn capabilities(&self) -> crate::contract::Capabilities {
-        crate::contract::Capabilities {
-            datagrams: Err("not written yet".into()),
-            connect: Err("not written yet".into()),
-        }
+    fn capabilities(&self) -> Capabilities {
+        self.caps.clone()
     }
 
-    fn add_datagram(&mut self, _id: Id, _socket: &Socket) -> io::Result<()> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "not written yet",
-        ))
+    fn add_datagram(&mut self, id: Id, socket: &Socket) -> io::Result<()> {
+        self.start_datagrams(id, socket)
     }
 
-    fn send_to(&mut self, id: Id, _batch: Vec<crate::contract::Datagram>) {
-        log::error!("send_to on {id}: not written yet");
+    fn send_to(&mut self, id: Id, batch: Vec<Datagram>) {
+        self.queue_send_to(id, batch)
     }
 
-    fn connect(&mut self, id: Id, _socket: &Socket, _to: &crate::socket::Addr) {
-        log::error!("connect on {id}: not written yet");
+    fn connect(&mut self, id: Id, socket: &Socket, to: &Addr) {
+        self.start_connect(id, socket, to)
     }
 
     fn stats(&self) -> Stats {
+        let dgram = self
+            .dgram_bufs
+            .as_ref()
+            .map_or((0, 0), |g| (g.total(), g.free()));
         Stats {
-            buffers_total: self.bufs.total(),
-            buffers_free: self.bufs.free(),
+            buffers_total: self.bufs.total() + dgram.0,
+            buffers_free: self.bufs.free() + dgram.1,
             ops_in_flight: self.inflight,
-            conns: self.nconns,
+            conns: self.nconns + self.dgrams.len() + self.connects.len(),
         }
     }
 
@@ -471,6 +364,7 @@ impl Backend for Uring {
             match p {
                 Pending::Closed(id) => self.report_closed(id, sink),
                 Pending::Sent(id, n) => sink.sent(id, n),
+                Pending::Connected(id, e) => sink.connected(id, Err(e)),
             }
         }
         if !self.wake_armed {

@@ -1,13 +1,22 @@
-//! Building the ring (setup-flag ladder), probing the opcodes the backend uses, and mapping
-//! set-up failures to [`OpenError`].
+//! Opening the backend: building the ring (setup-flag ladder), registering the buffer ring,
+//! mapping set-up failures to [`OpenError`]; and what the open found (flags, sizes).
 
+use std::collections::VecDeque;
 use std::io;
+use std::mem::ManuallyDrop;
+use std::sync::Arc;
 
-use io_uring::{opcode, IoUring, Probe};
+use io_uring::IoUring;
 
-use super::bufring::BufRing;
-use super::memlock::{Ladder, Memlock};
+use super::bufring::{BufRing, DGRAM_BUFFERS};
+use super::memlock::{Closing, Ladder, Memlock};
+use super::probe::{probe, use_bundles};
+use super::state::Table;
+use super::waker::EventFdWaker;
+use super::Uring;
 use crate::contract::{Config, OpenError};
+use crate::listeners::Listeners;
+use crate::poller::Poller;
 
 /// The setup-flag tiers tried in order; the kernel answers `EINVAL` to flags it does not know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,105 +167,109 @@ pub(super) unsafe fn buffers(
     }
 }
 
-/// Checks that the ring has what the backend relies on: the opcodes it submits and the
-/// features of its submit path.
-pub(super) fn probe(ring: &IoUring) -> Result<(), OpenError> {
-    let params = ring.params();
-    if !params.is_feature_ext_arg() {
-        return Err(OpenError::Unavailable(
-            "io_uring lacks IORING_FEAT_EXT_ARG (Linux 5.11+); the backend needs 6.0+".into(),
-        ));
+impl Uring {
+    /// The setup flags the kernel accepted for this ring.
+    pub fn setup_flags(&self) -> &'static str {
+        self.tier.describe()
     }
-    if !params.is_feature_fast_poll() {
-        return Err(OpenError::Unavailable(
-            "io_uring lacks IORING_FEAT_FAST_POLL (Linux 5.7+); the backend needs 6.0+".into(),
-        ));
-    }
-    let mut probe = Probe::new();
-    ring.submitter()
-        .register_probe(&mut probe)
-        .map_err(|e| map_error("io_uring_register(IORING_REGISTER_PROBE)", e))?;
-    let needed = [
-        (opcode::RecvMulti::CODE, "RECV"),
-        (opcode::Send::CODE, "SEND"),
-        (opcode::SendMsg::CODE, "SENDMSG"),
-        (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
-        (opcode::PollAdd::CODE, "POLL_ADD"),
-    ];
-    for (code, name) in needed {
-        if !probe.is_supported(code) {
-            return Err(OpenError::Unavailable(format!(
-                "io_uring opcode IORING_OP_{name} is not supported by this kernel"
-            )));
-        }
-    }
-    // Multishot receive (6.0) cannot be probed as an opcode (it is a flag of RECV). SEND_ZC
-    // arrived in the same release, so its absence means a kernel too old for multishot
-    // receive, where every RECV would fail with EINVAL at run time.
-    if !probe.is_supported(opcode::SendZc::CODE) {
-        return Err(OpenError::Unavailable(
-            "this kernel predates Linux 6.0 (no IORING_OP_SEND_ZC, hence no multishot receive)"
-                .into(),
-        ));
-    }
-    Ok(())
-}
 
-/// The first kernel release whose receive bundles this backend uses. Bundles arrived in 6.10,
-/// but fixes to their ordering and buffer accounting landed through 2025; older kernels keep
-/// the plain multishot receive, which is only slower, never wrong.
-const BUNDLES_FROM: (u32, u32) = (6, 16);
+    /// Submission queue entries: [`Config::ring_entries`], or fewer when `RLIMIT_MEMLOCK`
+    /// did not hold a ring that large (see [`Uring::reduced`]).
+    pub fn ring_entries(&self) -> u32 {
+        self.ring.params().sq_entries()
+    }
 
-/// Whether receives should be bundles: asked for by the configuration, announced by the ring
-/// (`IORING_FEAT_RECVSEND_BUNDLE`) and on a kernel from [`BUNDLES_FROM`] on.
-pub(super) fn use_bundles(config: &Config, ring: &IoUring) -> bool {
-    if !config.recv_bundles {
-        return false;
+    /// Entries of the provided-buffer ring: [`Config::ring_buffers`], or fewer when
+    /// `RLIMIT_MEMLOCK` did not hold that many.
+    pub fn ring_buffers(&self) -> usize {
+        self.bufs.total()
     }
-    if !ring.params().is_feature_recvsend_bundle() {
-        log::debug!("io_uring: no IORING_FEAT_RECVSEND_BUNDLE; plain multishot receives");
-        return false;
+
+    /// When the ring is smaller than configured: why (the memlock limit, its value, how to
+    /// raise it) and by how much. `None` for a ring of the configured sizes.
+    pub fn reduced(&self) -> Option<&str> {
+        self.reduced.as_deref()
     }
-    match std::fs::read_to_string("/proc/sys/kernel/osrelease") {
-        Ok(release) => match parse_release(&release) {
-            Some(v) if v >= BUNDLES_FROM => true,
-            _ => {
-                log::debug!(
-                    "io_uring: kernel {} predates {}.{}; plain multishot receives",
-                    release.trim(),
-                    BUNDLES_FROM.0,
-                    BUNDLES_FROM.1
-                );
-                false
+
+    /// Whether receives are bundles (one completion may fill several ring buffers).
+    pub fn recv_bundles(&self) -> bool {
+        self.bundles
+    }
+
+    /// Whether the loop's waits are kept out of the I/O wait figures
+    /// (`IORING_ENTER_NO_IOWAIT`, Linux 6.15+).
+    pub fn waits_without_iowait(&self) -> bool {
+        self.enter_flags & super::ring::ENTER_NO_IOWAIT != 0
+    }
+
+    /// [`Backend::open`](crate::Backend::open): the ring at the best tier and the largest
+    /// size that fits, its opcodes probed, the buffer ring registered, the waker armed.
+    pub(super) fn open(config: &Config) -> Result<Uring, OpenError> {
+        let waker = EventFdWaker::new().map_err(OpenError::Failed)?;
+        let accept_poller = Poller::new().map_err(OpenError::Failed)?;
+        let mut ladder = Ladder::new(config);
+        let (ring, tier, bundles, bufs, caps) = loop {
+            let (ring, tier) = build(&mut ladder)?;
+            let caps = probe(&ring)?;
+            let bundles = use_bundles(config, &ring);
+            // SAFETY: `bufs` is stored in the `Uring` below next to the ring; its `Drop`
+            // unregisters the group and destroys the ring before it frees the buffer memory.
+            if let Some(bufs) = unsafe { buffers(&ring, config, bundles, &mut ladder) }? {
+                break (ring, tier, bundles, bufs, caps);
             }
-        },
-        Err(e) => {
-            log::debug!("io_uring: kernel release unknown ({e}); plain multishot receives");
-            false
-        }
-    }
-}
-
-/// `(major, minor)` of a kernel release string such as `6.18.44-fc-v657`.
-pub(super) fn parse_release(release: &str) -> Option<(u32, u32)> {
-    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.parse().ok()?;
-    Some((major, minor))
-}
-
-#[cfg(test)]
-mod release_tests {
-    use super::parse_release;
-
-    #[test]
-    fn kernel_release_strings() {
-        assert_eq!(parse_release("6.18.44-fc-v657\n"), Some((6, 18)));
-        assert_eq!(parse_release("6.9.0"), Some((6, 9)));
-        assert_eq!(parse_release("5.15.0-105-generic"), Some((5, 15)));
-        assert!(parse_release("6.16.0") >= Some((6, 16)));
-        assert!(parse_release("6.9.12") < Some((6, 16)));
-        assert_eq!(parse_release("garbage"), None);
-        assert_eq!(parse_release(""), None);
+            // Not even the fewest buffers fit beside this ring: close it, try a smaller one.
+        };
+        log::debug!(
+            "io_uring backend: {}, sq {} cq {}, {} buffers of {} bytes, {} receives",
+            tier.describe(),
+            ring.params().sq_entries(),
+            ring.params().cq_entries(),
+            bufs.total(),
+            config.read_buffer_size,
+            if bundles { "bundled" } else { "plain" }
+        );
+        let mut me = Uring {
+            ring: ManuallyDrop::new(ring),
+            bufs: ManuallyDrop::new(bufs),
+            tier,
+            waker: Arc::new(waker),
+            wake_armed: false,
+            conns: Vec::new(),
+            nconns: 0,
+            listeners: Listeners::default(),
+            accept_poller,
+            accept_armed: false,
+            starved: VecDeque::new(),
+            pending: VecDeque::new(),
+            backlog: Vec::new(),
+            scratch: Vec::new(),
+            inflight: 0,
+            shutting_down: false,
+            nobufs: 0,
+            rearms_queued: 0,
+            poll_read_budget: config.poll_read_budget.max(1),
+            poll_read: 0,
+            bundles,
+            filled: Vec::new(),
+            spare_sends: Vec::new(),
+            enter_flags: 0,
+            reduced: None,
+            caps,
+            read_buffer_size: config.read_buffer_size,
+            dgrams: Table::default(),
+            dgram_bufs: None,
+            dgram_buffers: DGRAM_BUFFERS,
+            dgram_starved: VecDeque::new(),
+            dgram_nobufs: 0,
+            chain: Vec::new(),
+            chain_ops: 0,
+            chain_moved: false,
+            connects: Table::default(),
+            _closing: Closing,
+        };
+        me.arm_wake();
+        me.first_enter().map_err(OpenError::Failed)?;
+        me.reduced = ladder.fitted();
+        Ok(me)
     }
 }

@@ -504,7 +504,7 @@ fn uring_seccomp_denial_is_unavailable() {
 #[test]
 fn uring_waits_keep_out_of_iowait_where_the_kernel_allows() {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
-    let version = super::setup::parse_release(&release).expect("a kernel release");
+    let version = super::probe::parse_release(&release).expect("a kernel release");
     let mut u = open(&config(8, 1024));
     assert_eq!(
         u.waits_without_iowait(),

@@ -1,10 +1,16 @@
-//! The cross-thread waker: an eventfd the loop watches with a multishot poll.
+//! The cross-thread waker: an eventfd the loop watches with a multishot poll, re-armed when
+//! the kernel ends it.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::contract::Wake;
+use io_uring::opcode;
+use io_uring::types::Fd;
+
+use super::user_data::{Kind, Tag};
+use super::Uring;
+use crate::contract::{Sink, Wake};
 
 /// Writes to an eventfd; coalesced with a flag so that a burst of wake-ups costs one write.
 pub(super) struct EventFdWaker {
@@ -73,6 +79,33 @@ impl Wake for EventFdWaker {
                     self.pending.store(false, Ordering::Release);
                     return Err(e);
                 }
+            }
+        }
+    }
+}
+
+impl Uring {
+    /// Arms the multishot poll on the waker's eventfd.
+    pub(super) fn arm_wake(&mut self) {
+        let sqe = opcode::PollAdd::new(Fd(self.waker.fd()), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(Tag::plain(Kind::Wake).encode());
+        // SAFETY: no pointers; the eventfd lives as long as `self.waker`, longer than the ring.
+        unsafe { self.push(sqe) };
+        self.wake_armed = true;
+    }
+
+    /// The eventfd poll fired (or ended): report `woken`, re-arm unless shutting down.
+    pub(super) fn on_wake<S: Sink>(&mut self, res: i32, more: bool, sink: &mut S) {
+        if res >= 0 {
+            self.waker.drain();
+            sink.woken();
+        }
+        if !more {
+            self.wake_armed = false;
+            if !self.shutting_down {
+                self.arm_wake();
             }
         }
     }
