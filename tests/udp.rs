@@ -158,9 +158,38 @@ fn one_engine_serves_tcp_udp_and_unix(kind: BackendKind) {
     server.stop().expect("engine result");
 }
 
+/// A multicast listen address joins its group: a datagram sent to the group reaches the
+/// server (looped back to local members), whose reply comes back to the sender. The group is
+/// joined on the interface the system chooses (`multicast_interface(0)`, the default route's).
+fn multicast_address_joins_its_group(kind: BackendKind) {
+    let h = Arc::new(UdpEcho::default());
+    let group = std::net::Ipv4Addr::new(239, 255, 77, 1);
+    let port = util::child::free_port();
+    let addr = format!("udp://{group}:{port}");
+    let server = match gnet::start(H(h), &[&addr], opts(kind)) {
+        Ok(Some(r)) => r,
+        Ok(None) => unreachable!(),
+        Err(e) => panic!(
+            "{kind}: a multicast UDP address did not start ({e}); this machine needs a \
+             multicast-capable interface with a route (the default route's)"
+        ),
+    };
+    let c = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+    c.set_multicast_loop_v4(true).unwrap();
+    c.bind(&std::net::SocketAddr::from(([0, 0, 0, 0], 0)).into())
+        .unwrap();
+    let c: UdpSocket = c.into();
+    c.set_read_timeout(Some(util::IO_TIMEOUT)).unwrap();
+    c.send_to(b"to the group", (group, port)).unwrap();
+    assert_eq!(recv(&c), b"to the group", "{kind}");
+    assert_eq!(recv(&c), b"!");
+    server.stop().expect("engine result");
+}
+
 per_backend!(
     udp_echo_over_several_loops,
     send_to_reaches_every_sender,
     oversized_datagrams_are_dropped_not_cut,
     one_engine_serves_tcp_udp_and_unix,
+    multicast_address_joins_its_group,
 );
