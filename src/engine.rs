@@ -321,7 +321,8 @@ fn start_engine<H: EventHandler>(
 ) -> Result<Option<Running>> {
     opts.validate()?;
     crate::signal::check(&opts)?;
-    let (backend, fallback) = select::choose(&opts)?;
+    let datagrams = parsed.iter().any(|a| matches!(a, ListenAddr::Udp(_)));
+    let (backend, fallback) = select::choose(&opts, datagrams)?;
     let n = opts.num_loops();
     let listeners = bind_all(&parsed, &opts, n)?;
     let single_acceptor = !opts.reuse_port && n > 1;

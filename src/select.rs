@@ -43,6 +43,8 @@ struct Probe<'a> {
     cfg: &'a Config,
     #[cfg_attr(not(all(target_os = "linux", feature = "uring")), allow(dead_code))]
     loops: usize,
+    /// The engine serves UDP addresses: a backend without datagrams will not do.
+    datagrams: bool,
 }
 
 impl Visit for Probe<'_> {
@@ -50,9 +52,22 @@ impl Visit for Probe<'_> {
     fn visit<B: Backend>(self) -> Self::Out {
         #[cfg(all(target_os = "linux", feature = "uring"))]
         if B::KIND == BackendKind::Uring {
-            return probe_uring(self.cfg, self.loops);
+            return probe_uring(self.cfg, self.loops, self.datagrams);
         }
-        B::open(self.cfg).map(|_| None)
+        let b = B::open(self.cfg)?;
+        serves(&b, self.datagrams)?;
+        Ok(None)
+    }
+}
+
+/// Whether an opened backend can do what the engine needs of it besides streams: a missing
+/// capability makes it unavailable for this engine (so `Auto` falls back, with the reason).
+fn serves<B: Backend>(b: &B, datagrams: bool) -> std::result::Result<(), OpenError> {
+    match b.capabilities().datagrams {
+        Err(why) if datagrams => Err(OpenError::Unavailable(format!(
+            "it cannot serve UDP addresses here: {why}"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -62,7 +77,11 @@ impl Visit for Probe<'_> {
 /// the backend starts every ring at the smallest size that fitted (and waits for the closed
 /// rings' memory to come back), until the rings fit as one size or stop getting smaller.
 #[cfg(all(target_os = "linux", feature = "uring"))]
-fn probe_uring(cfg: &Config, loops: usize) -> std::result::Result<Option<String>, OpenError> {
+fn probe_uring(
+    cfg: &Config,
+    loops: usize,
+    datagrams: bool,
+) -> std::result::Result<Option<String>, OpenError> {
     use gnet_backends::uring::Uring;
     /// Rounds of the probe: each one that does not settle shrinks the rings (halving from
     /// 1024 entries reaches the backend's floor in four), so this is a guard, not a limit.
@@ -85,13 +104,16 @@ fn probe_uring(cfg: &Config, loops: usize) -> std::result::Result<Option<String>
         let shrinking = (smallest < smallest_before || smallest_before.is_none()) && round < ROUNDS;
         match failed {
             None if uniform || round == ROUNDS => {
+                if let Some(r) = rings.first() {
+                    serves(r, datagrams)?;
+                }
                 return Ok(rings.last().and_then(Uring::reduced).map(|why| {
                     if loops == 1 {
                         format!("io_uring ring reduced {why}")
                     } else {
                         format!("io_uring rings of the {loops} loops reduced {why}")
                     }
-                }))
+                }));
             }
             Some(OpenError::ResourceLimit(why)) if !shrinking || rings.is_empty() => {
                 return Err(OpenError::ResourceLimit(if rings.is_empty() {
@@ -126,7 +148,7 @@ pub(crate) fn announce(msg: &str) {
 }
 
 /// The backend the engine will run, and why it fell back if it did.
-pub(crate) fn choose(opts: &Options) -> Result<(BackendKind, Option<String>)> {
+pub(crate) fn choose(opts: &Options, datagrams: bool) -> Result<(BackendKind, Option<String>)> {
     let mut choice = opts.backend;
     if opts.honour_env {
         if let Ok(v) = std::env::var("GNET_BACKEND") {
@@ -143,7 +165,11 @@ pub(crate) fn choose(opts: &Options) -> Result<(BackendKind, Option<String>)> {
     let cfg = backend_config(opts);
     // The engine refuses more than 1024 loops; no need to open more rings than that first.
     let loops = opts.num_loops().clamp(1, 1024);
-    let probe = || Probe { cfg: &cfg, loops };
+    let probe = || Probe {
+        cfg: &cfg,
+        loops,
+        datagrams,
+    };
     match choice {
         BackendChoice::Only(kind) => match dispatch(kind, probe()) {
             None => Err(Error::BackendUnavailable {

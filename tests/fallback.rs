@@ -99,3 +99,59 @@ fn gnet_backend_env_overrides_the_choice() {
     running.stop().unwrap();
     println!("CHILD-OK env");
 }
+
+/// An io_uring without multishot `RECVMSG` still serves TCP, and an engine with a UDP address
+/// falls back to epoll (saying why) instead of failing; an explicit `uring` with a UDP address
+/// fails with that reason.
+#[test]
+fn a_missing_opcode_costs_one_feature_not_the_backend() {
+    if !in_child() {
+        let text = run_child("a_missing_opcode_costs_one_feature_not_the_backend");
+        assert!(
+            text.contains("CHILD-OK opcode"),
+            "child did not finish:\n{text}"
+        );
+        return;
+    }
+    gnet_backends::testing::pretend_io_uring_lacks(&["RECVMSG"]);
+    let auto = Options::new().honour_env(false);
+    // TCP only: io_uring as usual.
+    let tcp = gnet::start(PlainEcho, &["tcp://127.0.0.1:0"], auto.clone())
+        .expect("a TCP engine starts")
+        .expect("running");
+    assert_eq!(tcp.engine().backend(), BackendKind::Uring);
+    tcp.stop().unwrap();
+    // With UDP: epoll, and the reason.
+    let udp = gnet::start(PlainEcho, &["udp://127.0.0.1:0"], auto)
+        .expect("a UDP engine starts")
+        .expect("running");
+    assert_eq!(udp.engine().backend(), BackendKind::Epoll);
+    let why = udp
+        .engine()
+        .fallback_reason()
+        .expect("a reason")
+        .to_string();
+    assert!(why.contains("RECVMSG") && why.contains("UDP"), "{why}");
+    let ListenAddr::Udp(a) = udp.engine().addrs()[0].clone() else {
+        panic!()
+    };
+    let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.send_to(b"still served", a).unwrap();
+    let mut b = [0u8; 32];
+    let (n, _) = c.recv_from(&mut b).unwrap();
+    assert_eq!(&b[..n], b"still served");
+    udp.stop().unwrap();
+    // Explicitly io_uring with UDP: an error naming the reason.
+    let only = Options::new()
+        .honour_env(false)
+        .backend(BackendChoice::Only(BackendKind::Uring));
+    match gnet::start(PlainEcho, &["udp://127.0.0.1:0"], only) {
+        Err(e @ Error::BackendUnavailable { .. }) => {
+            assert!(e.to_string().contains("RECVMSG"), "{e}");
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("uring must not serve UDP without RECVMSG"),
+    }
+    println!("CHILD-OK opcode: {why}");
+}

@@ -2,6 +2,15 @@
 
 #[cfg(all(target_os = "linux", feature = "uring"))]
 pub use self::memlock::limit_locked_memory;
+
+/// Makes every io_uring backend opened in this process from now on see a kernel without the
+/// opcodes named (`"RECVMSG"`, `"SENDMSG"`, `"CONNECT"`), as an older or restricted kernel
+/// would: the features that need them are reported unavailable. Irreversible in practice:
+/// meant for a child process of a test.
+#[cfg(all(target_os = "linux", feature = "uring"))]
+pub fn pretend_io_uring_lacks(names: &[&str]) {
+    crate::uring::hide_opcodes_in_process(names);
+}
 #[cfg(all(target_os = "linux", feature = "uring"))]
 pub use self::seccomp::{deny_io_uring, deny_syscalls};
 

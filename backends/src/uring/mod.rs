@@ -221,6 +221,12 @@ pub struct Uring {
     _closing: Closing,
 }
 
+/// See `testing::pretend_io_uring_lacks`.
+#[doc(hidden)]
+pub fn hide_opcodes_in_process(names: &[&str]) {
+    probe::hide_in_process(names);
+}
+
 impl Uring {
     /// One completion: its buffers (a receive's) are taken out of the ring, it is handled
     /// by the function of its kind, and the buffers go back to the ring.

@@ -91,9 +91,32 @@ pub(super) fn hide_opcodes(opcodes: &[u8]) {
     HIDDEN.with(|h| *h.borrow_mut() = opcodes.to_vec());
 }
 
+/// Opcodes every backend opened in this process pretends the kernel lacks (a child process of
+/// a test: `testing::pretend_io_uring_lacks`).
+static HIDDEN_IN_PROCESS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+/// Makes every io_uring backend opened in this process from now on see a kernel without the
+/// opcodes named (`"RECVMSG"`, `"SENDMSG"`, `"CONNECT"`); unknown names are ignored.
+pub(crate) fn hide_in_process(names: &[&str]) {
+    let codes = names
+        .iter()
+        .filter_map(|n| match *n {
+            "RECVMSG" => Some(opcode::RecvMsgMulti::CODE),
+            "SENDMSG" => Some(opcode::SendMsg::CODE),
+            "CONNECT" => Some(opcode::Connect::CODE),
+            _ => None,
+        })
+        .collect();
+    *HIDDEN_IN_PROCESS.lock().unwrap_or_else(|p| p.into_inner()) = codes;
+}
+
 fn supported(probe: &Probe, code: u8) -> bool {
     #[cfg(test)]
     if HIDDEN.with(|h| h.borrow().contains(&code)) {
+        return false;
+    }
+    let hidden = HIDDEN_IN_PROCESS.lock().unwrap_or_else(|p| p.into_inner());
+    if hidden.contains(&code) {
         return false;
     }
     probe.is_supported(code)
