@@ -43,6 +43,9 @@ cfg_if::cfg_if! {
 #[doc(hidden)]
 pub mod testing;
 
+#[cfg(test)]
+mod conformance;
+
 cfg_if::cfg_if! {
     if #[cfg(feature = "stdnet")] {
         pub mod stdnet;
