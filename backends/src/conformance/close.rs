@@ -84,6 +84,51 @@ pub(crate) fn close_during_a_send_in_flight<B: Backend>() {
     fx.assert_reaped();
 }
 
+/// `close` after `eof` (and a send after it).
+pub(crate) fn close_after_eof<B: Backend>() {
+    let mut fx = Fixture::<B>::new();
+    let a = Id::new(4, 8);
+    let mut client = fx.tcp_pair(a);
+    client.write_all(b"x").unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    fx.pump("eof", |r, _| r.ended(a));
+    fx.send(a, vec![Bytes::from_static(b"reply")]);
+    fx.pump("sent", |r, _| r.sent_count(a) == 1);
+    fx.settle(Duration::from_millis(20));
+    close_promptly(&mut fx, a);
+    assert_eq!(
+        fx.rec.of(a),
+        [
+            Ev::Received(a, 1),
+            Ev::Eof(a),
+            Ev::Sent(a, 5),
+            Ev::Closed(a)
+        ]
+    );
+    fx.assert_reaped();
+    fx.drop_socket(a);
+    assert_eq!(read_n(&client, 5), b"reply");
+}
+
+/// `close` after `failed` (the peer reset the connection).
+#[cfg(unix)]
+pub(crate) fn close_after_failed<B: Backend>() {
+    use std::os::fd::AsFd;
+    let mut fx = Fixture::<B>::new();
+    let a = Id::new(6, 6);
+    let client = fx.tcp_pair(a);
+    super::peer::reset_on_close(client.as_fd());
+    drop(client);
+    fx.pump("failed", |r, _| r.has_failed(a));
+    fx.settle(Duration::from_millis(20));
+    close_promptly(&mut fx, a);
+    assert_eq!(
+        fx.rec.of(a),
+        [Ev::Failed(a, ErrorKind::ConnectionReset), Ev::Closed(a)]
+    );
+    fx.assert_reaped();
+}
+
 /// An index reused with a new generation gets nothing of its earlier occupant, which was
 /// closed with bytes arriving and a send in flight, and whose peer goes on writing.
 pub(crate) fn stale_id_gets_nothing_of_the_old<B: Backend>() {

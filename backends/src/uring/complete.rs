@@ -269,7 +269,6 @@ impl Uring {
         if conn.closing {
             if conn.ops == 0 {
                 self.conns[id.index()] = None;
-                self.nconns -= 1;
                 self.report_closed(id, sink);
             }
         } else {

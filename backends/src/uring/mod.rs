@@ -110,6 +110,7 @@ pub struct Uring {
     waker: Arc<EventFdWaker>,
     wake_armed: bool,
     conns: Vec<Option<Conn>>,
+    /// Connections added and not yet reported closed ([`Stats::conns`]).
     nconns: usize,
     /// The listeners, accepted from with `accept4` when `accept_poller` reports them ready.
     listeners: Listeners,
@@ -234,9 +235,11 @@ impl Uring {
             .filter(|c| c.id == id)
     }
 
-    /// Reports `closed`: the loop drops the socket in the call, so a descriptor is free and a
-    /// listener paused at the descriptor limit can try again at once.
+    /// Reports `closed`, and stops counting the connection: the loop drops the socket in the
+    /// call, so a descriptor is free and a listener paused at the descriptor limit can try
+    /// again at once.
     fn report_closed<S: Sink>(&mut self, id: Id, sink: &mut S) {
+        self.nconns -= 1;
         sink.closed(id);
         self.listeners.connection_closed();
     }
@@ -424,8 +427,8 @@ impl Backend for Uring {
         }
         c.closing = true;
         if c.ops == 0 {
+            // Forgotten now, but counted in `Stats::conns` until `closed` is reported.
             self.conns[conn.index()] = None;
-            self.nconns -= 1;
             self.pending.push_back(Pending::Closed(conn));
         } else {
             self.cancel_conn(conn.index());
