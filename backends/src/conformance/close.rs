@@ -129,6 +129,71 @@ pub(crate) fn close_after_failed<B: Backend>() {
     fx.assert_reaped();
 }
 
+/// Twenty connections closed at once in five states (idle, bytes arriving, a send in flight,
+/// after `eof`, after `failed`): each reported closed once, everything reaped.
+#[cfg(unix)]
+pub(crate) fn close_many_in_every_state<B: Backend>() {
+    use std::os::fd::AsFd;
+    let mut fx = Fixture::<B>::new();
+    let ids: Vec<Id> = (0..20).map(|i| Id::new(i * 3, i as u32 + 1)).collect();
+    let mut peers = Vec::new();
+    let mut writers = Vec::new();
+    for (i, &id) in ids.iter().enumerate() {
+        let mut client = fx.tcp_pair(id);
+        match i % 5 {
+            0 => client.write_all(b"hello").unwrap(),
+            1 => {
+                let w = client.try_clone().unwrap();
+                writers.push(std::thread::spawn(move || {
+                    let _ = (&w).write_all(&pattern(4 << 20, 1));
+                }));
+            }
+            2 => {
+                super::peer::set_sndbuf(fx.socket(id).as_fd(), 4096);
+                super::peer::set_rcvbuf(client.as_fd(), 4096);
+                fx.send(id, vec![Bytes::from(pattern(1 << 20, 2))]);
+            }
+            3 => client.shutdown(std::net::Shutdown::Write).unwrap(),
+            _ => {
+                super::peer::reset_on_close(client.as_fd());
+                continue; // dropped: reset
+            }
+        }
+        peers.push(client);
+    }
+    fx.pump("eofs, failures and bytes", |r, _| {
+        ids.iter().enumerate().all(|(i, id)| match i % 5 {
+            1 => r.len(*id) > 0,
+            3 | 4 => r.ended(*id),
+            0 => r.len(*id) == 5,
+            _ => true,
+        })
+    });
+    for &id in &ids {
+        fx.close(id);
+    }
+    fx.pump("every connection closed", |r, _| {
+        ids.iter().all(|id| r.is_closed(*id))
+    });
+    for &id in &ids {
+        assert_eq!(fx.rec.times(&Ev::Closed(id)), 1);
+        assert_eq!(
+            fx.rec.sent_count(id),
+            0,
+            "{id}: a send that could not finish was sent"
+        );
+    }
+    fx.settle(Duration::from_millis(50));
+    fx.assert_reaped();
+    for &id in &ids {
+        fx.drop_socket(id);
+    }
+    drop(peers);
+    for w in writers {
+        w.join().unwrap();
+    }
+}
+
 /// An index reused with a new generation gets nothing of its earlier occupant, which was
 /// closed with bytes arriving and a send in flight, and whose peer goes on writing.
 pub(crate) fn stale_id_gets_nothing_of_the_old<B: Backend>() {

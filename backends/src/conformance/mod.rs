@@ -11,9 +11,9 @@
 //! To add a backend: one more line in `per_backend!` below, naming its module, its type and
 //! the `cfg` it is compiled under. Its own tests then only cover its own machinery.
 
-mod fixture;
-mod peer;
-mod sink;
+pub(crate) mod fixture;
+pub(crate) mod peer;
+pub(crate) mod sink;
 
 mod accept;
 mod close;
@@ -79,6 +79,8 @@ per_backend!(
     close::close_after_eof,
     #[cfg(unix)]
     close::close_after_failed,
+    #[cfg(unix)]
+    close::close_many_in_every_state,
     close::stale_id_gets_nothing_of_the_old,
     wait::wakes_from_another_thread,
     wait::wakes_coalesce,

@@ -128,6 +128,11 @@ mod unix {
         set_opt(fd, libc::SO_SNDBUF, bytes);
     }
 
+    /// Shrinks `SO_RCVBUF`.
+    pub(crate) fn set_rcvbuf(fd: BorrowedFd<'_>, bytes: libc::c_int) {
+        set_opt(fd, libc::SO_RCVBUF, bytes);
+    }
+
     /// `SO_LINGER` 0: closing the socket resets the connection.
     pub(crate) fn reset_on_close(fd: BorrowedFd<'_>) {
         let linger = libc::linger {

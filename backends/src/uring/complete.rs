@@ -49,6 +49,9 @@ impl Uring {
             }
         }
         self.scratch = batch;
+        // Also when nothing completed: a connection re-armed last time may have had nothing
+        // to read (see `rearm_starved`).
+        self.rearm_starved();
         self.bufs.adapt();
     }
 
@@ -300,15 +303,26 @@ impl Uring {
     }
 
     /// Re-arms connections that ran out of buffers, now that buffers are back: the longest
-    /// waiting first, and no more of them than the buffers the ring will hold can serve. Each
-    /// of them has data waiting and takes a receive's worth of buffers (several, with
-    /// bundles) as soon as the kernel sees it, so re-arming more would send them straight
-    /// back to `ENOBUFS`: with thousands starved and a few buffers free, every poll would
-    /// cost thousands of submissions and failed receives. Re-arms queued but not yet
-    /// submitted have their buffers promised already.
+    /// waiting first, and no more of them than the buffers the ring will hold can serve. One
+    /// with data waiting takes a receive's worth of buffers (several, with bundles) as soon as
+    /// the kernel sees it, so re-arming more would send them straight back to `ENOBUFS`: with
+    /// thousands starved and a few buffers free, every poll would cost thousands of
+    /// submissions and failed receives. Re-arms queued but not yet submitted have their
+    /// buffers promised already.
+    ///
+    /// Not every parked connection has data waiting: the kernel picks a buffer before it
+    /// reads, so a receive issued while the ring was empty fails whether or not its socket
+    /// held anything. Re-armed, such a connection completes nothing, and no completion would
+    /// come to re-arm the ones parked behind it. So this runs on every poll, `poll` does not
+    /// block while connections are parked, and at least one is re-armed whenever the ring has
+    /// an entry: the parked list drains however few buffers a receive's recent average leaves.
     fn rearm_starved(&mut self) {
-        let mut budget = (self.bufs.available() / self.bufs.buffers_per_recv())
-            .saturating_sub(self.rearms_queued);
+        let available = self.bufs.available();
+        let fits = match available {
+            0 => 0,
+            n => (n / self.bufs.buffers_per_recv()).max(1),
+        };
+        let mut budget = fits.saturating_sub(self.rearms_queued);
         while budget > 0 {
             let Some(id) = self.starved.pop_front() else {
                 break;

@@ -44,9 +44,11 @@
 //!   when the reply copies them out (see `bufring.rs`).
 //!   An empty ring ends the multishot with `ENOBUFS`: the connection waits on a list and is
 //!   re-armed when entries are back, the longest waiting first and only as many connections
-//!   as the entries can serve at the recent entries per receive (each has data waiting, so
-//!   re-arming more would only fail again). `Flow::Pause` cancels the multishot; completions
-//!   already on their way are still delivered (the contract allows it), so no byte is lost.
+//!   as the entries can serve at the recent entries per receive (re-arming more would only
+//!   fail again), but at least one per poll, and a poll does not block while any waits (one
+//!   with nothing to read completes nothing once re-armed). `Flow::Pause` cancels the
+//!   multishot; completions already on their way are still delivered (the contract allows
+//!   it), so no byte is lost.
 //!   One `poll` delivers at most [`Config::poll_read_budget`] bytes; completions past it wait
 //!   in a backlog for the next `poll` (which does not block), so the loop flushes replies
 //!   before it reads more.
@@ -456,7 +458,8 @@ impl Backend for Uring {
         if !self.wake_armed {
             self.arm_wake();
         }
-        let wait = if reported {
+        // Connections parked on an empty ring are re-armed a few per poll (`rearm_starved`).
+        let wait = if reported || !self.starved.is_empty() {
             Some(Duration::ZERO)
         } else {
             match self.listeners.next_retry() {

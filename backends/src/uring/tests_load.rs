@@ -149,6 +149,43 @@ fn uring_starved_connections_rearm_as_buffers_allow() {
     assert_whole(&u);
 }
 
+/// Connections parked on an empty ring are re-armed a few at a time, and one with nothing to
+/// read completes nothing once re-armed: the connections parked behind it must be re-armed
+/// all the same. Here every receive but the first stream's finds the ring empty at once; the
+/// connection parked last has bytes waiting behind six idle ones.
+#[test]
+fn uring_idle_parked_connections_hold_up_no_one() {
+    use crate::conformance::{peer, Fixture};
+    let mut fx = Fixture::<super::Uring>::open(config(8, 4096));
+    let mut streams = Vec::new();
+    for i in 0..2 {
+        let id = Id::new(i, 1);
+        let mut client = fx.tcp_pair(id);
+        client.write_all(&peer::pattern(64 * 1024, i)).unwrap();
+        streams.push((id, client));
+    }
+    let idle: Vec<_> = (2..8)
+        .map(|i| (Id::new(i, 1), fx.tcp_pair(Id::new(i, 1))))
+        .collect();
+    let last = Id::new(8, 1);
+    let mut client = fx.tcp_pair(last);
+    client.write_all(b"hello").unwrap();
+    fx.pump("the bytes of the connection parked last", |r, _| {
+        r.len(last) == 5
+    });
+    fx.pump("both streams", |r, _| {
+        streams.iter().all(|(id, _)| r.len(*id) == 64 * 1024)
+    });
+    assert!(
+        fx.backend.nobufs > 0,
+        "the ring never ran empty: nothing was parked"
+    );
+    for id in streams.iter().chain(&idle).map(|(id, _)| *id).chain([last]) {
+        fx.close_and_wait(id);
+    }
+    fx.assert_reaped();
+}
+
 /// A few connections streaming large payloads: every byte arrives, and every receive
 /// completion reaches the sink as one slice, however often the bundles go round the end of the
 /// buffer area (the area is mapped twice in a row, so the end is no seam).
