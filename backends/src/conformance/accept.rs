@@ -151,6 +151,7 @@ pub(crate) fn removed_listener_accepts_nothing_and_frees_its_port<B: Backend>() 
     // No handle of the old listener survives in the backend.
     let again = TcpListener::bind(addr).expect("the port is still taken");
     drop(again);
+    fx.assert_reaped();
 
     let (_listener, addr) = fx.listen_tcp(lid);
     let _client = tcp_client(addr);

@@ -76,6 +76,7 @@ per_backend!(
     send::send_to_a_reset_peer_fails_once,
     close::close_reaps_an_idle_connection,
     close::close_during_a_send_in_flight,
+    close::close_right_after_a_send,
     close::close_after_eof,
     #[cfg(unix)]
     close::close_after_failed,

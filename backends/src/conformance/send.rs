@@ -13,30 +13,24 @@ use crate::contract::{Backend, Id};
 /// `reclaim` hands back buffers of finished sends only: never ahead of their `sent`, never
 /// more than were sent.
 fn check_reclaims(rec: &Recorder) {
-    let (mut sends, mut sent_bytes, mut reclaims, mut reclaimed) = (0, 0, 0, 0);
+    let (mut sends, mut sent, mut reclaims) = (0, 0, 0);
     for e in &rec.events {
         match e {
-            Ev::Sent(_, n) => {
-                sends += 1;
-                sent_bytes += n;
-            }
-            Ev::Reclaimed(_, n) => {
-                reclaims += 1;
-                reclaimed += n;
-                assert!(
-                    reclaims <= sends,
-                    "a reclaim ahead of its sent: {}",
-                    rec.tail()
-                );
-                assert!(
-                    reclaimed <= sent_bytes,
-                    "more reclaimed than sent: {}",
-                    rec.tail()
-                );
-            }
+            Ev::Sent(_, n) => (sends, sent) = (sends + 1, sent + n),
+            Ev::Reclaimed(..) => reclaims += 1,
             _ => {}
         }
+        assert!(
+            reclaims <= sends,
+            "a reclaim ahead of its sent: {}",
+            rec.tail()
+        );
     }
+    assert!(
+        rec.reclaimed().1 <= sent,
+        "more reclaimed than sent: {}",
+        rec.tail()
+    );
 }
 
 /// A batch of several buffers: `sent` once with the total, the bytes in order; the send

@@ -148,6 +148,14 @@ impl Recorder {
         self.times(&Ev::Woken)
     }
 
+    /// The buffers and bytes handed back by `reclaim`.
+    pub(crate) fn reclaimed(&self) -> (usize, usize) {
+        self.events.iter().fold((0, 0), |(b, n), e| match e {
+            Ev::Reclaimed(bufs, bytes) => (b + bufs, n + bytes),
+            _ => (b, n),
+        })
+    }
+
     /// Notes a send of `total` bytes handed to `conn`: the one `sent` it may produce must
     /// carry that total. Panics when a send is already in flight (the loop never does that).
     pub(crate) fn expect_sent(&mut self, conn: Id, total: usize) {
