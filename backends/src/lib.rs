@@ -45,6 +45,9 @@ cfg_if::cfg_if! {
 #[doc(hidden)]
 pub mod testing;
 
+#[cfg(test)]
+mod conformance;
+
 #[cfg(all(test, unix))]
 mod ops_tests;
 

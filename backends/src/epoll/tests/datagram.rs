@@ -12,11 +12,28 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{open, pair, set_sndbuf, LONG};
+use crate::conformance::peer::set_sndbuf;
 use crate::contract::{Backend, Config, Datagram, Flow, Id, Sink};
 use crate::epoll::dgram::MIN_CHARGE;
 use crate::epoll::Epoll;
 use crate::socket::{Addr, Socket};
+
+const LONG: Duration = Duration::from_secs(5);
+
+fn open(config: &Config) -> Epoll {
+    Epoll::open(config).expect("epoll opens")
+}
+
+/// A connected pair: the server side registered as `id`, the client side blocking.
+fn pair(ep: &mut Epoll, id: Id) -> (Socket, TcpStream) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let client = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+    let (server, _) = l.accept().expect("accept");
+    server.set_nonblocking(true).expect("nonblocking");
+    let server = Socket::Tcp(server);
+    ep.add_conn(id, &server).expect("add_conn");
+    (server, client)
+}
 
 const D: Id = Id(5 | (3 << 32));
 const A: Id = Id(1);
