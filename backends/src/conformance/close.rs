@@ -13,7 +13,7 @@ use crate::contract::{Backend, Id};
 /// The poll after `close` returns promptly, whatever the backend still has to cancel; then
 /// `closed` comes within a second, once, and nothing else for `id` since `close`; the
 /// connection is counted until then.
-fn close_promptly<B: Backend>(fx: &mut Fixture<B>, id: Id) {
+pub(super) fn close_promptly<B: Backend>(fx: &mut Fixture<B>, id: Id) {
     let conns = fx.stats().conns;
     let seen = fx.rec.events.len();
     let start = Instant::now();

@@ -2,7 +2,8 @@
 //! loop owns, the counters of the backend at rest, and [`Fixture::pump`].
 
 use std::collections::{HashMap, HashSet};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use bytes::Bytes;
 
 use super::peer::tcp_client;
 use super::sink::Recorder;
-use crate::contract::{Backend, Config, Id, Stats};
+use crate::contract::{Backend, Config, Datagram, Id, Stats};
 use crate::socket::{Addr, Listener, Socket};
 
 /// How long [`Fixture::pump`] waits for its condition before it fails the test.
@@ -28,9 +29,10 @@ pub(crate) struct Fixture<B: Backend> {
     pub(crate) rec: Recorder,
     /// The counters of the backend with no connection: its standing operations and buffers.
     rest: Stats,
-    /// The connections' sockets; the loop drops one only after its `closed`.
+    /// The sockets of the connections, datagram sockets and connects; the loop drops one only
+    /// after its `closed`.
     sockets: HashMap<Id, Socket>,
-    /// Connections `close` was called for (the loop calls it once per connection).
+    /// Ids `close` was called for (the loop calls it once per id).
     closing: HashSet<Id>,
 }
 
@@ -183,10 +185,74 @@ impl<B: Backend> Fixture<B> {
     /// Starts receiving on `socket` as connection `id`; the fixture keeps the socket.
     pub(crate) fn add(&mut self, id: Id, socket: Socket) {
         self.backend.add_conn(id, &socket).expect("add_conn");
+        self.keep(id, socket);
+    }
+
+    fn keep(&mut self, id: Id, socket: Socket) {
         assert!(
             self.sockets.insert(id, socket).is_none(),
             "{id} added twice"
         );
+    }
+
+    /// Starts receiving datagrams on `socket` as datagram socket `id`; the fixture keeps the
+    /// socket. What a backend sets up with its first datagram socket (io_uring's datagram
+    /// buffer group, epoll's `recvmmsg` buffers) stays: part of the backend at rest from now.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn add_datagram(&mut self, id: Id, socket: Socket) {
+        self.backend
+            .add_datagram(id, &socket)
+            .expect("add_datagram");
+        self.keep(id, socket);
+        self.rest.buffers_total = self.stats().buffers_total;
+    }
+
+    /// A bound, non-blocking loopback UDP socket registered as datagram socket `id`; returns
+    /// its address.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn udp(&mut self, id: Id) -> SocketAddr {
+        let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        s.set_nonblocking(true).expect("nonblocking");
+        let addr = s.local_addr().expect("local_addr");
+        self.add_datagram(id, Socket::Udp(s));
+        addr
+    }
+
+    /// Starts connecting `socket` (made as the loop makes one: not connected, non-blocking)
+    /// to `to` as `id`; the fixture keeps the socket.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn connect(&mut self, id: Id, socket: Socket, to: &Addr) {
+        self.rec.expect_connected(id);
+        self.backend.connect(id, &socket, to);
+        self.keep(id, socket);
+    }
+
+    /// Waits for the `connected` of `id` and returns what it said.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn connected(&mut self, id: Id) -> Result<(), io::ErrorKind> {
+        self.pump(&format!("connected({id})"), |r, _| {
+            r.connected(id).is_some()
+        });
+        self.rec.connected(id).expect("connected")
+    }
+
+    /// Registers the socket of `id`, connected, again under the same id, as the loop does:
+    /// as a stream connection, or (`datagram`) as a datagram socket.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn add_connected(&mut self, id: Id, datagram: bool) {
+        assert_eq!(
+            self.rec.connected(id),
+            Some(Ok(())),
+            "{id} is not connected"
+        );
+        let socket = &self.sockets[&id];
+        let added = if datagram {
+            self.backend.add_datagram(id, socket)
+        } else {
+            self.backend.add_conn(id, socket)
+        };
+        added.expect("add after connected");
+        self.rest.buffers_total = self.stats().buffers_total;
     }
 
     /// A loopback TCP connection whose server side is registered as `id`; returns the
@@ -223,6 +289,15 @@ impl<B: Backend> Fixture<B> {
         let total = bufs.iter().map(Bytes::len).sum();
         self.rec.expect_sent(id, total);
         self.backend.send(id, bufs);
+    }
+
+    /// Hands a `send_to` batch to the backend, noting the total its `sent` must carry: every
+    /// datagram's length, those that fail included.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn send_to(&mut self, id: Id, batch: Vec<Datagram>) {
+        let total = batch.iter().map(|d| d.data.len()).sum();
+        self.rec.expect_sent(id, total);
+        self.backend.send_to(id, batch);
     }
 
     /// Asks the backend to close `id` (once, as the loop does).

@@ -2,7 +2,8 @@
 //! generic over the backend, and run on every backend compiled in.
 //!
 //! Each test is a `fn name<B: Backend>()` in the file of its topic (`accept`, `receive`,
-//! `send`, `close`, `wait`) and is instantiated below once per backend, as
+//! `send`, `close`, `wait`; `datagram` and `connect`, on Unix) and is instantiated below once
+//! per backend, as
 //! `conformance::<backend>::<name>`, so a failure names its backend. Tests drive the backend
 //! through a [`Fixture`](fixture::Fixture), as a loop would: it owns the sockets, calls
 //! `close` once, drops a socket only after `closed`, and knows the backend's counters at rest.
@@ -17,6 +18,10 @@ pub(crate) mod sink;
 
 mod accept;
 mod close;
+#[cfg(unix)]
+mod connect;
+#[cfg(unix)]
+mod datagram;
 mod receive;
 mod send;
 mod wait;
@@ -88,4 +93,26 @@ per_backend!(
     #[cfg(unix)]
     wait::idle_poll_sleeps_its_timeout,
     wait::zero_timeout_does_not_block,
+    #[cfg(unix)]
+    datagram::datagrams_arrive_one_by_one_with_their_source,
+    #[cfg(unix)]
+    datagram::a_datagram_larger_than_the_buffer_is_reported_truncated,
+    #[cfg(unix)]
+    datagram::send_to_keeps_datagrams_whole_and_in_order,
+    #[cfg(unix)]
+    datagram::a_datagram_that_cannot_be_sent_does_not_stop_the_others,
+    #[cfg(unix)]
+    datagram::an_icmp_error_does_not_kill_a_connected_socket,
+    #[cfg(unix)]
+    datagram::pause_and_resume_datagrams,
+    #[cfg(unix)]
+    datagram::close_a_paused_datagram_socket,
+    #[cfg(unix)]
+    connect::connect_then_serve_the_connection,
+    #[cfg(unix)]
+    connect::connect_refused_reports_the_error,
+    #[cfg(unix)]
+    connect::close_cancels_a_connect,
+    #[cfg(unix)]
+    connect::connect_unix_and_udp,
 );

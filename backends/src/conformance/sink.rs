@@ -66,7 +66,7 @@ impl Ev {
 /// after `eof` or `failed`; a `datagram` after `failed`; a second `failed`; `sent` with no
 /// send (or `send_to` batch) in flight (see [`Recorder::expect_sent`]) or with another total
 /// than the send's; a `datagram_error` about a datagram with no batch in flight;
-/// `connected` with no connect in flight.
+/// `connected` with no connect in flight (see [`Recorder::expect_connected`]).
 pub(crate) struct Recorder {
     pub(crate) events: Vec<Ev>,
     /// Accepted sockets not yet taken by the test: the loop owns them.
@@ -189,6 +189,38 @@ impl Recorder {
     pub(crate) fn expect_sent(&mut self, conn: Id, total: usize) {
         let before = self.sending.insert(conn, total);
         assert!(before.is_none(), "a second send in flight on {conn}");
+    }
+
+    /// Notes a connect started for `id`: one `connected` (or `closed`) may follow.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn expect_connected(&mut self, id: Id) {
+        assert!(self.connecting.insert(id), "a second connect of {id}");
+    }
+
+    /// What `connected` reported for `id`: `None` before it came, `Some(Ok(()))` connected,
+    /// else the error's kind.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn connected(&self, id: Id) -> Option<Result<(), io::ErrorKind>> {
+        self.events.iter().find_map(|e| match e {
+            Ev::Connected(c, result) if *c == id => Some(result.map_or(Ok(()), Err)),
+            _ => None,
+        })
+    }
+
+    /// The datagrams `id` received, in order.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn datagrams_of(&self, id: Id) -> Vec<&Dgram> {
+        self.datagrams.iter().filter(|d| d.id == id).collect()
+    }
+
+    /// The `datagram_error`s reported for `id`: destination and kind.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn datagram_errors(&self, id: Id) -> Vec<(Option<SocketAddr>, io::ErrorKind)> {
+        let of = |e: &Ev| match e {
+            Ev::DatagramError(d, to, kind) if *d == id => Some((*to, *kind)),
+            _ => None,
+        };
+        self.events.iter().filter_map(of).collect()
     }
 
     /// The last events, for failure messages.
