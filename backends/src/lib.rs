@@ -48,9 +48,6 @@ pub mod testing;
 #[cfg(test)]
 mod conformance;
 
-#[cfg(all(test, unix))]
-mod ops_tests;
-
 cfg_if::cfg_if! {
     if #[cfg(feature = "stdnet")] {
         pub mod stdnet;
