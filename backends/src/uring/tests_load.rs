@@ -141,7 +141,8 @@ fn uring_starved_connections_rearm_as_buffers_allow() {
 /// Connections parked on an empty ring are re-armed a few at a time, and one with nothing to
 /// read completes nothing once re-armed: the connections parked behind it must be re-armed
 /// all the same. Here every receive but the first stream's finds the ring empty at once; the
-/// connection parked last has bytes waiting behind six idle ones.
+/// connection parked last has bytes waiting behind six idle ones. When all is read the loop
+/// sleeps in its poll again.
 #[test]
 fn uring_idle_parked_connections_hold_up_no_one() {
     let mut fx = Fx::open(config(8, 4096));
@@ -168,6 +169,17 @@ fn uring_idle_parked_connections_hold_up_no_one() {
         fx.backend.nobufs > 0,
         "the ring never ran empty: nothing was parked"
     );
+    // Parked connections keep `poll` from blocking; once every one is re-armed, the loop,
+    // with nothing more to do, sleeps in its poll again (no busy loop left behind).
+    fx.pump("the parked list drained", |_, u| u.starved.is_empty());
+    fx.assert_holding_no_buffer(9);
+    for _ in 0..3 {
+        let took = fx.poll_timed(Some(Duration::from_millis(50)));
+        assert!(
+            took >= Duration::from_millis(50),
+            "an idle poll returned after {took:?}"
+        );
+    }
     for id in streams.iter().chain(&idle).map(|(id, _)| *id).chain([last]) {
         fx.close_and_wait(id);
     }
