@@ -224,9 +224,12 @@ impl std::error::Error for OpenError {}
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Receive buffers the backend owns in all (the provided-buffer ring's entries on io_uring).
+    /// Receive buffers the backend owns in all: on io_uring the provided-buffer ring's entries
+    /// and, from the first datagram socket on, those of the datagram buffer group (epoll: its
+    /// read buffer and, likewise, its `recvmmsg` buffers).
     pub buffers_total: usize,
-    /// Receive buffers currently available to the kernel or free (not lent to the loop).
+    /// Receive buffers currently available to the kernel or free (not lent to the loop),
+    /// counted as in `buffers_total`: io_uring's datagram buffer group included.
     pub buffers_free: usize,
     /// Kernel operations submitted and not yet completed (io_uring).
     pub ops_in_flight: usize,
