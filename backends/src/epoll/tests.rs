@@ -1,7 +1,8 @@
 //! Tests of the epoll backend's own machinery, over loopback sockets: the fairness of its
 //! read passes (`read_chunk`, `poll_read_budget`), a pause that ends the pass at once, the
-//! buffers of finished sends handed back, and a send after `failed` dropped. The contract
-//! itself is tested by the conformance suite (`crate::conformance`).
+//! buffers of finished sends handed back, and a send after `failed` dropped; its datagram
+//! machinery in `tests/datagram.rs`. The contract itself is tested by the conformance suite
+//! (`crate::conformance`).
 
 use std::io::Write;
 use std::thread;

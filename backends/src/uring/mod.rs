@@ -33,8 +33,8 @@
 //!   mapped twice back to back so that they are contiguous. An empty ring (`ENOBUFS`) is
 //!   backpressure: the connection is parked and re-armed when entries are back, at least one
 //!   per poll, and a poll does not block while any is parked. `Flow::Pause` cancels the
-//!   multishot. One `poll` delivers at most
-//!   [`Config::poll_read_budget`] bytes, the rest waits in a backlog for the next.
+//!   multishot. One `poll` delivers at most [`Config::poll_read_budget`] bytes, the rest
+//!   waits in a backlog for the next.
 //! * **Sending** (`send.rs`): one `SEND` (one buffer) or `SENDMSG` (several) in flight per
 //!   connection, from the frozen `Bytes` the loop handed over; a short send is resubmitted
 //!   for the rest. Finished operations are kept for reuse. No `SEND_ZC` (see `send.rs`).
