@@ -224,9 +224,12 @@ impl std::error::Error for OpenError {}
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Receive buffers the backend owns in all (the provided-buffer ring's entries on io_uring).
+    /// Receive buffers the backend owns in all: on io_uring the provided-buffer ring's entries
+    /// and, from the first datagram socket on, those of the datagram buffer group (epoll: its
+    /// read buffer and, likewise, its `recvmmsg` buffers).
     pub buffers_total: usize,
-    /// Receive buffers currently available to the kernel or free (not lent to the loop).
+    /// Receive buffers currently available to the kernel or free (not lent to the loop),
+    /// counted as in `buffers_total`: io_uring's datagram buffer group included.
     pub buffers_free: usize,
     /// Kernel operations submitted and not yet completed (io_uring).
     pub ops_in_flight: usize,
@@ -274,7 +277,9 @@ pub trait Sink {
     fn eof(&mut self, conn: Id);
 
     /// Everything handed to the last [`Backend::send`] for `conn` reached the kernel; `n` is
-    /// its total length.
+    /// its total length. For a datagram socket: the last [`Backend::send_to`] batch is done,
+    /// every datagram of it sent or reported with [`Sink::datagram_error`], and `n` is the
+    /// total length of the batch, the datagrams that failed included.
     fn sent(&mut self, conn: Id, n: usize);
 
     /// The buffers of a finished send, handed back after [`Sink::sent`] so the loop can reuse
@@ -352,9 +357,9 @@ pub trait Sink {
 /// the receive buffer reported as truncated. [`Backend::send_to`] sends a batch of datagrams,
 /// each whole and in order, one batch in flight per socket as for streams; a datagram that
 /// fails ([`Sink::datagram_error`]) does not stop the others, and [`Sink::sent`] reports the
-/// batch done with its total length in bytes. Errors the network reports (ICMP) are
-/// [`Sink::datagram_error`]s too; only a failure of the socket itself is [`Sink::failed`].
-/// `Flow::Pause`, `resume` and `close` work as for streams.
+/// batch done with its total length in bytes (the failed datagrams included). Errors the
+/// network reports (ICMP) are [`Sink::datagram_error`]s too; only a failure of the socket
+/// itself is [`Sink::failed`]. `Flow::Pause`, `resume` and `close` work as for streams.
 ///
 /// **Connecting.** [`Backend::connect`] starts connecting a socket the loop created (stream or
 /// datagram, not connected, non-blocking) and lends it to the backend until it reports
@@ -455,7 +460,8 @@ pub trait Backend: Sized + 'static {
 
     /// Sends `batch` on the datagram socket `id`: every datagram whole, in order; reports
     /// [`Sink::datagram_error`] for each that fails and then [`Sink::sent`] with the total
-    /// length of the batch. `batch` is not empty. One batch in flight per socket.
+    /// length of the batch, the failed datagrams included. `batch` is not empty. One batch in
+    /// flight per socket.
     fn send_to(&mut self, id: Id, batch: Vec<Datagram>);
 
     /// Connects `socket` (created by the loop: not connected, non-blocking) to `to`; reports

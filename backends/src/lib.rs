@@ -45,8 +45,8 @@ cfg_if::cfg_if! {
 #[doc(hidden)]
 pub mod testing;
 
-#[cfg(all(test, unix))]
-mod ops_tests;
+#[cfg(test)]
+mod conformance;
 
 cfg_if::cfg_if! {
     if #[cfg(feature = "stdnet")] {

@@ -21,7 +21,10 @@ use crate::socket::{Addr, Socket};
 
 impl Uring {
     /// [`Backend::close`](crate::Backend::close): forgets a connection with nothing in
-    /// flight at once (`closed` comes with the next poll), or cancels what it has in flight.
+    /// flight at once (`closed` comes with the next poll; [`Stats::conns`] counts it until
+    /// then), or cancels what it has in flight.
+    ///
+    /// [`Stats::conns`]: crate::Stats::conns
     pub(super) fn start_close(&mut self, conn: Id) {
         let Some(c) = self.conn_mut(conn) else {
             return self.close_other(conn);
@@ -33,10 +36,17 @@ impl Uring {
         if c.ops == 0 {
             self.conns[conn.index()] = None;
             self.nconns -= 1;
-            self.pending.push_back(Pending::Closed(conn));
+            self.closed_by_next_poll(conn);
         } else {
             self.cancel_conn(conn.index());
         }
+    }
+
+    /// Queues `closed` for `id`, just forgotten with nothing in flight, for the next poll:
+    /// counted in `Stats::conns` until then (`unreported_closes`).
+    fn closed_by_next_poll(&mut self, id: Id) {
+        self.unreported_closes += 1;
+        self.pending.push_back(Pending::Closed(id));
     }
 
     /// Closes a datagram socket or a connect (not a stream: those are looked up first).
@@ -48,7 +58,7 @@ impl Uring {
             d.closing = true;
             if d.ops == 0 {
                 self.dgrams.remove(id);
-                self.pending.push_back(Pending::Closed(id));
+                self.closed_by_next_poll(id);
             } else {
                 self.cancel_dgram(id);
             }

@@ -31,8 +31,10 @@
 //!   one slice and taken back when it returns. On 6.16+ the receive is a bundle: one
 //!   completion fills as many ring entries as the socket holds, carved from one small area
 //!   mapped twice back to back so that they are contiguous. An empty ring (`ENOBUFS`) is
-//!   backpressure; `Flow::Pause` cancels the multishot. One `poll` delivers at most
-//!   [`Config::poll_read_budget`] bytes, the rest waits in a backlog for the next.
+//!   backpressure: the connection is parked and re-armed when entries are back, at least one
+//!   per poll, and a poll does not block while any is parked. `Flow::Pause` cancels the
+//!   multishot. One `poll` delivers at most [`Config::poll_read_budget`] bytes, the rest
+//!   waits in a backlog for the next.
 //! * **Sending** (`send.rs`): one `SEND` (one buffer) or `SENDMSG` (several) in flight per
 //!   connection, from the frozen `Bytes` the loop handed over; a short send is resubmitted
 //!   for the rest. Finished operations are kept for reuse. No `SEND_ZC` (see `send.rs`).
@@ -153,7 +155,11 @@ pub struct Uring {
     waker: Arc<EventFdWaker>,
     wake_armed: bool,
     conns: Vec<Option<Conn>>,
+    /// Stream connections in `conns` ([`Stats::conns`] adds `unreported_closes`).
     nconns: usize,
+    /// Ids `close` forgot at once (nothing in flight) whose `closed` waits in `pending`:
+    /// [`Stats::conns`] counts them until it is reported.
+    unreported_closes: usize,
     /// The listeners, accepted from with `accept4` when `accept_poller` reports them ready.
     listeners: Listeners,
     /// An epoll instance watching the listeners; the ring polls its descriptor (see the
@@ -359,7 +365,7 @@ impl Backend for Uring {
             buffers_total: self.bufs.total() + dgram.0,
             buffers_free: self.bufs.free() + dgram.1,
             ops_in_flight: self.inflight,
-            conns: self.nconns + self.dgrams.len() + self.connects.len(),
+            conns: self.nconns + self.dgrams.len() + self.connects.len() + self.unreported_closes,
         }
     }
 
@@ -368,7 +374,10 @@ impl Backend for Uring {
         while let Some(p) = self.pending.pop_front() {
             reported = true;
             match p {
-                Pending::Closed(id) => self.report_closed(id, sink),
+                Pending::Closed(id) => {
+                    self.unreported_closes -= 1;
+                    self.report_closed(id, sink);
+                }
                 Pending::Sent(id, n) => sink.sent(id, n),
                 Pending::Connected(id, e) => sink.connected(id, Err(e)),
             }
@@ -376,7 +385,8 @@ impl Backend for Uring {
         if !self.wake_armed {
             self.arm_wake();
         }
-        let wait = if reported {
+        // Connections parked on an empty ring are re-armed a few per poll (`rearm_starved`).
+        let wait = if reported || !self.starved.is_empty() {
             Some(Duration::ZERO)
         } else {
             match self.listeners.next_retry() {

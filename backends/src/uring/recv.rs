@@ -16,12 +16,14 @@
 //! An empty ring ends the multishot with `ENOBUFS`: the connection waits on the starved list
 //! and [`Uring::rearm_starved`] re-arms it once entries are back, the longest waiting first
 //! and only as many connections as the entries can serve at the recent entries per receive
-//! (each has data waiting, so re-arming more would only fail again). `Flow::Pause` cancels
-//! the multishot; completions already on their way are still delivered (the contract allows
-//! it), so no byte is lost; [`Uring::resume_receiving`] arms it again. One `poll` delivers at
-//! most [`Config::poll_read_budget`](crate::Config::poll_read_budget) bytes; completions past
-//! it wait in a backlog for the next `poll` (which does not block), so the loop flushes
-//! replies before it reads more.
+//! (re-arming more would only fail again), but at least one per poll, and a poll does not
+//! block while any waits (one with nothing to read completes nothing once re-armed, so no
+//! completion would come to re-arm those behind it). `Flow::Pause` cancels the multishot;
+//! completions already on their way are still delivered (the contract allows it), so no byte
+//! is lost; [`Uring::resume_receiving`] arms it again. One `poll` delivers at most
+//! [`Config::poll_read_budget`](crate::Config::poll_read_budget) bytes; completions past it
+//! wait in a backlog for the next `poll` (which does not block), so the loop flushes replies
+//! before it reads more.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -173,15 +175,26 @@ impl Uring {
     }
 
     /// Re-arms connections that ran out of buffers, now that buffers are back: the longest
-    /// waiting first, and no more of them than the buffers the ring will hold can serve. Each
-    /// of them has data waiting and takes a receive's worth of buffers (several, with
-    /// bundles) as soon as the kernel sees it, so re-arming more would send them straight
-    /// back to `ENOBUFS`: with thousands starved and a few buffers free, every poll would
-    /// cost thousands of submissions and failed receives. Re-arms queued but not yet
-    /// submitted have their buffers promised already.
+    /// waiting first, and no more of them than the buffers the ring will hold can serve. One
+    /// with data waiting takes a receive's worth of buffers (several, with bundles) as soon as
+    /// the kernel sees it, so re-arming more would send them straight back to `ENOBUFS`: with
+    /// thousands starved and a few buffers free, every poll would cost thousands of
+    /// submissions and failed receives. Re-arms queued but not yet submitted have their
+    /// buffers promised already.
+    ///
+    /// Not every parked connection has data waiting: the kernel picks a buffer before it
+    /// reads, so a receive issued while the ring was empty fails whether or not its socket
+    /// held anything. Re-armed, such a connection completes nothing, and no completion would
+    /// come to re-arm the ones parked behind it. So this runs on every poll (at the end of
+    /// `reap`), `poll` does not block while connections are parked, and at least one is
+    /// re-armed whenever the ring has an entry: the parked list drains however few buffers a
+    /// receive's recent average leaves.
     pub(super) fn rearm_starved(&mut self) {
-        let mut budget = (self.bufs.available() / self.bufs.buffers_per_recv())
-            .saturating_sub(self.rearms_queued);
+        let fits = match self.bufs.available() {
+            0 => 0,
+            n => (n / self.bufs.buffers_per_recv()).max(1),
+        };
+        let mut budget = fits.saturating_sub(self.rearms_queued);
         while budget > 0 {
             let Some(id) = self.starved.pop_front() else {
                 break;

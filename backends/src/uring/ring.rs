@@ -167,6 +167,9 @@ impl Uring {
             }
         }
         self.scratch = batch;
+        // Also when nothing completed: a connection re-armed last time may have had nothing
+        // to read (see `rearm_starved`).
+        self.rearm_starved();
         self.bufs.adapt();
     }
 }

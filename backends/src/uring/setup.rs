@@ -236,6 +236,7 @@ impl Uring {
             wake_armed: false,
             conns: Vec::new(),
             nconns: 0,
+            unreported_closes: 0,
             listeners: Listeners::default(),
             accept_poller,
             accept_armed: false,

@@ -1,6 +1,7 @@
-//! io_uring specifics of the datagram and connect operations (the generic tests are in
-//! `ops_tests.rs`): the datagram buffer group running out, capabilities missing, closing with
-//! a send chain in flight, chains that run through in one poll.
+//! io_uring specifics of the datagram and connect operations (the generic tests are in the
+//! conformance suite, `crate::conformance`): the datagram buffer group running out,
+//! capabilities missing, closing with a send chain in flight, chains that run through in one
+//! poll. On the suite's fixture and recorder.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -9,25 +10,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use io_uring::opcode;
 
-use super::tests::{config, open};
-use super::Uring;
-use crate::contract::{Backend, Datagram, Flow, Id};
-use crate::ops_tests::Rec;
+use super::tests::{config, connect, listen, Fx};
+use crate::conformance::Ev;
+use crate::contract::{Backend, Datagram, Id};
 use crate::socket::{Addr, Socket};
 
 const D: Id = Id(5);
-
-/// Polls until `done` holds, at most 10 s.
-fn pump(u: &mut Uring, r: &mut Rec, what: &str, done: impl Fn(&Rec) -> bool) {
-    let start = Instant::now();
-    while !done(r) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "timed out: {what}"
-        );
-        u.poll(Some(Duration::from_millis(10)), r).unwrap();
-    }
-}
 
 /// A bound, non-blocking datagram socket as the loop hands it over.
 fn datagram_socket() -> (Socket, SocketAddr) {
@@ -63,21 +51,23 @@ const STANDING: usize = 1;
 
 #[test]
 fn uring_no_datagram_group_until_a_datagram_socket() {
-    let mut u = open(&config(16, 4096));
-    let before = u.stats();
-    assert!(u.dgram_bufs.is_none(), "a stream-only server pays nothing");
+    let mut fx = Fx::open(config(16, 4096));
+    let before = fx.stats();
+    assert!(
+        fx.backend.dgram_bufs.is_none(),
+        "a stream-only server pays nothing"
+    );
     let (sock, _) = datagram_socket();
-    u.add_datagram(D, &sock).unwrap();
-    let after = u.stats();
+    fx.add_datagram(D, sock);
+    let after = fx.stats();
     assert_eq!(
         after.buffers_total,
         before.buffers_total + usize::from(super::bufring::DGRAM_BUFFERS)
     );
-    let mut r = Rec::default();
-    u.close(D);
-    pump(&mut u, &mut r, "closed", |r| r.closed.contains(&D));
-    let s = u.stats();
+    fx.close_and_wait(D);
+    let s = fx.stats();
     assert_eq!((s.buffers_free, s.conns), (s.buffers_total, 0), "{s:?}");
+    fx.assert_reaped();
 }
 
 /// Far more datagrams queued in the socket than the group has buffers: the multishot ends on
@@ -85,9 +75,8 @@ fn uring_no_datagram_group_until_a_datagram_socket() {
 /// arrives, once, in the order sent.
 #[test]
 fn uring_datagram_group_exhaustion_recovers_and_loses_nothing() {
-    let mut u = open(&config(16, 2048));
-    u.dgram_buffers = 8;
-    let mut r = Rec::default();
+    let mut fx = Fx::open(config(16, 2048));
+    fx.backend.dgram_buffers = 8;
     let (sock, addr) = datagram_socket();
     // Without the privilege, a burst that the default receive buffer holds.
     let (n, spread) = if force_rcvbuf(&sock, 8 << 20) {
@@ -95,36 +84,36 @@ fn uring_datagram_group_exhaustion_recovers_and_loses_nothing() {
     } else {
         (120, 100)
     };
-    u.add_datagram(D, &sock).unwrap();
+    fx.add_datagram(D, sock);
     // Let the receive arm and wait in the kernel, then queue everything at once.
-    u.poll(Some(Duration::ZERO), &mut r).unwrap();
+    fx.backend.poll(Some(Duration::ZERO), &mut fx.rec).unwrap();
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     for i in 0..n {
         let mut d = (i as u32).to_be_bytes().to_vec();
         d.resize(4 + i % spread, i as u8);
         client.send_to(&d, addr).unwrap();
     }
-    pump(&mut u, &mut r, "every datagram", |r| r.datagrams.len() >= n);
+    fx.pump("every datagram", |r, _| r.datagrams.len() >= n);
+    let nobufs = fx.backend.dgram_nobufs;
     assert!(
-        u.dgram_nobufs >= 10,
-        "the 8 buffers ran out {} times for {n} datagrams",
-        u.dgram_nobufs
+        nobufs >= 10,
+        "the 8 buffers ran out {nobufs} times for {n} datagrams"
     );
     let from = client.local_addr().unwrap();
-    for (i, (id, src, data, truncated)) in r.datagrams.iter().enumerate() {
-        assert_eq!((*id, *src, *truncated), (D, from, false));
+    for (i, d) in fx.rec.datagrams.iter().enumerate() {
+        assert_eq!((d.id, d.from, d.truncated), (D, from, false));
         assert_eq!(
-            data[..4],
+            d.data[..4],
             (i as u32).to_be_bytes(),
             "datagram {i} out of order"
         );
-        assert_eq!(data.len(), 4 + i % spread);
+        assert_eq!(d.data.len(), 4 + i % spread);
     }
-    assert!(r.errors.is_empty() && r.failed.is_empty());
-    u.close(D);
-    pump(&mut u, &mut r, "closed", |r| r.closed.contains(&D));
-    assert_eq!(r.datagrams.len(), n, "nothing more, nothing twice");
-    let s = u.stats();
+    assert!(fx.rec.datagram_errors(D).is_empty() && !fx.rec.has_failed(D));
+    fx.close_and_wait(D);
+    assert_eq!(fx.rec.datagrams.len(), n, "nothing more, nothing twice");
+    fx.assert_reaped();
+    let s = fx.stats();
     assert_eq!(s.buffers_free, s.buffers_total, "{s:?}");
     assert_eq!((s.conns, s.ops_in_flight), (0, STANDING), "{s:?}");
 }
@@ -134,32 +123,29 @@ fn uring_datagram_group_exhaustion_recovers_and_loses_nothing() {
 #[test]
 fn uring_without_recvmsg_datagrams_are_unavailable_but_streams_work() {
     super::probe::hide_opcodes(&[opcode::RecvMsg::CODE]);
-    let opened = Uring::open(&config(16, 4096));
+    // Fails the test if the backend does not open without datagrams.
+    let mut fx = Fx::open(config(16, 4096));
     super::probe::hide_opcodes(&[]);
-    let mut u = opened.expect("the backend opens without datagrams");
-    let caps = u.capabilities();
+    let caps = fx.backend.capabilities();
     let why = caps.datagrams.expect_err("datagrams reported unavailable");
     assert!(why.contains("RECVMSG"), "{why}");
     assert_eq!(caps.connect, Ok(()));
     let (sock, _) = datagram_socket();
-    let e = u.add_datagram(D, &sock).expect_err("add_datagram refused");
+    let e = fx
+        .backend
+        .add_datagram(D, &sock)
+        .expect_err("add_datagram refused");
     assert_eq!(e.kind(), std::io::ErrorKind::Unsupported);
-    assert!(u.dgram_bufs.is_none());
-    assert_eq!(u.stats().conns, 0);
+    assert!(fx.backend.dgram_bufs.is_none());
+    assert_eq!(fx.stats().conns, 0);
     // Streams still work: an echo over TCP.
-    let mut rec = super::tests::Rec::default();
-    let (_l, addr) = super::tests::listen(&mut u);
-    let (mut client, id, _s) = super::tests::connect(&mut u, &mut rec, addr, 3);
+    let (_l, addr) = listen(&mut fx);
+    let (mut client, id) = connect(&mut fx, addr, 3);
     std::io::Write::write_all(&mut client, b"still here").unwrap();
-    super::tests::pump(&mut u, &mut rec, "data", |_, r| r.len(id) == 10);
-    u.send(id, vec![Bytes::from_static(b"yes")]);
+    fx.pump("data", |r, _| r.len(id) == 10);
+    fx.send(id, vec![Bytes::from_static(b"yes")]);
+    fx.pump("sent", |r, _| r.sent_count(id) == 1);
     let mut back = [0u8; 3];
-    client
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    while rec.count(|e| matches!(e, super::tests::Ev::Sent(..))) == 0 {
-        u.poll(Some(Duration::from_millis(10)), &mut rec).unwrap();
-    }
     std::io::Read::read_exact(&mut client, &mut back).unwrap();
     assert_eq!(&back, b"yes");
 }
@@ -168,29 +154,26 @@ fn uring_without_recvmsg_datagrams_are_unavailable_but_streams_work() {
 #[test]
 fn uring_without_connect_a_connect_fails_at_once() {
     super::probe::hide_opcodes(&[opcode::Connect::CODE]);
-    let opened = Uring::open(&config(16, 4096));
+    // Fails the test if the backend does not open without connect.
+    let mut fx = Fx::open(config(16, 4096));
     super::probe::hide_opcodes(&[]);
-    let mut u = opened.expect("the backend opens without connect");
-    let caps = u.capabilities();
+    let caps = fx.backend.capabilities();
     assert!(caps.connect.unwrap_err().contains("CONNECT"));
     assert_eq!(caps.datagrams, Ok(()));
-    let mut r = Rec::default();
     let (sock, addr) = datagram_socket();
-    u.connect(D, &sock, &Addr::Inet(addr));
-    assert_eq!(u.stats().conns, 0);
-    pump(&mut u, &mut r, "connected", |r| !r.connected.is_empty());
-    let e = r.connected[0].1.as_ref().unwrap_err();
-    assert_eq!(e.kind(), std::io::ErrorKind::Unsupported);
+    fx.connect(D, sock, &Addr::Inet(addr));
+    assert_eq!(fx.stats().conns, 0);
+    assert_eq!(fx.connected(D), Err(std::io::ErrorKind::Unsupported));
+    fx.assert_reaped();
 }
 
 /// A batch of 64 datagrams is one chain of linked sends, which the kernel runs link by link;
 /// the enter after it was submitted runs it to its end, so `sent` comes with the first poll.
 #[test]
 fn uring_a_send_to_chain_runs_through_in_one_poll() {
-    let mut u = open(&config(16, 4096));
-    let mut r = Rec::default();
+    let mut fx = Fx::open(config(16, 4096));
     let (sock, _) = datagram_socket();
-    u.add_datagram(D, &sock).unwrap();
+    fx.add_datagram(D, sock);
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
     peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let to = peer.local_addr().unwrap();
@@ -199,10 +182,12 @@ fn uring_a_send_to_chain_runs_through_in_one_poll() {
         let batch = (0..64)
             .map(|i| Datagram::new(Some(to), Bytes::from(vec![i as u8; 200])))
             .collect();
-        u.send_to(D, batch);
+        fx.send_to(D, batch);
         let mut polls = 0;
-        while r.sent.len() < round {
-            u.poll(Some(Duration::from_millis(100)), &mut r).unwrap();
+        while fx.rec.sent_count(D) < round {
+            fx.backend
+                .poll(Some(Duration::from_millis(100)), &mut fx.rec)
+                .unwrap();
             polls += 1;
             assert!(polls < 100, "round {round}: no sent after {polls} polls");
         }
@@ -212,8 +197,8 @@ fn uring_a_send_to_chain_runs_through_in_one_poll() {
             assert_eq!((n, buf[0]), (200, i as u8), "round {round}, datagram {i}");
         }
     }
-    assert_eq!(r.sent, [(D, 64 * 200); 3]);
-    assert_eq!(u.chain_ops, 0);
+    assert_eq!(fx.rec.of(D), vec![Ev::Sent(D, 64 * 200); 3]);
+    assert_eq!(fx.backend.chain_ops, 0);
 }
 
 /// Closing while a `send_to` batch is in flight cancels it and reaps every completion:
@@ -223,45 +208,41 @@ fn uring_a_send_to_chain_runs_through_in_one_poll() {
 #[test]
 fn uring_close_with_a_send_batch_in_flight_reaps_everything() {
     for when in 0..3 {
-        let mut u = open(&config(16, 4096));
-        let mut r = Rec {
-            flow: Some(Flow::Continue),
-            ..Rec::default()
-        };
+        let mut fx = Fx::open(config(16, 4096));
         let (sock, _) = datagram_socket();
-        u.add_datagram(D, &sock).unwrap();
+        fx.add_datagram(D, sock);
         let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
         let to = peer.local_addr().unwrap();
         let batch: Vec<Datagram> = (0..200)
             .map(|i| Datagram::new(Some(to), Bytes::from(vec![i as u8; 1000])))
             .collect();
-        u.send_to(D, batch);
+        fx.send_to(D, batch);
         match when {
             0 => {}
-            1 => u.flush(),
+            1 => fx.backend.flush(),
             _ => {
                 // The first chain submitted; its links progress one round at a time.
-                u.flush();
-                let _ = u.enter(Some(Duration::ZERO));
+                fx.backend.flush();
+                let _ = fx.backend.enter(Some(Duration::ZERO));
             }
         }
-        assert!(u.chain_ops > 0, "case {when}: a chain is in flight");
-        u.close(D);
-        pump(&mut u, &mut r, "closed", |r| r.closed.contains(&D));
-        // Nothing more for the id, and nothing left behind.
+        assert!(
+            fx.backend.chain_ops > 0,
+            "case {when}: a chain is in flight"
+        );
+        fx.close_and_wait(D);
+        // Nothing more for the id (no sent, failure or error either), and nothing left
+        // behind.
         let settle = Instant::now();
         while settle.elapsed() < Duration::from_millis(30) {
-            u.poll(Some(Duration::from_millis(5)), &mut r).unwrap();
+            fx.backend
+                .poll(Some(Duration::from_millis(5)), &mut fx.rec)
+                .unwrap();
         }
-        assert_eq!(r.closed, [D], "case {when}");
-        assert!(
-            r.sent.is_empty(),
-            "case {when}: sent after close: {:?}",
-            r.sent
-        );
-        assert!(r.failed.is_empty() && r.errors.is_empty(), "case {when}");
-        assert_eq!(u.chain_ops, 0, "case {when}");
-        let s = u.stats();
+        assert_eq!(fx.rec.of(D), [Ev::Closed(D)], "case {when}");
+        assert_eq!(fx.backend.chain_ops, 0, "case {when}");
+        fx.assert_reaped();
+        let s = fx.stats();
         assert_eq!(
             (s.conns, s.ops_in_flight, s.buffers_free),
             (0, STANDING, s.buffers_total),
@@ -274,21 +255,25 @@ fn uring_close_with_a_send_batch_in_flight_reaps_everything() {
 /// and the id is free again (here for a datagram socket).
 #[test]
 fn uring_a_closed_connect_frees_its_id() {
-    let mut u = open(&config(16, 4096));
-    let mut r = Rec::default();
+    let mut fx = Fx::open(config(16, 4096));
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     s.set_nonblocking(true).unwrap();
-    let sock = Socket::Tcp(s.into());
     // TEST-NET-1 (RFC 5737): nothing answers, the SYN goes unanswered (or the route is
     // missing, which fails the connect at once: then there is nothing to cancel).
-    u.connect(D, &sock, &Addr::Inet("192.0.2.1:9".parse().unwrap()));
-    u.close(D);
-    pump(&mut u, &mut r, "closed", |r| r.closed.contains(&D));
-    assert!(r.connected.is_empty(), "{:?}", r.connected);
-    let s = u.stats();
+    fx.connect(
+        D,
+        Socket::Tcp(s.into()),
+        &Addr::Inet("192.0.2.1:9".parse().unwrap()),
+    );
+    fx.close_and_wait(D);
+    assert_eq!(fx.rec.connected(D), None);
+    let s = fx.stats();
     assert_eq!((s.conns, s.ops_in_flight), (0, STANDING), "{s:?}");
+    fx.assert_reaped();
+    // The loop would take a new generation; the backend must take the same id as well.
+    fx.drop_socket(D);
     let (d, _) = datagram_socket();
-    u.add_datagram(D, &d).expect("the id is free");
+    fx.backend.add_datagram(D, &d).expect("the id is free");
 }
 
 /// A send chain blocked in the kernel (the peer's queue is full: a Unix datagram pair whose
@@ -296,36 +281,39 @@ fn uring_a_closed_connect_frees_its_id() {
 /// the close: the link fails the rest of the chain, every completion is reaped, `closed`.
 #[test]
 fn uring_close_cancels_a_send_chain_blocked_on_a_full_peer() {
-    let mut u = open(&config(16, 4096));
-    let mut r = Rec::default();
+    let mut fx = Fx::open(config(16, 4096));
     let (mine, _peer) = std::os::unix::net::UnixDatagram::pair().unwrap();
     mine.set_nonblocking(true).unwrap();
     // The descriptor is all the backend uses; a `Socket::Udp` is how the loop hands one over.
-    let sock = Socket::Udp(UdpSocket::from(std::os::fd::OwnedFd::from(mine)));
-    u.add_datagram(D, &sock).unwrap();
+    fx.add_datagram(
+        D,
+        Socket::Udp(UdpSocket::from(std::os::fd::OwnedFd::from(mine))),
+    );
     // More than the sender's buffer holds (what the peer has not read stays charged to it).
     let batch: Vec<Datagram> = (0..1000)
         .map(|i| Datagram::new(None, Bytes::from(vec![i as u8; 1000])))
         .collect();
-    u.send_to(D, batch);
+    fx.send_to(D, batch);
     let settle = Instant::now();
     let mut polls = 0;
     while settle.elapsed() < Duration::from_millis(50) {
-        u.poll(Some(Duration::from_millis(5)), &mut r).unwrap();
+        fx.backend
+            .poll(Some(Duration::from_millis(5)), &mut fx.rec)
+            .unwrap();
         polls += 1;
     }
     assert!(
-        r.sent.is_empty(),
+        fx.rec.sending(D),
         "the peer never reads: the batch cannot finish"
     );
     // A chain that cannot move does not keep the loop from sleeping (5 ms polls in 50 ms).
     assert!(polls <= 20, "{polls} polls in 50 ms");
-    assert!(u.chain_ops > 0, "a send waits in the kernel");
-    u.close(D);
-    pump(&mut u, &mut r, "closed", |r| r.closed.contains(&D));
-    assert!(r.sent.is_empty() && r.failed.is_empty(), "{:?}", r.failed);
-    assert_eq!(u.chain_ops, 0);
-    let s = u.stats();
+    assert!(fx.backend.chain_ops > 0, "a send waits in the kernel");
+    fx.close_and_wait(D);
+    assert_eq!(fx.rec.of(D), [Ev::Closed(D)]);
+    assert_eq!(fx.backend.chain_ops, 0);
+    fx.assert_reaped();
+    let s = fx.stats();
     assert_eq!(
         (s.conns, s.ops_in_flight, s.buffers_free),
         (0, STANDING, s.buffers_total),

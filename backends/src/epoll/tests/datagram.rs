@@ -1,86 +1,30 @@
-//! Datagram sockets where the generic tests (`ops_tests.rs`) do not reach: bursts larger than
-//! one `recvmmsg`, a `sendmmsg` batch that meets a full socket buffer, and datagrams sharing
-//! the loop with busy streams.
+//! Datagram sockets where the conformance suite (`crate::conformance`, `datagram.rs`) does
+//! not reach: bursts larger than one `recvmmsg`, a `sendmmsg` batch that meets a full socket
+//! buffer, a pending network error, and datagrams sharing the loop with busy streams. On the
+//! suite's fixture and recorder.
 
-use std::collections::HashMap;
 use std::io::{self as stdio, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{open, pair, set_sndbuf, LONG};
-use crate::contract::{Backend, Config, Datagram, Flow, Id, Sink};
+use crate::conformance::peer::set_sndbuf;
+use crate::conformance::{Ev, Fixture, Recorder};
+use crate::contract::{Backend, Config, Datagram, Id};
 use crate::epoll::dgram::MIN_CHARGE;
 use crate::epoll::Epoll;
-use crate::socket::{Addr, Socket};
+use crate::socket::Socket;
+
+/// The longest a single `poll` here waits for what it must deliver.
+const LONG: Duration = Duration::from_secs(5);
 
 const D: Id = Id(5 | (3 << 32));
 const A: Id = Id(1);
 const B: Id = Id(2);
-
-/// Counts what streams and datagram sockets report.
-#[derive(Default)]
-struct Rec {
-    datagrams: Vec<(Id, SocketAddr, Vec<u8>, bool)>,
-    bytes: HashMap<Id, usize>,
-    sent: Vec<(Id, usize)>,
-    errors: Vec<(Id, Option<SocketAddr>, stdio::Error)>,
-    failed: Vec<(Id, stdio::Error)>,
-    closed: Vec<Id>,
-}
-
-impl Sink for Rec {
-    fn accepted(&mut self, _: Id, _: Socket, _: Addr) {}
-    fn accept_error(&mut self, _: Id, _: stdio::Error) {}
-    fn received(&mut self, conn: Id, data: &[u8]) -> Flow {
-        *self.bytes.entry(conn).or_default() += data.len();
-        Flow::Continue
-    }
-    fn eof(&mut self, _: Id) {}
-    fn sent(&mut self, id: Id, n: usize) {
-        self.sent.push((id, n));
-    }
-    fn failed(&mut self, id: Id, error: stdio::Error) {
-        self.failed.push((id, error));
-    }
-    fn closed(&mut self, id: Id) {
-        self.closed.push(id);
-    }
-    fn woken(&mut self) {}
-    fn datagram(&mut self, id: Id, from: SocketAddr, data: &[u8], truncated: bool) -> Flow {
-        self.datagrams.push((id, from, data.to_vec(), truncated));
-        Flow::Continue
-    }
-    fn datagram_error(&mut self, id: Id, to: Option<SocketAddr>, error: stdio::Error) {
-        self.errors.push((id, to, error));
-    }
-    fn connected(&mut self, id: Id, _: stdio::Result<()>) {
-        panic!("connected for {id}: nothing connects here")
-    }
-}
-
-impl Rec {
-    fn bytes(&self, id: Id) -> usize {
-        self.bytes.get(&id).copied().unwrap_or(0)
-    }
-}
-
-fn poll_until(ep: &mut Epoll, r: &mut Rec, what: &str, done: impl Fn(&Rec) -> bool) {
-    let deadline = Instant::now() + LONG;
-    while !done(r) {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        ep.poll(Some(Duration::from_millis(10)), r).expect("poll");
-    }
-}
-
-fn close(ep: &mut Epoll, r: &mut Rec, id: Id) {
-    ep.close(id);
-    poll_until(ep, r, "closed", |r| r.closed.contains(&id));
-}
 
 /// Asks for a receive buffer of `bytes` (the kernel doubles it, capped by `rmem_max`), so that
 /// a burst is not dropped before the backend reads it.
@@ -91,14 +35,13 @@ fn set_rcvbuf(s: &UdpSocket, bytes: usize) {
 }
 
 /// A bound, non-blocking UDP socket registered as `id`, with a large receive buffer.
-fn datagram_socket(ep: &mut Epoll, id: Id) -> (Socket, SocketAddr) {
+fn datagram_socket(fx: &mut Fixture<Epoll>, id: Id) -> SocketAddr {
     let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
     s.set_nonblocking(true).unwrap();
     set_rcvbuf(&s, 1 << 20);
     let addr = s.local_addr().unwrap();
-    let s = Socket::Udp(s);
-    ep.add_datagram(id, &s).expect("add_datagram");
-    (s, addr)
+    fx.add_datagram(id, Socket::Udp(s));
+    addr
 }
 
 /// Sender `i`'s datagram `n`: its sender and sequence number, then filler to a size that
@@ -110,14 +53,14 @@ fn numbered(i: usize, n: usize) -> Vec<u8> {
 }
 
 /// Checks that each sender's datagrams arrived complete and in the order sent.
-fn assert_in_order(r: &Rec, senders: &[UdpSocket], per_sender: usize) {
+fn assert_in_order(r: &Recorder, senders: &[UdpSocket], per_sender: usize) {
     for (i, c) in senders.iter().enumerate() {
         let from = c.local_addr().unwrap();
         let mine: Vec<&Vec<u8>> = r
             .datagrams
             .iter()
-            .filter(|d| d.1 == from)
-            .map(|d| &d.2)
+            .filter(|d| d.from == from)
+            .map(|d| &d.data)
             .collect();
         assert_eq!(mine.len(), per_sender, "datagrams from sender {i}");
         for (n, d) in mine.iter().enumerate() {
@@ -126,12 +69,20 @@ fn assert_in_order(r: &Rec, senders: &[UdpSocket], per_sender: usize) {
     }
 }
 
+/// No datagram error and no failure on `id`.
+fn assert_no_error(r: &Recorder, id: Id) {
+    let errors = r.datagram_errors(id);
+    assert!(errors.is_empty() && !r.has_failed(id), "{errors:?}");
+}
+
 #[test]
 fn a_burst_larger_than_one_recvmmsg_arrives_in_one_pass_in_order() {
-    let mut ep = open(&Config::default());
-    let mut r = Rec::default();
-    let (sock, addr) = datagram_socket(&mut ep, D);
-    assert!(ep.area.batch() < 200, "the burst must take several calls");
+    let mut fx = Fixture::<Epoll>::new();
+    let addr = datagram_socket(&mut fx, D);
+    assert!(
+        fx.backend.area.batch() < 200,
+        "the burst must take several calls"
+    );
     let senders: Vec<UdpSocket> = (0..4)
         .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
         .collect();
@@ -143,14 +94,18 @@ fn a_burst_larger_than_one_recvmmsg_arrives_in_one_pass_in_order() {
     }
     thread::sleep(Duration::from_millis(20));
     // One edge, one pass: recvmmsg again and again until EAGAIN, not one call per poll.
-    ep.poll(Some(LONG), &mut r).expect("poll");
-    assert_eq!(r.datagrams.len(), 200, "one poll should drain the burst");
-    assert_in_order(&r, &senders, 50);
-    assert!(r.datagrams.iter().all(|d| d.0 == D && !d.3));
-    assert!(r.errors.is_empty() && r.failed.is_empty());
-    close(&mut ep, &mut r, D);
-    assert_eq!(ep.stats().conns, 0);
-    drop(sock);
+    fx.backend.poll(Some(LONG), &mut fx.rec).expect("poll");
+    assert_eq!(
+        fx.rec.datagrams.len(),
+        200,
+        "one poll should drain the burst"
+    );
+    assert_in_order(&fx.rec, &senders, 50);
+    assert!(fx.rec.datagrams.iter().all(|d| d.id == D && !d.truncated));
+    assert_no_error(&fx.rec, D);
+    fx.close_and_wait(D);
+    assert_eq!(fx.stats().conns, 0);
+    fx.assert_reaped();
 }
 
 /// A Unix datagram socket pair. UDP cannot be used here: on loopback a UDP send never waits
@@ -170,18 +125,17 @@ fn unix_pair() -> (Socket, UnixDatagram) {
 #[test]
 fn a_send_to_that_fills_the_socket_buffer_waits_for_room_and_completes() {
     const COUNT: usize = 64;
-    let mut ep = open(&Config::default());
-    let mut r = Rec::default();
+    let mut fx = Fixture::<Epoll>::new();
     let (sock, peer) = unix_pair();
     set_sndbuf(sock.as_fd(), 4096); // a few datagrams of 1000 bytes
-    ep.add_datagram(D, &sock).expect("add_datagram");
+    fx.add_datagram(D, sock);
     let batch: Vec<Datagram> = (0..COUNT)
         .map(|i| Datagram::new(None, Bytes::from(vec![i as u8; 1000 + i])))
         .collect();
     let total: usize = batch.iter().map(|d| d.data.len()).sum();
-    ep.send_to(D, batch);
+    fx.send_to(D, batch);
     assert!(
-        ep.table.dgram_mut(D).unwrap().sending(),
+        fx.backend.table.dgram_mut(D).unwrap().sending(),
         "{COUNT} datagrams should not fit at once"
     );
     // Part of the batch went out before EAGAIN.
@@ -201,22 +155,24 @@ fn a_send_to_that_fills_the_socket_buffer_waits_for_room_and_completes() {
         }
         got
     });
-    poll_until(&mut ep, &mut r, "sent", |r| !r.sent.is_empty());
-    assert_eq!(r.sent, [(D, total)]);
+    fx.pump("sent", |r, _| r.sent_count(D) > 0);
+    assert_eq!(fx.rec.of(D), [Ev::Sent(D, total)]);
     let got = reader.join().unwrap();
     for (i, d) in got.iter().enumerate() {
         assert_eq!(*d, vec![i as u8; 1000 + i], "datagram {i}");
     }
-    assert!(r.errors.is_empty() && r.failed.is_empty(), "{:?}", r.errors);
-    ep.poll(Some(Duration::from_millis(20)), &mut r).unwrap();
-    assert_eq!(r.sent.len(), 1, "sent once");
-    close(&mut ep, &mut r, D);
+    assert_no_error(&fx.rec, D);
+    fx.backend
+        .poll(Some(Duration::from_millis(20)), &mut fx.rec)
+        .unwrap();
+    assert_eq!(fx.rec.sent_count(D), 1, "sent once");
+    fx.close_and_wait(D);
+    fx.assert_reaped();
 }
 
 #[test]
 fn a_pending_network_error_does_not_cost_the_datagram_that_meets_it() {
-    let mut ep = open(&Config::default());
-    let mut r = Rec::default();
+    let mut fx = Fixture::<Epoll>::new();
     let dead = UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -228,34 +184,32 @@ fn a_pending_network_error_does_not_cost_the_datagram_that_meets_it() {
     s.send(b"first").unwrap();
     thread::sleep(Duration::from_millis(50));
     s.set_nonblocking(true).unwrap();
-    let sock = Socket::Udp(s);
-    ep.add_datagram(D, &sock).expect("add_datagram");
+    fx.add_datagram(D, Socket::Udp(s));
     let Ok(peer) = UdpSocket::bind(dead) else {
         return; // the port was taken meanwhile: nothing to check
     };
     peer.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    ep.send_to(
+    fx.send_to(
         D,
         ["second", "third"]
             .map(|d| Datagram::new(None, Bytes::from_static(d.as_bytes())))
             .into(),
     );
-    poll_until(&mut ep, &mut r, "sent", |r| !r.sent.is_empty());
-    assert_eq!(r.sent, [(D, 11)]);
+    fx.pump("sent", |r, _| r.sent_count(D) > 0);
+    assert_eq!(fx.rec.sent_count(D), 1);
+    assert!(fx.rec.events.contains(&Ev::Sent(D, 11)));
     let mut buf = [0u8; 16];
     for want in [&b"second"[..], b"third"] {
         let n = peer.recv(&mut buf).expect("a datagram");
         assert_eq!(&buf[..n], want, "the datagram that met the error was sent");
     }
     // The error was the socket's, about "first": reported without a destination.
-    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
-    assert_eq!(
-        (r.errors[0].1, r.errors[0].2.kind()),
-        (None, stdio::ErrorKind::ConnectionRefused)
-    );
-    assert!(r.failed.is_empty());
-    close(&mut ep, &mut r, D);
+    let errors = fx.rec.datagram_errors(D);
+    assert_eq!(errors, [(None, stdio::ErrorKind::ConnectionRefused)]);
+    assert!(!fx.rec.has_failed(D));
+    fx.close_and_wait(D);
+    fx.assert_reaped();
 }
 
 /// Writes to a client until its socket buffer and the server's receive queue are full (some
@@ -282,11 +236,10 @@ fn datagrams_share_the_loop_fairly_with_busy_streams() {
         read_chunk: CHUNK,
         ..Config::default()
     };
-    let mut ep = open(&config);
-    let mut r = Rec::default();
-    let (_sa, mut ca) = pair(&mut ep, A);
-    let (_sb, mut cb) = pair(&mut ep, B);
-    let (sock, addr) = datagram_socket(&mut ep, D);
+    let mut fx = Fixture::<Epoll>::open(config);
+    let mut ca = fx.tcp_pair(A);
+    let mut cb = fx.tcp_pair(B);
+    let addr = datagram_socket(&mut fx, D);
     let queued = fill(&mut ca).min(fill(&mut cb));
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
     for n in 0..COUNT {
@@ -301,11 +254,12 @@ fn datagrams_share_the_loop_fairly_with_busy_streams() {
         "the streams must stay busy: {queued} bytes queued"
     );
     let mut polls = 0;
-    while r.datagrams.len() < COUNT {
+    while fx.rec.datagrams.len() < COUNT {
         assert!(polls < 10 * COUNT, "datagrams starved");
-        let (a, b, d) = (r.bytes(A), r.bytes(B), r.datagrams.len());
-        ep.poll(Some(LONG), &mut r).expect("poll");
-        let (a, b, d) = (r.bytes(A) - a, r.bytes(B) - b, r.datagrams.len() - d);
+        let (a, b, d) = (fx.rec.len(A), fx.rec.len(B), fx.rec.datagrams.len());
+        fx.backend.poll(Some(LONG), &mut fx.rec).expect("poll");
+        let r = &fx.rec;
+        let (a, b, d) = (r.len(A) - a, r.len(B) - b, r.datagrams.len() - d);
         // Every poll serves all three, each within its share.
         assert!(
             a > 0 && b > 0 && d > 0,
@@ -316,14 +270,14 @@ fn datagrams_share_the_loop_fairly_with_busy_streams() {
         polls += 1;
     }
     assert_eq!(polls, COUNT.div_ceil(per_pass), "datagrams per pass");
-    assert_in_order(&r, std::slice::from_ref(&sender), COUNT);
+    assert_in_order(&fx.rec, std::slice::from_ref(&sender), COUNT);
     assert!(
-        r.bytes(A) < queued && r.bytes(B) < queued,
+        fx.rec.len(A) < queued && fx.rec.len(B) < queued,
         "streams still busy"
     );
     for id in [A, B, D] {
-        close(&mut ep, &mut r, id);
+        fx.close_and_wait(id);
     }
-    assert_eq!(ep.stats().conns, 0);
-    drop(sock);
+    assert_eq!(fx.stats().conns, 0);
+    fx.assert_reaped();
 }
