@@ -60,6 +60,30 @@ impl Visit for Probe<'_> {
     }
 }
 
+/// Runs a probe on a thread of its own, which ends with it. An io_uring ring that is closed
+/// leaves work for the thread that made it (its cancellations and teardown run as that
+/// thread's task work, which interrupts the thread's next blocking call): probing on the
+/// caller's thread made a client's `recv` with a timeout fail with `EINTR` after
+/// `gnet::start`.
+fn probe_on_own_thread(
+    kind: BackendKind,
+    probe: Probe<'_>,
+) -> Option<std::result::Result<Option<String>, OpenError>> {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("gnet-probe".into())
+            .spawn_scoped(s, move || dispatch(kind, probe))
+            .map(|t| {
+                t.join().unwrap_or_else(|_| {
+                    Some(Err(OpenError::Unavailable(
+                        "the backend probe panicked".into(),
+                    )))
+                })
+            })
+            .unwrap_or_else(|e| Some(Err(OpenError::Failed(e))))
+    })
+}
+
 /// Whether an opened backend can do what the engine needs of it besides streams: a missing
 /// capability makes it unavailable for this engine (so `Auto` falls back, with the reason).
 fn serves<B: Backend>(b: &B, datagrams: bool) -> std::result::Result<(), OpenError> {
@@ -171,7 +195,7 @@ pub(crate) fn choose(opts: &Options, datagrams: bool) -> Result<(BackendKind, Op
         datagrams,
     };
     match choice {
-        BackendChoice::Only(kind) => match dispatch(kind, probe()) {
+        BackendChoice::Only(kind) => match probe_on_own_thread(kind, probe()) {
             None => Err(Error::BackendUnavailable {
                 backend: kind,
                 reason: format!(
@@ -199,7 +223,7 @@ pub(crate) fn choose(opts: &Options, datagrams: bool) -> Result<(BackendKind, Op
         BackendChoice::Auto => {
             let mut reasons: Vec<String> = Vec::new();
             for kind in gnet_backends::compiled() {
-                match dispatch(kind, probe()) {
+                match probe_on_own_thread(kind, probe()) {
                     Some(Ok(note)) => {
                         let why = (!reasons.is_empty()).then(|| reasons.join("; "));
                         if let Some(why) = &why {
