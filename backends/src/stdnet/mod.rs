@@ -200,6 +200,28 @@ impl StdNet {
     }
 }
 
+impl StdNet {
+    /// Lends `socket` to a new reader thread (a stream's or a datagram socket's) and tracks
+    /// the connection.
+    fn start_reader(&mut self, id: Id, socket: &Socket, datagram: bool) -> io::Result<()> {
+        if datagram {
+            dgram::prepare(socket)?;
+        } else {
+            conn::prepare(socket)?;
+        }
+        let handle = Self::lend(socket);
+        let state = Arc::new(ConnShared::default());
+        let (shared, size) = (self.shared.clone(), self.read_buffer_size);
+        if datagram {
+            dgram::spawn_reader(id, handle.clone(), state.clone(), shared, size)?;
+        } else {
+            conn::spawn_reader(id, handle.clone(), state.clone(), shared, size)?;
+        }
+        self.conns.insert(id, Conn::new(datagram, state, handle));
+        Ok(())
+    }
+}
+
 impl Backend for StdNet {
     const KIND: BackendKind = BackendKind::StdNet;
 
@@ -258,18 +280,7 @@ impl Backend for StdNet {
                 "add_conn with a datagram socket: use add_datagram",
             ));
         }
-        conn::prepare(socket)?;
-        let handle = Self::lend(socket);
-        let state = Arc::new(ConnShared::default());
-        conn::spawn_reader(
-            id,
-            handle.clone(),
-            state.clone(),
-            self.shared.clone(),
-            self.read_buffer_size,
-        )?;
-        self.conns.insert(id, Conn::new(false, state, handle));
-        Ok(())
+        self.start_reader(id, socket, false)
     }
 
     fn send(&mut self, conn: Id, bufs: Vec<Bytes>) {
@@ -348,18 +359,7 @@ impl Backend for StdNet {
 
     fn add_datagram(&mut self, id: Id, socket: &Socket) -> io::Result<()> {
         self.check_free(id)?;
-        dgram::prepare(socket)?;
-        let handle = Self::lend(socket);
-        let state = Arc::new(ConnShared::default());
-        dgram::spawn_reader(
-            id,
-            handle.clone(),
-            state.clone(),
-            self.shared.clone(),
-            self.read_buffer_size,
-        )?;
-        self.conns.insert(id, Conn::new(true, state, handle));
-        Ok(())
+        self.start_reader(id, socket, true)
     }
 
     fn send_to(&mut self, id: Id, batch: Vec<Datagram>) {
