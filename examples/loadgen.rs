@@ -42,6 +42,8 @@ mod payload;
 mod procfs;
 #[path = "loadgen/report.rs"]
 mod report;
+#[path = "loadgen/udp.rs"]
+mod udp;
 
 use driver::{Driver, Fatal};
 use report::Report;
@@ -87,7 +89,7 @@ fn main() -> ExitCode {
         } else {
             "saturation"
         },
-        addr: format!("tcp://{}", args.addr),
+        addr: format!("{}://{}", if args.udp { "udp" } else { "tcp" }, args.addr),
         conns: args.conns,
         size: args.size,
         pipeline: args.pipeline,
@@ -98,53 +100,72 @@ fn main() -> ExitCode {
     if args.idle {
         report.rss_before = rss(&pid);
     }
-    let mut driver = match Driver::new(args.addr, args.conns, args.size, args.pipeline) {
-        Ok(d) => d,
-        Err(e) => return fail(Fatal::Setup(format!("cannot create the poller: {e}"))),
-    };
-    let started = Instant::now();
-    if let Err(f) = driver.open_all(args.connect_concurrency, args.connect_timeout) {
-        return fail(f);
-    }
-    report.connect_secs = started.elapsed().as_secs_f64();
-    if args.idle {
-        if let Err(f) = driver.hold_idle(args.duration) {
+    let warmup = (args.warmup, args.warmup_msgs);
+    let live = if args.udp {
+        let mut driver = match udp::UdpDriver::new(
+            args.addr,
+            args.conns,
+            args.size,
+            args.pipeline,
+            args.loss_timeout,
+        ) {
+            Ok(d) => d,
+            Err(e) => return fail(Fatal::Setup(format!("cannot create the poller: {e}"))),
+        };
+        let started = Instant::now();
+        if let Err(f) = driver.open_all(args.connect_timeout) {
             return fail(f);
         }
-        report.rss_after = rss(&pid);
-    } else {
-        let window = match driver.run_load(
+        report.connect_secs = started.elapsed().as_secs_f64();
+        let window = driver.run_load(
             args.rate,
-            (args.warmup, args.warmup_msgs),
+            warmup,
             args.duration,
             pid.as_deref(),
             args.server_core,
-        ) {
-            Ok(w) => w,
+        );
+        match window {
+            Ok(w) => report.add_window(&w, args.server_core),
             Err(f) => return fail(f),
+        }
+        report.lost = Some((driver.window_lost, driver.lost, driver.late));
+        report.errors = driver.errors;
+        report.last_error = driver.last_error.clone();
+        driver.live_conns()
+    } else {
+        let mut driver = match Driver::new(args.addr, args.conns, args.size, args.pipeline) {
+            Ok(d) => d,
+            Err(e) => return fail(Fatal::Setup(format!("cannot create the poller: {e}"))),
         };
-        report.warmup_secs = window.warmup_secs;
-        report.window_secs = window.secs;
-        report.msgs = window.msgs;
-        report.reads = window.reads;
-        report.writes = window.writes;
-        report.polls = window.polls;
-        let us = |ns: u64| ns as f64 / 1e3;
-        report.p50_us = us(window.hist.quantile(0.50));
-        report.p99_us = us(window.hist.quantile(0.99));
-        report.p999_us = us(window.hist.quantile(0.999));
-        report.max_us = us(window.hist.max());
-        report.client_cpu_secs = window.client_cpu_secs;
-        report.server_cpu_secs = window.server_cpu_secs;
-        report.server_stat_cpu_secs = window.server_stat_cpu_secs;
-        report.server_core = args.server_core.zip(window.server_core_secs);
-        debug_assert_eq!(window.hist.count(), window.msgs);
-    }
-    report.errors = driver.errors;
-    report.connect_retries = driver.connect_retries;
-    report.last_error = driver.last_error.clone();
-    let live = driver.live_conns();
-    driver.close_all();
+        let started = Instant::now();
+        if let Err(f) = driver.open_all(args.connect_concurrency, args.connect_timeout) {
+            return fail(f);
+        }
+        report.connect_secs = started.elapsed().as_secs_f64();
+        if args.idle {
+            if let Err(f) = driver.hold_idle(args.duration) {
+                return fail(f);
+            }
+            report.rss_after = rss(&pid);
+        } else {
+            match driver.run_load(
+                args.rate,
+                warmup,
+                args.duration,
+                pid.as_deref(),
+                args.server_core,
+            ) {
+                Ok(w) => report.add_window(&w, args.server_core),
+                Err(f) => return fail(f),
+            }
+        }
+        report.errors = driver.errors;
+        report.connect_retries = driver.connect_retries;
+        report.last_error = driver.last_error.clone();
+        let live = driver.live_conns();
+        driver.close_all();
+        live
+    };
     if args.json {
         println!("{}", report.json());
     } else {

@@ -3,8 +3,13 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+use super::payload::HEADER_LEN;
+
 pub const USAGE: &str = "\
-usage: loadgen --addr [tcp://]HOST:PORT [options]
+usage: loadgen --addr [tcp://|udp://]HOST:PORT [options]
+
+  udp:// drives a UDP echo server: each of --conns is a connected UDP socket (its own
+  source port) keeping --pipeline datagrams of --size bytes in flight
 
   --conns N                connections (default 50)
   --size BYTES             message size (default 64)
@@ -30,11 +35,16 @@ usage: loadgen --addr [tcp://]HOST:PORT [options]
                            --duration and report the server's RSS per connection
   --connect-concurrency C  connections being opened at once (default 256)
   --connect-timeout SECS   give up if not all connections are up by then (default 30)
+  --loss-timeout SECS      UDP: a datagram not echoed by then is counted lost and its
+                           slot reused (default 0.2)
   --json                   print one JSON line instead of the text report
 ";
 
 pub struct Args {
     pub addr: SocketAddr,
+    /// `udp://` was asked for.
+    pub udp: bool,
+    pub loss_timeout: Duration,
     pub conns: usize,
     pub size: usize,
     pub pipeline: u64,
@@ -65,8 +75,12 @@ fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, String> {
         .map_err(|_| format!("{flag}: not a valid number: {text}"))
 }
 
-fn resolve(text: &str) -> Result<SocketAddr, String> {
-    let text = text.strip_prefix("tcp://").unwrap_or(text);
+/// The address and whether it names UDP (`udp://`); `tcp://` or no scheme is TCP.
+fn resolve(text: &str) -> Result<(SocketAddr, bool), String> {
+    let (text, udp) = match text.strip_prefix("udp://") {
+        Some(rest) => (rest, true),
+        None => (text.strip_prefix("tcp://").unwrap_or(text), false),
+    };
     let addr = text
         .to_socket_addrs()
         .map_err(|e| format!("--addr {text}: {e}"))?
@@ -81,12 +95,14 @@ fn resolve(text: &str) -> Result<SocketAddr, String> {
             "--addr {addr}: only loopback and private (10/8, 172.16/12, 192.168/16) addresses are allowed"
         ));
     }
-    Ok(addr)
+    Ok((addr, udp))
 }
 
 pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
     let mut args = Args {
         addr: "127.0.0.1:9000".parse().expect("literal address"),
+        udp: false,
+        loss_timeout: Duration::from_millis(200),
         conns: 50,
         size: 64,
         pipeline: 1,
@@ -117,7 +133,8 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
         }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
-            "--addr" => args.addr = resolve(&value)?,
+            "--addr" => (args.addr, args.udp) = resolve(&value)?,
+            "--loss-timeout" => args.loss_timeout = secs(&value)?,
             "--conns" => args.conns = number(&flag, &value)?,
             "--size" => args.size = number(&flag, &value)?,
             "--pipeline" => args.pipeline = number(&flag, &value)?,
@@ -149,6 +166,14 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             return Err("--rate must be a positive number of messages per second".into());
         }
     }
+    if args.udp && args.size < HEADER_LEN {
+        return Err(format!(
+            "--size must be at least {HEADER_LEN} with udp:// (each datagram carries its header)"
+        ));
+    }
+    if args.udp && args.idle {
+        return Err("--idle holds TCP connections; it has no UDP mode".into());
+    }
     if args.idle && args.server_pid.is_none() {
         return Err("--idle needs --server-pid to read the server's RSS".into());
     }
@@ -177,6 +202,17 @@ mod tests {
             .err()
             .expect("a public address refused");
         assert!(err.contains("only loopback and private"), "{err}");
+    }
+
+    #[test]
+    fn udp_scheme_selects_udp_and_needs_a_header_sized_datagram() {
+        let a = args(&["--addr", "udp://127.0.0.1:9000", "--size", "16"]).unwrap();
+        assert!(a.udp);
+        assert!(!args(&["--addr", "tcp://127.0.0.1:9000"]).unwrap().udp);
+        let err = args(&["--addr", "udp://127.0.0.1:9000", "--size", "8"])
+            .err()
+            .expect("an 8-byte datagram refused");
+        assert!(err.contains("at least 16"), "{err}");
     }
 
     #[test]

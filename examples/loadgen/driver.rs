@@ -50,6 +50,7 @@ pub enum Fatal {
 }
 
 /// What the measured window of a load run saw.
+#[derive(Default)]
 pub struct Window {
     /// How long the warm-up took.
     pub warmup_secs: f64,
@@ -88,7 +89,7 @@ fn sample(pid: &str) -> Option<CpuSample> {
 }
 
 /// The CPU counters read when the window opens and when it closes.
-struct Samples {
+pub struct Samples {
     client: CpuSample,
     server: Option<CpuSample>,
     /// When, and the idle seconds of the server's core then.
@@ -96,7 +97,19 @@ struct Samples {
 }
 
 impl Samples {
-    fn take(server_pid: Option<&str>, server_core: Option<usize>) -> Samples {
+    /// Fills in the CPU fields of `w` from these samples to `end`.
+    pub fn until(&self, end: &Samples, w: &mut Window) {
+        let both = self.server.zip(end.server);
+        w.client_cpu_secs = self.client.until(&end.client);
+        w.server_cpu_secs = both.map(|(a, b)| a.until(&b));
+        w.server_stat_cpu_secs = both.map(|(a, b)| b.stat_secs - a.stat_secs);
+        w.server_core_secs = self
+            .core
+            .zip(end.core)
+            .map(|(a, b)| (b.0 - a.0).as_secs_f64() - (b.1 - a.1));
+    }
+
+    pub fn take(server_pid: Option<&str>, server_core: Option<usize>) -> Samples {
         Samples {
             client: sample("self").unwrap_or_default(),
             server: server_pid.and_then(sample),
@@ -419,24 +432,18 @@ impl Driver {
                 if now >= *end {
                     self.shared.measuring = false;
                     let secs = (self.shared.now_ns() - start) as f64 / 1e9;
-                    let cpu1 = Samples::take(server_pid, server_core);
-                    let both = cpu.server.zip(cpu1.server);
-                    return Ok(Window {
+                    let mut w = Window {
                         warmup_secs,
                         secs,
                         msgs: self.shared.window_msgs,
                         polls: self.window_polls,
                         reads: self.shared.window_reads,
                         writes: self.shared.window_writes,
-                        hist: std::mem::replace(&mut self.shared.hist, Histogram::new()),
-                        client_cpu_secs: cpu.client.until(&cpu1.client),
-                        server_cpu_secs: both.map(|(a, b)| a.until(&b)),
-                        server_stat_cpu_secs: both.map(|(a, b)| b.stat_secs - a.stat_secs),
-                        server_core_secs: cpu
-                            .core
-                            .zip(cpu1.core)
-                            .map(|(a, b)| (b.0 - a.0).as_secs_f64() - (b.1 - a.1)),
-                    });
+                        hist: std::mem::take(&mut self.shared.hist),
+                        ..Window::default()
+                    };
+                    cpu.until(&Samples::take(server_pid, server_core), &mut w);
+                    return Ok(w);
                 }
             }
             // Past `measure_at` and still warming up: look again within a few milliseconds

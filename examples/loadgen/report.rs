@@ -2,6 +2,8 @@
 
 use std::fmt::Write;
 
+use super::driver::Window;
+
 /// Everything a run measured; `None` where the run did not measure it.
 #[derive(Default)]
 pub struct Report {
@@ -36,9 +38,32 @@ pub struct Report {
     pub server_core: Option<(usize, f64)>,
     pub rss_before: Option<u64>,
     pub rss_after: Option<u64>,
+    /// UDP: datagrams given up on while measuring and over the whole run, and echoes that
+    /// arrived after their datagram was given up on.
+    pub lost: Option<(u64, u64, u64)>,
 }
 
 impl Report {
+    /// Takes the figures of a measured window.
+    pub fn add_window(&mut self, w: &Window, server_core: Option<usize>) {
+        let us = |ns: u64| ns as f64 / 1e3;
+        self.warmup_secs = w.warmup_secs;
+        self.window_secs = w.secs;
+        self.msgs = w.msgs;
+        self.reads = w.reads;
+        self.writes = w.writes;
+        self.polls = w.polls;
+        self.p50_us = us(w.hist.quantile(0.50));
+        self.p99_us = us(w.hist.quantile(0.99));
+        self.p999_us = us(w.hist.quantile(0.999));
+        self.max_us = us(w.hist.max());
+        self.client_cpu_secs = w.client_cpu_secs;
+        self.server_cpu_secs = w.server_cpu_secs;
+        self.server_stat_cpu_secs = w.server_stat_cpu_secs;
+        self.server_core = server_core.zip(w.server_core_secs);
+        debug_assert_eq!(w.hist.count(), w.msgs);
+    }
+
     pub fn msgs_per_sec(&self) -> f64 {
         self.msgs as f64 / self.window_secs.max(1e-9)
     }
@@ -128,6 +153,12 @@ impl Report {
                 self.polls.1 as f64 / self.polls.0.max(1) as f64
             );
         }
+        if let Some((window, run, late)) = self.lost {
+            let _ = writeln!(
+                s,
+                "  lost         {window} datagrams while measuring ({run} in the run, {late} echoed late)"
+            );
+        }
         let _ = writeln!(s, "  errors       {}", self.errors);
         if let Some(e) = &self.last_error {
             let _ = writeln!(s, "  last error   {e}");
@@ -147,6 +178,11 @@ impl Report {
             ("connect_retries", self.connect_retries.to_string()),
             ("errors", self.errors.to_string()),
         ];
+        if let Some((window, run, late)) = self.lost {
+            fields.push(("lost", window.to_string()));
+            fields.push(("lost_in_run", run.to_string()));
+            fields.push(("late", late.to_string()));
+        }
         if self.mode == "idle" {
             fields.push(("rss_before", num(self.rss_before.map(|v| v as f64))));
             fields.push(("rss_after", num(self.rss_after.map(|v| v as f64))));
