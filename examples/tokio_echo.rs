@@ -13,8 +13,13 @@
 //! take at once. That is how a tuned tokio server is written, and it keeps the idle-memory
 //! comparison fair.
 //!
-//! The first line on stdout is `tokio echo: backend=tokio addr=tcp://IP:PORT`, flushed, so
-//! a harness can wait for it and learn the port when `:0` was asked for.
+//! With `--addr udp://IP:PORT` it echoes datagrams instead: each thread has its own
+//! `SO_REUSEPORT` UDP socket (so the kernel spreads senders over the threads, as gnet's
+//! `udp://` does) and sends every datagram back to where it came from, received into the
+//! thread's scratch buffer (a datagram larger than 64 KiB is cut short).
+//!
+//! The first line on stdout is `tokio echo: backend=tokio addr=tcp://IP:PORT` (or `udp://`),
+//! flushed, so a harness can wait for it and learn the port when `:0` was asked for.
 //!
 //! SIGINT or SIGTERM stops it: the listeners close, connections in the middle of a write
 //! finish it, every connection is closed and it exits with status 0; a second signal ends it
@@ -28,7 +33,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, Write};
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::{SocketAddr, TcpListener as StdListener, UdpSocket as StdUdpSocket};
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
@@ -38,7 +43,7 @@ use std::thread;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{watch, Notify};
 
 const SCRATCH_LEN: usize = 64 * 1024;
@@ -54,17 +59,20 @@ thread_local! {
 
 struct Args {
     addr: SocketAddr,
+    /// `udp://` was asked for.
+    udp: bool,
     loops: usize,
 }
 
 fn usage() -> ! {
-    eprintln!("usage: tokio_echo [--addr [tcp://]IP:PORT] [--loops N]");
+    eprintln!("usage: tokio_echo [--addr [tcp://|udp://]IP:PORT] [--loops N]");
     std::process::exit(2);
 }
 
 fn parse_args() -> Args {
     let mut args = Args {
         addr: "127.0.0.1:9000".parse().expect("literal address"),
+        udp: false,
         loops: 1,
     };
     let mut it = std::env::args().skip(1);
@@ -72,8 +80,12 @@ fn parse_args() -> Args {
         let value = it.next().unwrap_or_else(|| usage());
         match flag.as_str() {
             "--addr" => {
-                let text = value.strip_prefix("tcp://").unwrap_or(&value);
+                let (text, udp) = match value.strip_prefix("udp://") {
+                    Some(rest) => (rest, true),
+                    None => (value.strip_prefix("tcp://").unwrap_or(&value), false),
+                };
                 args.addr = text.parse().unwrap_or_else(|_| usage());
+                args.udp = udp;
             }
             "--loops" => args.loops = value.parse().unwrap_or_else(|_| usage()),
             _ => usage(),
@@ -92,6 +104,62 @@ fn bind_listener(addr: SocketAddr) -> io::Result<StdListener> {
     socket.listen(BACKLOG)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
+}
+
+/// Binds one `SO_REUSEPORT` UDP socket; every loop calls this with the same address.
+fn bind_udp(addr: SocketAddr) -> io::Result<StdUdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// A loop's socket: a listener, or a datagram socket.
+enum Bound {
+    Tcp(StdListener),
+    Udp(StdUdpSocket),
+}
+
+impl Bound {
+    fn new(addr: SocketAddr, udp: bool) -> io::Result<Bound> {
+        if udp {
+            bind_udp(addr).map(Bound::Udp)
+        } else {
+            bind_listener(addr).map(Bound::Tcp)
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Bound::Tcp(l) => l.local_addr(),
+            Bound::Udp(s) => s.local_addr(),
+        }
+    }
+}
+
+/// Echoes every datagram to its sender until `stop` changes.
+async fn serve_datagrams(socket: StdUdpSocket, mut stop: watch::Receiver<bool>) -> io::Result<()> {
+    let socket = UdpSocket::from_std(socket)?;
+    let mut buf = vec![0; SCRATCH_LEN];
+    loop {
+        let (n, from) = tokio::select! {
+            biased;
+            Ok(()) = stop.changed() => return Ok(()),
+            got = socket.recv_from(&mut buf) => match got {
+                Ok(pair) => pair,
+                // An ICMP error from an earlier reply, reported on this socket: keep serving.
+                Err(e) => {
+                    log::debug!("tokio echo: recv_from: {e}");
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = socket.send_to(&buf[..n], from).await {
+            log::debug!("tokio echo: send_to {from}: {e}");
+        }
+    }
 }
 
 /// What one readiness turn left behind.
@@ -148,10 +216,14 @@ async fn serve(mut stream: TcpStream) -> io::Result<()> {
 
 /// Serves `listener` until `stop` changes; then waits for the writes in progress and returns,
 /// and the connection tasks are dropped with the runtime (their sockets closed).
-fn run_loop(listener: StdListener, mut stop: watch::Receiver<bool>) -> io::Result<()> {
+fn run_loop(bound: Bound, mut stop: watch::Receiver<bool>) -> io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()?;
+    let listener = match bound {
+        Bound::Tcp(l) => l,
+        Bound::Udp(s) => return runtime.block_on(serve_datagrams(s, stop)),
+    };
     runtime.block_on(async move {
         let listener = TcpListener::from_std(listener)?;
         loop {
@@ -212,7 +284,7 @@ fn stop_on_signals(stop: watch::Sender<bool>) -> io::Result<()> {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = parse_args();
-    let first = match bind_listener(args.addr) {
+    let first = match Bound::new(args.addr, args.udp) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("tokio echo: cannot listen on {}: {e}", args.addr);
@@ -223,7 +295,7 @@ fn main() -> ExitCode {
     let local = first.local_addr().expect("bound listener has an address");
     let mut listeners = vec![first];
     for _ in 1..args.loops {
-        match bind_listener(local) {
+        match Bound::new(local, args.udp) {
             Ok(l) => listeners.push(l),
             Err(e) => {
                 eprintln!("tokio echo: cannot add a listener on {local}: {e}");
@@ -244,7 +316,8 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let mut out = io::stdout().lock();
-    let _ = writeln!(out, "tokio echo: backend=tokio addr=tcp://{local}");
+    let scheme = if args.udp { "udp" } else { "tcp" };
+    let _ = writeln!(out, "tokio echo: backend=tokio addr={scheme}://{local}");
     let _ = out.flush();
     drop(out);
     for handle in handles {
