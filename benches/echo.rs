@@ -146,6 +146,7 @@ impl Bench {
             warmup: self.opts.warmup,
             rate,
             idle: false,
+            udp: self.opts.udp,
         }
     }
 
@@ -167,8 +168,13 @@ impl Bench {
                 match self.measure(spec, &self.load(p, rate)) {
                     Ok(o) => {
                         let run = Run::from_json(&o, self.veth.is_some());
+                        let lost = if self.opts.udp {
+                            format!(", {} datagrams lost", run.lost)
+                        } else {
+                            String::new()
+                        };
                         self.progress(&format!(
-                            "{head}: {} msgs/s, p99 {} µs, cpu {} µs/msg (server {:.0}%, load {:.0}% of a core)",
+                            "{head}: {} msgs/s, p99 {} µs, cpu {} µs/msg (server {:.0}%, load {:.0}% of a core){lost}",
                             stats::thousands(run.msgs_per_sec),
                             stats::sig3(run.p99_us),
                             run.cpu_us_per_msg.map_or("?".into(), stats::sig3),
@@ -244,6 +250,7 @@ impl Bench {
                     warmup: 0.0,
                     rate: None,
                     idle: true,
+                    udp: false,
                 };
                 let head = format!("{:<12} idle conns={conns}", spec.label());
                 match self.measure(spec, &load) {
@@ -305,16 +312,17 @@ fn discover(
         {
             continue;
         }
-        let binary = dir.join(if name == "tokio" {
-            "tokio_echo"
-        } else {
-            "echo"
+        let binary = dir.join(match (name, opts.udp) {
+            ("tokio", _) => "tokio_echo",
+            (_, false) => "echo",
+            (_, true) => "udp_echo",
         });
         let spec = ServerSpec {
             name: name.to_string(),
             binary,
             loops: opts.loops,
             log_dir: log_dir.to_path_buf(),
+            udp: opts.udp,
         };
         match server::probe(&spec) {
             Ok(()) => {
@@ -342,7 +350,11 @@ fn write_results(bench: &Bench, points: &[PointResult], idle: &[IdleResult], sec
     let o = &bench.opts;
     let reference = bench.servers[0].label();
     let args: Vec<String> = env::args().skip(1).filter(|a| a != "--bench").collect();
-    let mut md = String::from("# Echo benchmark: gnet and tokio\n\n");
+    let mut md = String::from(if o.udp {
+        "# UDP echo benchmark: gnet and tokio\n\n"
+    } else {
+        "# Echo benchmark: gnet and tokio\n\n"
+    });
     md.push_str(&format!(
         "`cargo bench --bench echo -- {}` on {}; took {:.0} s.\n\n",
         args.join(" "),
@@ -392,6 +404,31 @@ fn write_results(bench: &Bench, points: &[PointResult], idle: &[IdleResult], sec
              skipped under the cap (a throttled server's CPU per message measures the \
              throttling).\n",
             cap.describe()
+        ));
+    }
+    if o.udp {
+        md.push_str(
+            "- UDP: each connection is a connected UDP socket of the load generator (its own \
+             source port) keeping `pipeline` datagrams in flight; every echoed datagram is checked \
+             whole. A datagram not echoed within 200 ms is counted lost and its slot reused.\n",
+        );
+        let lost: Vec<String> = bench
+            .servers
+            .iter()
+            .map(|s| {
+                let n: f64 = points
+                    .iter()
+                    .flat_map(|p| &p.servers)
+                    .filter(|r| r.label == s.label())
+                    .flat_map(|r| r.sat.iter().chain(&r.rate))
+                    .map(|r| r.lost)
+                    .sum();
+                format!("{} {n}", s.label())
+            })
+            .collect();
+        md.push_str(&format!(
+            "- Datagrams lost while measuring, over all runs: {}.\n",
+            lost.join(", ")
         ));
     }
     for n in &bench.notes {

@@ -21,6 +21,8 @@ pub struct Load {
     /// Open-loop rate; `None` runs at saturation.
     pub rate: Option<f64>,
     pub idle: bool,
+    /// `udp://` rather than `tcp://`.
+    pub udp: bool,
 }
 
 pub enum Outcome {
@@ -60,7 +62,11 @@ pub fn run(
         cmd.arg("--server-core").arg(server_core.to_string());
     }
     cmd.arg("--addr")
-        .arg(format!("tcp://{}", server.addr))
+        .arg(format!(
+            "{}://{}",
+            if load.udp { "udp" } else { "tcp" },
+            server.addr
+        ))
         .arg("--conns")
         .arg(load.conns.to_string())
         .arg("--size")

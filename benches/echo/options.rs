@@ -27,7 +27,11 @@ usage: cargo bench --bench echo -- [options]
                           namespace behind a veth pair, each side's packets received on its
                           own core (needs root and iproute2); CPU per message is then the
                           busy time of the server's core, which includes that receive work
-  --out DIR               where results.md and the SVG charts go (default bench-results)
+  --proto tcp|udp         tcp (default), or udp: gnet's udp_echo and tokio_echo's UDP mode,
+                          each connection a connected UDP socket of the load generator
+                          (no idle-memory run; datagrams lost are counted and reported)
+  --out DIR               where results.md and the SVG charts go (default bench-results,
+                          or bench-results/udp with --proto udp)
 ";
 
 pub struct Options {
@@ -46,6 +50,8 @@ pub struct Options {
     pub server_cpu: Option<f64>,
     /// `--net veth`.
     pub veth: bool,
+    /// `--proto udp`.
+    pub udp: bool,
     pub out: String,
 }
 
@@ -95,7 +101,8 @@ pub fn parse(argv: Vec<String>) -> Result<Options, String> {
         pin: true,
         server_cpu: None,
         veth: false,
-        out: "bench-results".to_string(),
+        udp: false,
+        out: String::new(),
     };
     let mut it = argv.into_iter();
     while let Some(flag) = it.next() {
@@ -130,8 +137,30 @@ pub fn parse(argv: Vec<String>) -> Result<Options, String> {
                     _ => return Err(format!("--net: {v:?} is neither loopback nor veth")),
                 }
             }
+            "--proto" => {
+                o.udp = match v.as_str() {
+                    "tcp" => false,
+                    "udp" => true,
+                    _ => return Err(format!("--proto: {v:?} is neither tcp nor udp")),
+                }
+            }
             "--out" => o.out = v,
             _ => return Err(format!("unknown option {flag}")),
+        }
+    }
+    if o.out.is_empty() {
+        o.out = if o.udp {
+            "bench-results/udp"
+        } else {
+            "bench-results"
+        }
+        .to_string();
+    }
+    if o.udp {
+        // Idle memory is about held connections; a datagram server holds none.
+        o.idle_conns = 0;
+        if o.veth {
+            return Err("--proto udp runs on loopback only".into());
         }
     }
     if o.repeats == 0 || o.conns.is_empty() || o.sizes.is_empty() || o.pipelines.is_empty() {

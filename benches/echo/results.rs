@@ -21,6 +21,8 @@ pub struct Run {
     pub server_util: Option<f64>,
     pub client_util: f64,
     pub errors: f64,
+    /// UDP: datagrams given up on while measuring.
+    pub lost: f64,
 }
 
 impl Run {
@@ -39,6 +41,7 @@ impl Run {
             server_util: o.num(util),
             client_util: o.num("client_util").unwrap_or(f64::NAN),
             errors: o.num("errors").unwrap_or(0.0),
+            lost: o.num("lost").unwrap_or(0.0),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -20,9 +20,20 @@ pub struct ServerSpec {
     pub binary: PathBuf,
     pub loops: usize,
     pub log_dir: PathBuf,
+    /// Serve UDP (`udp://`) rather than TCP.
+    pub udp: bool,
 }
 
 impl ServerSpec {
+    /// `tcp` or `udp`.
+    pub fn scheme(&self) -> &'static str {
+        if self.udp {
+            "udp"
+        } else {
+            "tcp"
+        }
+    }
+
     pub fn label(&self) -> String {
         if self.name == "tokio" {
             "tokio".to_string()
@@ -46,8 +57,11 @@ impl Drop for Running {
     }
 }
 
-/// A port nobody listens on right now.
-fn free_port(ip: IpAddr) -> std::io::Result<u16> {
+/// A port nobody listens on right now (for UDP, a port no UDP socket is bound to).
+fn free_port(ip: IpAddr, udp: bool) -> std::io::Result<u16> {
+    if udp {
+        return Ok(UdpSocket::bind((ip, 0))?.local_addr()?.port());
+    }
     Ok(TcpListener::bind((ip, 0))?.local_addr()?.port())
 }
 
@@ -81,12 +95,16 @@ pub fn start(spec: &ServerSpec, core: Option<usize>, ip: IpAddr) -> Result<Runni
     if !spec.binary.is_file() {
         return Err(format!("{} is not built", spec.binary.display()));
     }
-    let port = free_port(ip).map_err(|e| format!("no free port on {ip}: {e}"))?;
+    let port = free_port(ip, spec.udp).map_err(|e| format!("no free port on {ip}: {e}"))?;
     let log_path = spec.log_dir.join(format!("{}.stderr", spec.label()));
     let log = File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
     let mut cmd = pinned(core, &spec.binary);
     cmd.arg("--addr")
-        .arg(format!("tcp://{}", SocketAddr::from((ip, port))))
+        .arg(format!(
+            "{}://{}",
+            spec.scheme(),
+            SocketAddr::from((ip, port))
+        ))
         .arg("--loops")
         .arg(spec.loops.to_string());
     if spec.name != "tokio" {
@@ -126,7 +144,7 @@ pub fn start(spec: &ServerSpec, core: Option<usize>, ip: IpAddr) -> Result<Runni
     };
     let backend = token(&first, "backend").unwrap_or("?").to_string();
     let addr = token(&first, "addr")
-        .map(|a| a.trim_start_matches("tcp://"))
+        .map(|a| a.trim_start_matches("tcp://").trim_start_matches("udp://"))
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| SocketAddr::from((ip, port)));
     Ok(running(&backend, addr))
@@ -160,6 +178,30 @@ fn echo_check(addr: SocketAddr) -> Result<(), String> {
     Err(format!("cannot connect to {addr}: {last}"))
 }
 
+/// One datagram of 64 bytes echoed, retried a few times (a datagram may be lost).
+fn echo_check_udp(addr: SocketAddr) -> Result<(), String> {
+    let local = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let sock = UdpSocket::bind(local).map_err(|e| format!("bind: {e}"))?;
+    sock.connect(addr).map_err(|e| format!("connect: {e}"))?;
+    let _ = sock.set_read_timeout(Some(Duration::from_millis(300)));
+    let msg: Vec<u8> = (0..64u8).collect();
+    let mut back = [0; 128];
+    let mut last = String::new();
+    for _ in 0..10 {
+        sock.send(&msg).map_err(|e| format!("send: {e}"))?;
+        match sock.recv(&mut back) {
+            Ok(n) if back[..n] == msg[..] => return Ok(()),
+            Ok(n) => return Err(format!("the echo ({n} bytes) differs from what was sent")),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(format!("no echo from udp://{addr}: {last}"))
+}
+
 /// Starts `spec` once and checks that it runs the backend it was asked for and echoes.
 pub fn probe(spec: &ServerSpec) -> Result<(), String> {
     let server = start(spec, None, IpAddr::from([127, 0, 0, 1]))?;
@@ -169,5 +211,9 @@ pub fn probe(spec: &ServerSpec) -> Result<(), String> {
             spec.name, server.backend
         ));
     }
-    echo_check(server.addr)
+    if spec.udp {
+        echo_check_udp(server.addr)
+    } else {
+        echo_check(server.addr)
+    }
 }
