@@ -298,7 +298,7 @@ fn machine() -> String {
 /// Picks the servers that will run: tokio, and each gnet backend that starts as itself.
 fn discover(
     opts: &Options,
-    dir: &Path,
+    release: &Path,
     log_dir: &Path,
     notes: &mut Vec<String>,
 ) -> Vec<ServerSpec> {
@@ -312,11 +312,11 @@ fn discover(
         {
             continue;
         }
-        let binary = dir.join(match (name, opts.udp) {
-            ("tokio", _) => "tokio_echo",
-            (_, false) => "echo",
-            (_, true) => "udp_echo",
-        });
+        let binary = match (name, opts.udp) {
+            ("tokio", _) => release.join("tokio_echo"),
+            (_, false) => release.join("examples/echo"),
+            (_, true) => release.join("examples/udp_echo"),
+        };
         let spec = ServerSpec {
             name: name.to_string(),
             binary,
@@ -468,7 +468,8 @@ fn main() -> ExitCode {
     };
     let mut notes = Vec::new();
     let fd_limit = raise_nofile_limit();
-    let out_dir = PathBuf::from(&opts.out);
+    // Relative to the workspace, whatever directory cargo runs the bench in.
+    let out_dir = build::workspace_dir().join(&opts.out);
     let log_dir = out_dir.join("tmp");
     if let Err(e) = fs::create_dir_all(&log_dir) {
         eprintln!("echo bench: cannot create {}: {e}", log_dir.display());
@@ -485,7 +486,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let dir = build::examples_dir();
+    let release = build::release_dir();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pin = if !opts.pin {
         None
@@ -500,7 +501,7 @@ fn main() -> ExitCode {
     } else {
         Some((0, 1))
     };
-    let servers = discover(&opts, &dir, &log_dir, &mut notes);
+    let servers = discover(&opts, &release, &log_dir, &mut notes);
     if servers.is_empty() {
         eprintln!("echo bench: no server is usable");
         return ExitCode::FAILURE;
@@ -561,7 +562,7 @@ fn main() -> ExitCode {
     let total = points.len() * modes * per_round + if idle_conns > 0 { per_round } else { 0 };
     let mut bench = Bench {
         opts,
-        loadgen: dir.join("loadgen"),
+        loadgen: release.join("loadgen"),
         servers,
         cores: pin,
         cap,

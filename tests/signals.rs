@@ -7,18 +7,21 @@
 // Without the feature only the last test is compiled.
 #![cfg_attr(not(feature = "signal"), allow(dead_code, unused_imports))]
 
+#[path = "util/process.rs"]
+mod process;
 mod util;
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, Once};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gnet::{BackendKind, ListenAddr};
+use process::{send_signal, EchoProcess};
 use util::{random_bytes, Client, PlainEcho, IO_TIMEOUT, TCP, WAIT_TIMEOUT};
 
 const CLIENTS: usize = 1000;
@@ -26,187 +29,27 @@ const ROUNDS: usize = 10;
 /// What the echo example prints from `on_shutdown`.
 const SHUTDOWN_LINE: &str = "gnet echo: shut down";
 
-/// Raises the soft descriptor limit to the hard one (the echo child inherits it): each test
-/// holds a thousand clients, and the tests of this file run side by side.
+/// Starts `echo --backend kind --addr ..` and waits for its first line, which must name
+/// `kind`.
+fn start_echo(kind: BackendKind, addrs: &[String]) -> EchoProcess {
+    let mut args = vec!["--backend".to_string(), kind.to_string()];
+    for a in addrs {
+        args.extend(["--addr".to_string(), a.clone()]);
+    }
+    let path = util::child::example_binary("echo");
+    EchoProcess::spawn(&path, &args, &format!("gnet echo: backend={kind} "))
+}
+
+/// Raises the descriptor limit for [`CLIENTS`] clients and their server connections, with
+/// the tests of this file running side by side.
 fn raise_nofile_limit() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit writes one rlimit into the valid, exclusively borrowed `lim`.
-        let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-        assert_eq!(rc, 0, "getrlimit: {}", io::Error::last_os_error());
-        if lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            // SAFETY: setrlimit only reads the valid rlimit behind the shared reference.
-            let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
-            assert_eq!(rc, 0, "setrlimit: {}", io::Error::last_os_error());
-        }
-        let need = (3 * CLIENTS + 500) as libc::rlim_t;
-        assert!(
-            lim.rlim_cur >= need,
-            "the descriptor limit is {} and these tests need {need}: raise `ulimit -n`",
-            lim.rlim_cur
-        );
-    });
+    process::raise_nofile_limit(3 * CLIENTS + 500);
 }
 
 /// A port that was free a moment ago (every round of a test reuses it).
 fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local_addr").port()
-}
-
-/// Sends `sig` to the child.
-fn send_signal(child: &Child, sig: libc::c_int) {
-    let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
-    // SAFETY: kill has no memory-safety obligations. The child has not been waited for yet
-    // (its pid cannot have been reused by another process).
-    let rc = unsafe { libc::kill(pid, sig) };
-    assert_eq!(rc, 0, "kill({pid}, {sig}): {}", io::Error::last_os_error());
-}
-
-/// An example server running as a child process, its output collected by two threads.
-struct EchoProcess {
-    child: Child,
-    what: String,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<Vec<String>>>,
-    stderr_lines: mpsc::Receiver<String>,
-}
-
-impl EchoProcess {
-    /// Starts `echo --backend kind --addr ..` and waits for its first line, which must name
-    /// `kind`.
-    fn start(kind: BackendKind, addrs: &[String]) -> EchoProcess {
-        let mut args = vec!["--backend".to_string(), kind.to_string()];
-        for a in addrs {
-            args.extend(["--addr".to_string(), a.clone()]);
-        }
-        EchoProcess::spawn("echo", &args, &format!("gnet echo: backend={kind} "))
-    }
-
-    /// Starts example `name` with `args` and waits for its first line, which must start with
-    /// `first_line`.
-    fn spawn(name: &str, args: &[String], first_line: &str) -> EchoProcess {
-        let mut cmd = Command::new(util::child::example_binary(name));
-        cmd.args(args)
-            .env("RUST_LOG", "info")
-            .env_remove("GNET_BACKEND")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let what = format!("{name} {}", args.join(" "));
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let (first_tx, first_rx) = mpsc::channel();
-        let (err_tx, stderr_lines) = mpsc::channel();
-        collect_lines(child.stdout.take().unwrap(), stdout.clone(), first_tx);
-        collect_lines(child.stderr.take().unwrap(), stderr.clone(), err_tx);
-        let mut p = EchoProcess {
-            child,
-            what,
-            stdout,
-            stderr,
-            stderr_lines,
-        };
-        let first = match first_rx.recv_timeout(WAIT_TIMEOUT) {
-            Ok(line) => line,
-            Err(_) => {
-                let status = p.wait_exit(Duration::from_secs(5));
-                panic!(
-                    "{} printed no first line (exit status {status:?}); stderr:\n{}",
-                    p.what,
-                    p.stderr_text()
-                );
-            }
-        };
-        assert!(
-            first.starts_with(first_line),
-            "{}: first line {first:?} does not start with {first_line:?}",
-            p.what
-        );
-        p
-    }
-
-    fn stdout_text(&self) -> String {
-        self.stdout.lock().unwrap().join("\n")
-    }
-
-    fn stderr_text(&self) -> String {
-        self.stderr.lock().unwrap().join("\n")
-    }
-
-    /// Waits up to `limit` for the child to exit; `None` if it is still running.
-    fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            if start.elapsed() > limit {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// Waits (bounded) for a line on stderr that contains `needle`.
-    fn wait_stderr(&self, needle: &str) {
-        let deadline = Instant::now() + WAIT_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stderr_lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return,
-                Ok(_) => {}
-                Err(_) => panic!(
-                    "{}: no line with {needle:?} on stderr; stderr:\n{}",
-                    self.what,
-                    self.stderr_text()
-                ),
-            }
-        }
-    }
-
-    /// Waits for the stdout and stderr threads to see end of file (after the child exited).
-    fn output_done(&self) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Arc::strong_count(&self.stdout) > 1 || Arc::strong_count(&self.stderr) > 1 {
-            assert!(
-                Instant::now() < deadline,
-                "{}: its output did not end after it exited",
-                self.what
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-}
-
-impl Drop for EchoProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Reads lines from `from` into `into` on a thread of its own; each line also goes to `tx`.
-fn collect_lines(
-    from: impl Read + Send + 'static,
-    into: Arc<Mutex<Vec<String>>>,
-    tx: mpsc::Sender<String>,
-) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(from).lines() {
-            let Ok(line) = line else { break };
-            into.lock().unwrap().push(line.clone());
-            let _ = tx.send(line);
-        }
-    });
 }
 
 /// How the connections ended after the signal.
@@ -249,7 +92,7 @@ impl Endings {
 /// One round: start the echo on `addrs`, connect [`CLIENTS`] clients spread over them, echo a
 /// message on each, SIGTERM, then check how the connections and the process ended.
 fn round(kind: BackendKind, n: usize, addrs: &[String]) {
-    let mut echo = EchoProcess::start(kind, addrs);
+    let mut echo = start_echo(kind, addrs);
     let parsed: Vec<ListenAddr> = addrs
         .iter()
         .map(|a| ListenAddr::parse(a).expect("address"))
@@ -316,7 +159,7 @@ fn sigterm_stops_gracefully(kind: BackendKind) {
 
 /// A client that sends without ever reading, until the writes block: the server then holds
 /// output it cannot deliver, so its graceful stop would wait for `shutdown_timeout`.
-fn stuck_client(addr: &ListenAddr) -> (std::thread::JoinHandle<()>, Arc<AtomicUsize>) {
+pub fn stuck_client(addr: &ListenAddr) -> (std::thread::JoinHandle<()>, Arc<AtomicUsize>) {
     let mut c = Client::connect(addr);
     let written = Arc::new(AtomicUsize::new(0));
     let w = written.clone();
@@ -349,7 +192,7 @@ fn stuck_client(addr: &ListenAddr) -> (std::thread::JoinHandle<()>, Arc<AtomicUs
 fn second_sigterm_exits_at_once(kind: BackendKind) {
     raise_nofile_limit();
     let addr = format!("tcp://127.0.0.1:{}", free_port());
-    let mut echo = EchoProcess::start(kind, std::slice::from_ref(&addr));
+    let mut echo = start_echo(kind, std::slice::from_ref(&addr));
     let (writer, _) = stuck_client(&ListenAddr::parse(&addr).unwrap());
     send_signal(&echo.child, libc::SIGTERM);
     echo.wait_stderr("stopping gracefully");
@@ -390,49 +233,6 @@ fn second_sigterm_exits_at_once(kind: BackendKind) {
 
 #[cfg(feature = "signal")]
 per_backend!(sigterm_stops_gracefully, second_sigterm_exits_at_once);
-
-/// The tokio comparison server stops on SIGTERM too: clients that were answered see a FIN, it
-/// exits with status 0, and a second SIGTERM while a client holds its stop back ends it.
-#[test]
-fn tokio_echo_stops_on_sigterm() {
-    raise_nofile_limit();
-    let port = free_port();
-    let args = ["--addr".to_string(), format!("127.0.0.1:{port}")];
-    let addr = ListenAddr::parse(&format!("tcp://127.0.0.1:{port}")).unwrap();
-    let first = "tokio echo: backend=tokio ";
-    let mut echo = EchoProcess::spawn("tokio_echo", &args, first);
-    let mut clients: Vec<Client> = (0..100).map(|_| Client::connect(&addr)).collect();
-    for (i, c) in clients.iter_mut().enumerate() {
-        c.echo(&random_bytes(100 + i, i as u64));
-    }
-    send_signal(&echo.child, libc::SIGTERM);
-    let endings = Endings::of(&mut clients);
-    let status = echo.wait_exit(WAIT_TIMEOUT);
-    assert!(
-        endings.eof == clients.len() && status.is_some_and(|s| s.code() == Some(0)),
-        "tokio_echo after SIGTERM: {endings:?}, exit status {status:?}; stderr:\n{}",
-        echo.stderr_text()
-    );
-    drop(clients);
-
-    let mut echo = EchoProcess::spawn("tokio_echo", &args, first);
-    let (writer, _) = stuck_client(&addr);
-    send_signal(&echo.child, libc::SIGTERM);
-    echo.wait_stderr("stopping gracefully");
-    assert_eq!(
-        echo.wait_exit(Duration::from_millis(300)),
-        None,
-        "tokio_echo exited after one SIGTERM although a write was in progress"
-    );
-    send_signal(&echo.child, libc::SIGTERM);
-    let status = echo.wait_exit(IO_TIMEOUT);
-    assert_eq!(
-        status.and_then(|s| s.signal()),
-        Some(libc::SIGTERM),
-        "tokio_echo after a second SIGTERM: {status:?}"
-    );
-    writer.join().unwrap();
-}
 
 /// This process's threads named like the signal watcher.
 fn watcher_threads() -> usize {

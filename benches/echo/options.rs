@@ -30,8 +30,10 @@ usage: cargo bench --bench echo -- [options]
   --proto tcp|udp         tcp (default), or udp: gnet's udp_echo and tokio_echo's UDP mode,
                           each connection a connected UDP socket of the load generator
                           (no idle-memory run; datagrams lost are counted and reported)
-  --out DIR               where results.md and the SVG charts go (default bench-results,
-                          or bench-results/udp with --proto udp)
+  --out DIR               where results.md and the SVG charts go, relative to the
+                          workspace (default target/bench-results, or
+                          target/bench-results/udp with --proto udp: a run rewrites the
+                          committed bench-results/ only when asked to, with --out)
 ";
 
 pub struct Options {
@@ -150,9 +152,9 @@ pub fn parse(argv: Vec<String>) -> Result<Options, String> {
     }
     if o.out.is_empty() {
         o.out = if o.udp {
-            "bench-results/udp"
+            "target/bench-results/udp"
         } else {
-            "bench-results"
+            "target/bench-results"
         }
         .to_string();
     }

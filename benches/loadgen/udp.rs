@@ -348,7 +348,7 @@ impl UdpDriver {
             let id = (*issued % n) as usize;
             let at = t0 + (*issued as f64 * interval) as u64;
             let backlog = &mut self.flows[id].backlog;
-            backlog.extend(std::iter::repeat(at).take(self.pipeline as usize));
+            backlog.extend(std::iter::repeat_n(at, self.pipeline as usize));
             *issued += 1;
         }
         for k in first..due.min(first + n) {

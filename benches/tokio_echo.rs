@@ -1,7 +1,7 @@
 //! A tokio echo server, the baseline that `cargo bench --bench echo` compares gnet with.
 //!
 //! ```text
-//! cargo run --release --example tokio_echo -- --addr 127.0.0.1:9000 --loops 2
+//! cargo run --release -p gnet-bench --bin tokio_echo -- --addr 127.0.0.1:9000 --loops 2
 //! ```
 //!
 //! It is shaped like gnet's own echo: `--loops` threads, each with a `current_thread` runtime

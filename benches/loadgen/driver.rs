@@ -359,7 +359,7 @@ impl Driver {
             if self.conns[id].state == State::Ready {
                 let at = t0 + (*issued as f64 * interval) as u64;
                 let backlog = &mut self.conns[id].backlog;
-                backlog.extend(std::iter::repeat(at).take(self.pipeline as usize));
+                backlog.extend(std::iter::repeat_n(at, self.pipeline as usize));
             }
             *issued += 1;
         }

@@ -1,7 +1,7 @@
 //! A load generator for echo servers, built to stay out of the way of the server it drives.
 //!
 //! ```text
-//! cargo run --release --example loadgen -- --addr tcp://127.0.0.1:9000 --conns 1000 \
+//! cargo run --release -p gnet-bench --bin loadgen -- --addr tcp://127.0.0.1:9000 --conns 1000 \
 //!     --size 512 --pipeline 16 --duration 5 --server-pid "$(pidof echo)"
 //! ```
 //!
