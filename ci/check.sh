@@ -42,4 +42,14 @@ for f in stdnet stdnet,signal; do
   cargo clippy -p gnet --no-default-features --features "$f" --target x86_64-pc-windows-gnu -- -D warnings
 done
 
+step "the stated rust-version (1.80) builds gnet and gnet-backends with their tests"
+msrv=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
+if ! rustup run "$msrv" rustc --version >/dev/null 2>&1; then
+  rustup toolchain install "$msrv" --profile minimal || {
+    echo "FAILED: Rust $msrv (the stated rust-version) cannot be installed; the check cannot run" >&2
+    exit 1
+  }
+fi
+cargo "+$msrv" check -p gnet -p gnet-backends --all-targets
+
 step "done"
