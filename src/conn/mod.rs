@@ -180,6 +180,40 @@ impl<'a, C> Conn<'a, C> {
         self.st.ctx.as_mut()
     }
 
+    /// The per-connection context, made with `C::default()` first if there is none: for a
+    /// context that is always there, without an `unwrap`.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// use gnet::{Action, Conn, EventHandler};
+    ///
+    /// #[derive(Default)]
+    /// struct Session {
+    ///     requests: u64,
+    /// }
+    ///
+    /// struct Counter;
+    /// impl EventHandler for Counter {
+    ///     type Context = Session;
+    ///     fn on_traffic(&self, c: &mut Conn<'_, Session>) -> Action {
+    ///         c.discard(usize::MAX);
+    ///         c.context_or_default().requests += 1;
+    ///         Action::None
+    ///     }
+    /// }
+    /// ```
+    pub fn context_or_default(&mut self) -> &mut C
+    where
+        C: Default,
+    {
+        self.st.ctx.get_or_insert_with(C::default)
+    }
+
+    /// The per-connection context, made with `make` first if there is none.
+    pub fn context_or_insert_with(&mut self, make: impl FnOnce() -> C) -> &mut C {
+        self.st.ctx.get_or_insert_with(make)
+    }
+
     /// Sets the per-connection context; returns the previous one.
     pub fn set_context(&mut self, ctx: C) -> Option<C> {
         self.st.ctx.replace(ctx)
