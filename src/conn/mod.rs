@@ -14,7 +14,7 @@ use gnet_backends::{Addr, Socket};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::handle::{ConnHandle, ConnId, HandleShared, LoopShared};
+use crate::handle::{ConnHandle, ConnId, LoopShared};
 use crate::local::{Local, Op};
 
 /// A connection inside a callback: its received bytes, its outbound queue, its context.
@@ -311,15 +311,7 @@ impl<'a, C> Conn<'a, C> {
 
     /// A `Send + Clone` handle for other threads: asynchronous writes, wake, close.
     pub fn handle(&self) -> ConnHandle {
-        let conn = self.st.handle.get_or_init(|| {
-            let h = Arc::new(HandleShared::new(self.st.is_server_datagram()));
-            h.publish(self.st.pending());
-            if !self.st.is_open() {
-                h.close();
-            }
-            h
-        });
-        ConnHandle::new(self.shared.clone(), conn.clone(), self.st.id)
+        self.st.handle(self.shared)
     }
 
     /// The engine this connection belongs to.
