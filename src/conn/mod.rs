@@ -1,10 +1,13 @@
 //! `Conn`: a connection as a callback sees it (`mod.rs`), the state the loop keeps for it
-//! (`state.rs`), and its socket options (`sockopt.rs`).
+//! (`state.rs`), its socket options (`sockopt.rs`), and the other connections of its loop as
+//! it reaches them (`peer.rs`).
 
+mod peer;
 #[cfg(unix)]
 mod sockopt;
 mod state;
 
+pub use peer::Peer;
 pub(crate) use state::{ConnState, Phase};
 
 use std::sync::Arc;
