@@ -29,6 +29,8 @@ pub(crate) struct EngineInner {
     backend: BackendKind,
     fallback: Option<String>,
     signals: crate::signal::Slot,
+    /// The handler's `Context` type, which `Engine::for_each_conn` checks its type against.
+    pub(crate) context: crate::broadcast::ContextType,
 }
 
 /// A handle to a running engine: `Clone + Send + Sync`, usable from any thread.
@@ -342,6 +344,7 @@ fn start_engine<H: EventHandler>(
             backend,
             fallback,
             signals: Default::default(),
+            context: crate::broadcast::ContextType::of::<H::Context>(),
         }),
     };
     let handler = Arc::new(handler);

@@ -63,6 +63,13 @@ pub enum Error {
         /// The timeout.
         after: std::time::Duration,
     },
+    /// A context type was given that is not the handler's `EventHandler::Context`.
+    WrongContext {
+        /// The handler's `Context` type.
+        expected: &'static str,
+        /// The type given.
+        given: &'static str,
+    },
     /// The operation does not apply to this kind of connection or engine.
     Unsupported(&'static str),
     /// A framing codec rejected its input.
@@ -103,6 +110,10 @@ impl fmt::Display for Error {
             Error::DialTimeout { addr, after } => {
                 write!(f, "dial {addr}: not connected after {after:?} (Options::dial_timeout)")
             }
+            Error::WrongContext { expected, given } => write!(
+                f,
+                "the context type {given} is not the handler's Context type {expected}"
+            ),
             Error::Unsupported(what) => write!(f, "unsupported operation: {what}"),
             Error::Codec(why) => write!(f, "codec error: {why}"),
             Error::Io(e) => write!(f, "{e}"),

@@ -43,6 +43,15 @@ pub(crate) enum Task {
         socket: Socket,
         ctx: Option<Box<dyn std::any::Any + Send>>,
     },
+    /// [`Engine::for_each_conn`](crate::Engine::for_each_conn): a
+    /// [`SharedVisit`](crate::broadcast::SharedVisit) of the handler's `Context`, type-erased.
+    ForEach {
+        f: Box<dyn std::any::Any + Send>,
+    },
+    /// [`Engine::broadcast`](crate::Engine::broadcast).
+    Broadcast {
+        data: Bytes,
+    },
 }
 
 /// What a queued asynchronous write is charged against the budgets, besides its bytes: the

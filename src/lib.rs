@@ -51,6 +51,7 @@
 
 mod addr;
 mod balance;
+mod broadcast;
 mod conn;
 mod datagram;
 mod engine;
@@ -67,7 +68,7 @@ mod select;
 mod signal;
 
 pub use addr::ListenAddr;
-pub use conn::Conn;
+pub use conn::{Conn, Peer};
 pub use engine::{client, rotate, run, start, Engine, Running};
 pub use error::{Error, Result};
 pub use gnet_backends::{Addr, BackendKind, Listener, Socket, Stats};

@@ -1,12 +1,13 @@
 //! What a callback can reach of its loop besides its own connection: the buffer pool, the
 //! allocation of ids, and the operations it asks for on other connections of the same loop
-//! (dial, write to, close), which the loop carries out when the callback returns, in the same
+//! (dial, write to, close, visit), which the loop carries out when the callback returns, in the same
 //! iteration and without crossing threads.
 
 use bytes::Bytes;
 use gnet_backends::Id;
 
 use crate::addr::ListenAddr;
+use crate::conn::Peer;
 use crate::outbound::BufPool;
 
 /// The ids of a loop: indexes reused smallest-first-out, each with a fresh generation, for
@@ -36,6 +37,11 @@ impl Ids {
     }
 }
 
+/// A visit of every connection of the loop (`Conn::for_each_conn`).
+pub(crate) type VisitAll<C> = Box<dyn FnMut(&mut Peer<'_, C>)>;
+/// A visit of one connection (`Conn::with_conn`).
+pub(crate) type VisitOne<C> = Box<dyn FnOnce(&mut Peer<'_, C>)>;
+
 /// An operation a callback asked for, carried out when it returns.
 pub(crate) enum Op<C> {
     /// Connect to `addr` under `id`; `ctx` becomes the new connection's context.
@@ -48,6 +54,10 @@ pub(crate) enum Op<C> {
     WriteTo { to: Id, data: Bytes },
     /// Close the connection `id` (as `Conn::close`).
     Close { id: Id },
+    /// Visit every open connection of the loop (`Conn::for_each_conn`).
+    ForEach(VisitAll<C>),
+    /// Visit the connection `id`, if it is open (`Conn::with_conn`).
+    With { id: Id, f: VisitOne<C> },
 }
 
 /// The loop-wide part of what a callback can touch.

@@ -1,19 +1,50 @@
 //! The examples against each other, on every backend, as a user runs them: `client` checks
 //! every reply of many messages over many connections, through `proxy` to `echo` (TCP), to
-//! `udp_echo` (UDP datagrams) and to `unix_echo` (a Unix socket), and exits 0.
+//! `udp_echo` (UDP datagrams) and to `unix_echo` (a Unix socket), and exits 0; clients of
+//! `push` get its ticks on every loop, and `blocking` answers from its pool.
 #![cfg(target_os = "linux")]
 
 mod util;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gnet::BackendKind;
 use util::child::example_binary;
 
-/// A server example running as a child, killed when dropped.
-struct Server(Child);
+/// A server example running as a child, its stdout after the first line, killed when
+/// dropped.
+struct Server(Child, BufReader<ChildStdout>);
+
+impl Server {
+    /// SIGTERM: the example must stop gracefully, print that it shut down, and exit 0.
+    fn stop_on_sigterm(mut self, name: &str) {
+        let pid = libc::pid_t::try_from(self.0.id()).expect("pid fits pid_t");
+        // SAFETY: kill has no memory-safety obligations; the child has not been waited for,
+        // so its pid names it still.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "kill {name}");
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.0.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{name} still runs"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut self.1, &mut rest);
+        assert!(status.success(), "{name} after SIGTERM: {status:?}");
+        assert!(
+            rest.contains(&format!("gnet {name}: shut down")),
+            "{name} printed {rest:?}"
+        );
+    }
+}
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -34,11 +65,9 @@ fn start(name: &str, kind: BackendKind, args: &[&str]) -> (Server, String) {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-    let out = child.stdout.take().expect("piped stdout");
+    let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
     let mut line = String::new();
-    BufReader::new(out)
-        .read_line(&mut line)
-        .expect("the first line");
+    out.read_line(&mut line).expect("the first line");
     let want = format!("gnet {name}: backend={kind} addr=");
     assert!(line.starts_with(&want), "{name} printed {line:?}");
     let addr = line[want.len()..]
@@ -46,7 +75,7 @@ fn start(name: &str, kind: BackendKind, args: &[&str]) -> (Server, String) {
         .next()
         .expect("an address")
         .to_string();
-    (Server(child), addr)
+    (Server(child, out), addr)
 }
 
 /// Runs the `client` example to its end against `addr`; it must check everything and exit 0.
@@ -114,8 +143,108 @@ fn client_to_unix_echo(kind: BackendKind) {
     client(kind, &addr, "10", "200", "700");
 }
 
+/// A line client of a server example's `tcp://` address.
+fn line_client(addr: &str) -> (TcpStream, BufReader<TcpStream>) {
+    let a = addr.strip_prefix("tcp://").expect("a tcp address");
+    let s = TcpStream::connect(a).unwrap_or_else(|e| panic!("connect {a}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let r = BufReader::new(s.try_clone().unwrap());
+    (s, r)
+}
+
+fn read_line_or_eof(r: &mut BufReader<TcpStream>) -> Option<String> {
+    let mut line = String::new();
+    match r.read_line(&mut line).expect("a line or the end") {
+        0 => None,
+        _ => Some(line),
+    }
+}
+
+fn read_line(r: &mut BufReader<TcpStream>) -> String {
+    let mut line = String::new();
+    r.read_line(&mut line).expect("a line");
+    assert!(line.ends_with('\n'), "a whole line: {line:?}");
+    line
+}
+
+fn push_ticks_every_connection(kind: BackendKind) {
+    let (push, addr) = start(
+        "push",
+        kind,
+        &[
+            "--addr",
+            "tcp://127.0.0.1:0",
+            "--loops",
+            "2",
+            "--interval",
+            "20",
+        ],
+    );
+    // Round robin: the connections are on both loops.
+    let mut clients: Vec<_> = (0..4).map(|_| line_client(&addr)).collect();
+    for (i, (_, r)) in clients.iter_mut().enumerate() {
+        let mut last = None;
+        for _ in 0..3 {
+            let line = read_line(r);
+            let n: u64 = line
+                .strip_prefix("push ")
+                .and_then(|n| n.trim_end().parse().ok())
+                .unwrap_or_else(|| panic!("{kind}: client {i} got {line:?}"));
+            assert!(last.map_or(true, |l| n > l), "{kind}: {n} after {last:?}");
+            last = Some(n);
+        }
+    }
+    push.stop_on_sigterm("push");
+    for (_, r) in &mut clients {
+        // Ticks until the stop, then the end of the stream.
+        while read_line_or_eof(r).is_some() {}
+    }
+}
+
+fn blocking_answers_from_its_pool(kind: BackendKind) {
+    let (blocking, addr) = start(
+        "blocking",
+        kind,
+        &[
+            "--addr",
+            "tcp://127.0.0.1:0",
+            "--loops",
+            "2",
+            "--threads",
+            "3",
+            "--delay",
+            "20",
+        ],
+    );
+    let mut clients: Vec<_> = (0..3).map(|_| line_client(&addr)).collect();
+    for (w, _) in &mut clients {
+        // The last request in two writes: a partial line waits for its end.
+        w.write_all(b"10\n1000\nxyz\n2").unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        w.write_all(b"0\n").unwrap();
+    }
+    for (_, r) in &mut clients {
+        let mut got: Vec<String> = (0..4).map(|_| read_line(r)).collect();
+        // Answered as the pool finishes: in any order.
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "1 10: 4 primes below 10\n",
+                "2 1000: 168 primes below 1000\n",
+                "3 xyz: not a number\n",
+                "4 20: 8 primes below 20\n",
+            ],
+            "{kind}"
+        );
+    }
+    blocking.stop_on_sigterm("blocking");
+}
+
 per_backend!(
     client_through_proxy_to_echo,
     client_to_udp_echo,
     client_to_unix_echo,
+    push_ticks_every_connection,
+    blocking_answers_from_its_pool,
 );

@@ -1,10 +1,13 @@
 //! `Conn`: a connection as a callback sees it (`mod.rs`), the state the loop keeps for it
-//! (`state.rs`), and its socket options (`sockopt.rs`).
+//! (`state.rs`), its socket options (`sockopt.rs`), and the other connections of its loop as
+//! it reaches them (`peer.rs`).
 
+mod peer;
 #[cfg(unix)]
 mod sockopt;
 mod state;
 
+pub use peer::Peer;
 pub(crate) use state::{ConnState, Phase};
 
 use std::sync::Arc;
@@ -14,7 +17,7 @@ use gnet_backends::{Addr, Socket};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::handle::{ConnHandle, ConnId, HandleShared, LoopShared};
+use crate::handle::{ConnHandle, ConnId, LoopShared};
 use crate::local::{Local, Op};
 
 /// A connection inside a callback: its received bytes, its outbound queue, its context.
@@ -180,6 +183,40 @@ impl<'a, C> Conn<'a, C> {
         self.st.ctx.as_mut()
     }
 
+    /// The per-connection context, made with `C::default()` first if there is none: for a
+    /// context that is always there, without an `unwrap`.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// use gnet::{Action, Conn, EventHandler};
+    ///
+    /// #[derive(Default)]
+    /// struct Session {
+    ///     requests: u64,
+    /// }
+    ///
+    /// struct Counter;
+    /// impl EventHandler for Counter {
+    ///     type Context = Session;
+    ///     fn on_traffic(&self, c: &mut Conn<'_, Session>) -> Action {
+    ///         c.discard(usize::MAX);
+    ///         c.context_or_default().requests += 1;
+    ///         Action::None
+    ///     }
+    /// }
+    /// ```
+    pub fn context_or_default(&mut self) -> &mut C
+    where
+        C: Default,
+    {
+        self.st.ctx.get_or_insert_with(C::default)
+    }
+
+    /// The per-connection context, made with `make` first if there is none.
+    pub fn context_or_insert_with(&mut self, make: impl FnOnce() -> C) -> &mut C {
+        self.st.ctx.get_or_insert_with(make)
+    }
+
     /// Sets the per-connection context; returns the previous one.
     pub fn set_context(&mut self, ctx: C) -> Option<C> {
         self.st.ctx.replace(ctx)
@@ -277,15 +314,7 @@ impl<'a, C> Conn<'a, C> {
 
     /// A `Send + Clone` handle for other threads: asynchronous writes, wake, close.
     pub fn handle(&self) -> ConnHandle {
-        let conn = self.st.handle.get_or_init(|| {
-            let h = Arc::new(HandleShared::new(self.st.is_server_datagram()));
-            h.publish(self.st.pending());
-            if !self.st.is_open() {
-                h.close();
-            }
-            h
-        });
-        ConnHandle::new(self.shared.clone(), conn.clone(), self.st.id)
+        self.st.handle(self.shared)
     }
 
     /// The engine this connection belongs to.

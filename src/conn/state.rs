@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use gnet_backends::{Addr, Id, Socket};
 
 use crate::datagram::DatagramState;
-use crate::handle::{HandleShared, WriteCallback};
+use crate::handle::{ConnHandle, HandleShared, LoopShared, WriteCallback};
 use crate::handler::CloseCause;
 use crate::outbound::{BufPool, Outbound};
 
@@ -192,6 +192,19 @@ impl<C> ConnState<C> {
             }
         }
         unsent
+    }
+
+    /// A handle for other threads; the first one makes what the handles share.
+    pub(crate) fn handle(&self, shared: &Arc<LoopShared>) -> ConnHandle {
+        let conn = self.handle.get_or_init(|| {
+            let h = Arc::new(HandleShared::new(self.is_server_datagram()));
+            h.publish(self.pending());
+            if !self.is_open() {
+                h.close();
+            }
+            h
+        });
+        ConnHandle::new(shared.clone(), conn.clone(), self.id)
     }
 
     /// The connection leaves `Open`: its handles refuse further writes at the call.

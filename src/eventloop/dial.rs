@@ -34,6 +34,8 @@ impl<H: EventHandler> Core<H> {
                         }
                     }
                     Op::Close { id } => self.close_or_cancel(backend, id),
+                    Op::ForEach(mut f) => self.visit_all(&mut *f),
+                    Op::With { id, f } => self.visit_one(id, f),
                 }
             }
         }

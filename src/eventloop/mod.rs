@@ -10,6 +10,7 @@ mod deadlines;
 mod dial;
 mod sink;
 mod table;
+mod visit;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -331,6 +332,8 @@ impl<H: EventHandler> Core<H> {
                 Task::Stats { reply } => {
                     let _ = reply.send(backend.stats());
                 }
+                Task::ForEach { f } => self.for_each_task(f),
+                Task::Broadcast { data } => self.broadcast_task(data),
             }
         }
         self.tasks = tasks;

@@ -107,6 +107,14 @@ impl<C> Table<C> {
         })
     }
 
+    /// Every connection, in index order.
+    pub(super) fn conns_mut(&mut self) -> impl Iterator<Item = &mut ConnState<C>> {
+        self.entries.iter_mut().flatten().filter_map(|e| match e {
+            Entry::Conn(st) => Some(st),
+            Entry::Listener(..) => None,
+        })
+    }
+
     /// The ids of every connection.
     pub(super) fn conn_ids(&self) -> Vec<Id> {
         self.entries
