@@ -35,6 +35,39 @@ const MS: u64 = 1_000_000;
 /// echoes before measuring anyway (a server starving some connection must not hang the run).
 const WARMUP_GRACE: Duration = Duration::from_secs(10);
 
+/// The clock of a load run, shared by the TCP and UDP drivers: when it started, when the
+/// window may open, when the warm-up stops waiting, and in open loop the burst schedule.
+pub struct Schedule {
+    pub t0: u64,
+    pub measure_at: u64,
+    pub give_up_at: u64,
+    /// Nanoseconds between bursts of `pipeline` messages (open loop; 0 in closed loop).
+    interval: f64,
+}
+
+impl Schedule {
+    pub fn new(now: u64, warmup: Duration, rate: Option<f64>, pipeline: u64) -> Schedule {
+        let measure_at = now + warmup.as_nanos() as u64;
+        Schedule {
+            t0: now,
+            measure_at,
+            give_up_at: measure_at + WARMUP_GRACE.as_nanos() as u64,
+            // Open loop sends bursts of `pipeline` messages, so the interval is per burst.
+            interval: rate.map_or(0.0, |r| 1e9 * pipeline as f64 / r),
+        }
+    }
+
+    /// How many bursts are due by `now`.
+    pub fn due(&self, now: u64) -> u64 {
+        ((now - self.t0) as f64 / self.interval) as u64 + 1
+    }
+
+    /// When burst `k` is due.
+    pub fn burst_at(&self, k: u64) -> u64 {
+        self.t0 + (k as f64 * self.interval) as u64
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Probe,
@@ -350,14 +383,14 @@ impl Driver {
 
     /// Open loop: hands every burst of `pipeline` messages that has fallen due to its
     /// connection (bursts go round robin), then lets those connections write.
-    fn issue_due(&mut self, issued: &mut u64, t0: u64, interval: f64, now: u64) {
-        let due = ((now - t0) as f64 / interval) as u64 + 1;
+    fn issue_due(&mut self, issued: &mut u64, plan: &Schedule, now: u64) {
+        let due = plan.due(now);
         let n = self.conns.len() as u64;
         let first = *issued;
         while *issued < due {
             let id = (*issued % n) as usize;
             if self.conns[id].state == State::Ready {
-                let at = t0 + (*issued as f64 * interval) as u64;
+                let at = plan.burst_at(*issued);
                 let backlog = &mut self.conns[id].backlog;
                 backlog.extend(std::iter::repeat_n(at, self.pipeline as usize));
             }
@@ -390,11 +423,8 @@ impl Driver {
         } else {
             Phase::Closed
         };
-        // Open loop sends bursts of `pipeline` messages, so the interval is per burst.
-        let interval = rate.map_or(0.0, |r| 1e9 * self.pipeline as f64 / r);
-        let t0 = self.shared.now_ns();
-        let measure_at = t0 + warmup.as_nanos() as u64;
-        let give_up_at = measure_at + WARMUP_GRACE.as_nanos() as u64;
+        let plan = Schedule::new(self.shared.now_ns(), warmup, rate, self.pipeline);
+        let (t0, measure_at) = (plan.t0, plan.measure_at);
         // Counted from here: every connection has had its one probe echo already.
         let warm_needed = if warmup_msgs == 0 {
             0
@@ -416,7 +446,7 @@ impl Driver {
         }
         loop {
             let now = self.shared.now_ns();
-            let warm = self.shared.warm_conns >= warm_needed || now >= give_up_at;
+            let warm = self.shared.warm_conns >= warm_needed || now >= plan.give_up_at;
             if window.is_none() && now >= measure_at && warm {
                 let cpu = Samples::take(server_pid, server_core);
                 let start = self.shared.now_ns();
@@ -452,8 +482,8 @@ impl Driver {
                 .as_ref()
                 .map_or(measure_at.max(now + 3 * MS), |w| w.end);
             if rate.is_some() {
-                self.issue_due(&mut issued, t0, interval, now);
-                wake = wake.min(t0 + (issued as f64 * interval) as u64);
+                self.issue_due(&mut issued, &plan, now);
+                wake = wake.min(plan.burst_at(issued));
             }
             let gap = wake.saturating_sub(self.shared.now_ns());
             // epoll_wait counts whole milliseconds; closer deadlines are met by polling.

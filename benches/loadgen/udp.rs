@@ -21,16 +21,13 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
-use super::driver::{Fatal, Samples, Window};
+use super::driver::{Fatal, Samples, Schedule, Window};
 use super::histogram::Histogram;
 use super::payload::Payload;
 
 const MS: u64 = 1_000_000;
 /// How often datagrams overdue for their echo are looked for.
 const SWEEP_EVERY: u64 = 5 * MS;
-/// As in the TCP driver: how long past `--warmup` the run waits for every socket's warm-up
-/// echoes before measuring anyway.
-const WARMUP_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -340,13 +337,13 @@ impl UdpDriver {
 
     /// Open loop: queues every burst of `pipeline` datagrams that has fallen due (bursts go
     /// round robin over the sockets) and lets those sockets send.
-    fn issue_due(&mut self, issued: &mut u64, t0: u64, interval: f64, now: u64) {
-        let due = ((now - t0) as f64 / interval) as u64 + 1;
+    fn issue_due(&mut self, issued: &mut u64, plan: &Schedule, now: u64) {
+        let due = plan.due(now);
         let n = self.flows.len() as u64;
         let first = *issued;
         while *issued < due {
             let id = (*issued % n) as usize;
-            let at = t0 + (*issued as f64 * interval) as u64;
+            let at = plan.burst_at(*issued);
             let backlog = &mut self.flows[id].backlog;
             backlog.extend(std::iter::repeat_n(at, self.pipeline as usize));
             *issued += 1;
@@ -374,10 +371,8 @@ impl UdpDriver {
         } else {
             Phase::Closed
         };
-        let interval = rate.map_or(0.0, |r| 1e9 * self.pipeline as f64 / r);
-        let t0 = self.now_ns();
-        let measure_at = t0 + warmup.as_nanos() as u64;
-        let give_up_at = measure_at + WARMUP_GRACE.as_nanos() as u64;
+        let plan = Schedule::new(self.now_ns(), warmup, rate, self.pipeline);
+        let (t0, measure_at) = (plan.t0, plan.measure_at);
         let warm_needed = if warmup_msgs == 0 {
             0
         } else {
@@ -394,7 +389,7 @@ impl UdpDriver {
         }
         loop {
             let now = self.now_ns();
-            let warm = self.warm_flows >= warm_needed || now >= give_up_at;
+            let warm = self.warm_flows >= warm_needed || now >= plan.give_up_at;
             if opened.is_none() && now >= measure_at && warm {
                 let cpu = Samples::take(server_pid, server_core);
                 let start = self.now_ns();
@@ -432,8 +427,8 @@ impl UdpDriver {
                 .map_or(measure_at.max(now + 3 * MS), |w| w.1)
                 .min(next_sweep);
             if rate.is_some() {
-                self.issue_due(&mut issued, t0, interval, now);
-                wake = wake.min(t0 + (issued as f64 * interval) as u64);
+                self.issue_due(&mut issued, &plan, now);
+                wake = wake.min(plan.burst_at(issued));
             }
             let gap = wake.saturating_sub(self.now_ns());
             let timeout = Duration::from_millis((gap / MS).saturating_sub(1).min(100));
