@@ -15,11 +15,11 @@ pub(crate) trait Visit {
 /// Runs `v` with the implementation of `kind`; `None` when it is not compiled in.
 pub(crate) fn dispatch<V: Visit>(kind: BackendKind, v: V) -> Option<V::Out> {
     match kind {
-        #[cfg(all(target_os = "linux", feature = "uring"))]
+        #[cfg(gnet_uring)]
         BackendKind::Uring => Some(v.visit::<gnet_backends::uring::Uring>()),
-        #[cfg(all(target_os = "linux", feature = "epoll"))]
+        #[cfg(gnet_epoll)]
         BackendKind::Epoll => Some(v.visit::<gnet_backends::epoll::Epoll>()),
-        #[cfg(feature = "stdnet")]
+        #[cfg(gnet_stdnet)]
         BackendKind::StdNet => Some(v.visit::<gnet_backends::stdnet::StdNet>()),
         _ => {
             let _ = v;
@@ -41,7 +41,7 @@ pub(crate) fn backend_config(opts: &Options) -> Config {
 /// told even though it works (io_uring rings reduced to fit the memlock limit).
 struct Probe<'a> {
     cfg: &'a Config,
-    #[cfg_attr(not(all(target_os = "linux", feature = "uring")), allow(dead_code))]
+    #[cfg_attr(not(gnet_uring), allow(dead_code))]
     loops: usize,
     /// The engine serves UDP addresses: a backend without datagrams will not do.
     datagrams: bool,
@@ -50,7 +50,7 @@ struct Probe<'a> {
 impl Visit for Probe<'_> {
     type Out = std::result::Result<Option<String>, OpenError>;
     fn visit<B: Backend>(self) -> Self::Out {
-        #[cfg(all(target_os = "linux", feature = "uring"))]
+        #[cfg(gnet_uring)]
         if B::KIND == BackendKind::Uring {
             return probe_uring(self.cfg, self.loops, self.datagrams);
         }
@@ -100,7 +100,7 @@ fn serves<B: Backend>(b: &B, datagrams: bool) -> std::result::Result<(), OpenErr
 /// others may come out smaller than they did; then the probe closes them all and tries again:
 /// the backend starts every ring at the smallest size that fitted (and waits for the closed
 /// rings' memory to come back), until the rings fit as one size or stop getting smaller.
-#[cfg(all(target_os = "linux", feature = "uring"))]
+#[cfg(gnet_uring)]
 fn probe_uring(
     cfg: &Config,
     loops: usize,

@@ -23,7 +23,7 @@ pub use contract::{
 pub use socket::{Addr, Listener, Socket};
 
 cfg_if::cfg_if! {
-    if #[cfg(all(target_os = "linux", any(feature = "epoll", feature = "uring")))] {
+    if #[cfg(gnet_epoll_instance)] {
         mod listeners;
         mod poller;
         mod sys;
@@ -31,13 +31,13 @@ cfg_if::cfg_if! {
 }
 
 cfg_if::cfg_if! {
-    if #[cfg(all(target_os = "linux", feature = "epoll"))] {
+    if #[cfg(gnet_epoll)] {
         pub mod epoll;
     }
 }
 
 cfg_if::cfg_if! {
-    if #[cfg(all(target_os = "linux", feature = "uring"))] {
+    if #[cfg(gnet_uring)] {
         pub mod uring;
     }
 }
@@ -49,29 +49,20 @@ pub mod testing;
 mod conformance;
 
 cfg_if::cfg_if! {
-    if #[cfg(feature = "stdnet")] {
+    if #[cfg(gnet_stdnet)] {
         pub mod stdnet;
     }
 }
 
-#[cfg(not(any(
-    all(target_os = "linux", any(feature = "epoll", feature = "uring")),
-    feature = "stdnet"
-)))]
+#[cfg(not(any(gnet_epoll_instance, gnet_stdnet)))]
 compile_error!("gnet-backends: no backend compiled in for this target; enable `stdnet` at least");
 
 /// The backends compiled into this build for this target, best first.
 pub fn compiled() -> Vec<BackendKind> {
     [
-        (
-            cfg!(all(target_os = "linux", feature = "uring")),
-            BackendKind::Uring,
-        ),
-        (
-            cfg!(all(target_os = "linux", feature = "epoll")),
-            BackendKind::Epoll,
-        ),
-        (cfg!(feature = "stdnet"), BackendKind::StdNet),
+        (cfg!(gnet_uring), BackendKind::Uring),
+        (cfg!(gnet_epoll), BackendKind::Epoll),
+        (cfg!(gnet_stdnet), BackendKind::StdNet),
     ]
     .into_iter()
     .filter_map(|(on, kind)| on.then_some(kind))

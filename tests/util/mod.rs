@@ -26,15 +26,15 @@ pub const WAIT_TIMEOUT: Duration = Duration::from_secs(20);
 #[macro_export]
 macro_rules! per_backend {
     ($($name:ident),+ $(,)?) => {
-        #[cfg(all(target_os = "linux", feature = "uring"))]
+        #[cfg(gnet_uring)]
         mod uring {
             $(#[test] fn $name() { super::$name(gnet::BackendKind::Uring) })+
         }
-        #[cfg(all(target_os = "linux", feature = "epoll"))]
+        #[cfg(gnet_epoll)]
         mod epoll {
             $(#[test] fn $name() { super::$name(gnet::BackendKind::Epoll) })+
         }
-        #[cfg(feature = "stdnet")]
+        #[cfg(gnet_stdnet)]
         mod stdnet {
             $(#[test] fn $name() { super::$name(gnet::BackendKind::StdNet) })+
         }
@@ -44,11 +44,11 @@ macro_rules! per_backend {
 /// The backends [`per_backend!`] instantiates tests for, in this build.
 pub fn instantiated_backends() -> Vec<BackendKind> {
     [
-        #[cfg(all(target_os = "linux", feature = "uring"))]
+        #[cfg(gnet_uring)]
         BackendKind::Uring,
-        #[cfg(all(target_os = "linux", feature = "epoll"))]
+        #[cfg(gnet_epoll)]
         BackendKind::Epoll,
-        #[cfg(feature = "stdnet")]
+        #[cfg(gnet_stdnet)]
         BackendKind::StdNet,
     ]
     .to_vec()
