@@ -19,16 +19,18 @@
 //! is `accept` followed by two `fcntl`s.
 #![allow(dead_code)] // Shared by three backends; any may be compiled without the others.
 
-#[cfg(target_os = "linux")]
+#[cfg(gnet_epoll)]
 mod linux;
 #[cfg(gnet_kq_pipe_waker)]
 mod pipe;
+#[cfg(gnet_readiness)]
 mod send;
 
-#[cfg(target_os = "linux")]
+#[cfg(gnet_epoll)]
 pub(crate) use linux::EventFd;
 #[cfg(gnet_kq_pipe_waker)]
 pub(crate) use pipe::Pipe;
+#[cfg(gnet_readiness)]
 pub(crate) use send::SendQueue;
 
 use std::ffi::OsStr;
