@@ -17,6 +17,9 @@
 // | `gnet_kq_pipe_waker`  | kqueue wakes with a pipe (NetBSD, OpenBSD, DragonFly)           |
 // | `gnet_no_msg_nosignal`| no `MSG_NOSIGNAL` to rely on: `SO_NOSIGPIPE` per socket (Apple)  |
 // | `gnet_no_accept4`     | no `accept4`: `accept`, then `fcntl` (Apple)                    |
+// | `gnet_no_mreqn`       | no `ip_mreqn` in socket2: an IPv4 group is joined by address, not by interface index (NetBSD, OpenBSD, illumos, Solaris, ...) |
+// | `gnet_keepalive_interval` | socket2 can set the keepalive interval (not OpenBSD, ...)   |
+// | `gnet_keepalive_retries`  | socket2 can set the keepalive probe count (Linux, FreeBSD, macOS) |
 
 use std::env;
 
@@ -34,6 +37,9 @@ const ALIASES: &[&str] = &[
     "gnet_kq_pipe_waker",
     "gnet_no_msg_nosignal",
     "gnet_no_accept4",
+    "gnet_no_mreqn",
+    "gnet_keepalive_interval",
+    "gnet_keepalive_retries",
 ];
 
 fn main() {
@@ -71,6 +77,37 @@ fn main() {
         ),
         ("gnet_no_msg_nosignal", apple),
         ("gnet_no_accept4", apple),
+        // socket2 0.5's own lists, where it leaves these out.
+        (
+            "gnet_no_mreqn",
+            os_is(&[
+                "aix", "haiku", "illumos", "netbsd", "openbsd", "redox", "solaris", "nto",
+                "espidf", "vita", "cygwin",
+            ]),
+        ),
+        (
+            "gnet_keepalive_interval",
+            os_is(&[
+                "android",
+                "dragonfly",
+                "freebsd",
+                "fuchsia",
+                "illumos",
+                "ios",
+                "visionos",
+                "linux",
+                "macos",
+                "netbsd",
+                "tvos",
+                "watchos",
+                "windows",
+                "cygwin",
+            ]),
+        ),
+        (
+            "gnet_keepalive_retries",
+            os_is(&["linux", "freebsd", "macos"]),
+        ),
     ];
     for alias in ALIASES {
         println!("cargo::rustc-check-cfg=cfg({alias})");

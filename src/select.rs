@@ -19,6 +19,8 @@ pub(crate) fn dispatch<V: Visit>(kind: BackendKind, v: V) -> Option<V::Out> {
         BackendKind::Uring => Some(v.visit::<gnet_backends::uring::Uring>()),
         #[cfg(gnet_epoll)]
         BackendKind::Epoll => Some(v.visit::<gnet_backends::epoll::Epoll>()),
+        #[cfg(gnet_kqueue)]
+        BackendKind::Kqueue => Some(v.visit::<gnet_backends::kqueue::Kqueue>()),
         #[cfg(gnet_stdnet)]
         BackendKind::StdNet => Some(v.visit::<gnet_backends::stdnet::StdNet>()),
         _ => {
@@ -162,6 +164,22 @@ fn probe_uring(
     }
 }
 
+/// Why `kind` is not in this build: the target lacks its mechanism, or its Cargo feature is off.
+fn not_compiled(kind: BackendKind) -> String {
+    // Where the mechanism exists, and whether this target is one of those places.
+    let platform = match kind {
+        BackendKind::Uring | BackendKind::Epoll => Some(("Linux", cfg!(target_os = "linux"))),
+        BackendKind::Kqueue => Some(("macOS and the BSDs", cfg!(gnet_kqueue_os))),
+        _ => None,
+    };
+    match platform {
+        Some((only, false)) => {
+            format!("not available on this target: {kind} exists on {only} only")
+        }
+        _ => format!("not compiled into this build (enable the `{kind}` feature)"),
+    }
+}
+
 /// Says a fallback out loud: through `log` when a logger is installed, on stderr otherwise.
 pub(crate) fn announce(msg: &str) {
     if log::max_level() == log::LevelFilter::Off {
@@ -198,9 +216,7 @@ pub(crate) fn choose(opts: &Options, datagrams: bool) -> Result<(BackendKind, Op
         BackendChoice::Only(kind) => match probe_on_own_thread(kind, probe()) {
             None => Err(Error::BackendUnavailable {
                 backend: kind,
-                reason: format!(
-                    "not compiled into this build for this target (enable the `{kind}` feature)"
-                ),
+                reason: not_compiled(kind),
             }),
             Some(Ok(note)) => {
                 if let Some(note) = note {

@@ -102,6 +102,12 @@ fn churn_10k_epoll() {
     churn(BackendKind::Epoll);
 }
 
+#[cfg(gnet_kqueue)]
+#[test]
+fn churn_10k_kqueue() {
+    churn(BackendKind::Kqueue);
+}
+
 #[cfg(gnet_stdnet)]
 #[test]
 fn churn_10k_stdnet() {

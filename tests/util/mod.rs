@@ -2,7 +2,7 @@
 //! guard, blocking loopback clients with generous timeouts, and deterministic random payloads.
 #![allow(dead_code)]
 
-#[cfg(target_os = "linux")]
+#[cfg(unix)]
 pub mod child;
 
 use std::io::{self, Read, Write};
@@ -22,7 +22,8 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 pub const WAIT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Instantiates each `fn name(kind: BackendKind)` once per compiled backend, as
-/// `uring::name`, `epoll::name`, `stdnet::name`, so a failure names its backend.
+/// `uring::name`, `epoll::name`, `kqueue::name`, `stdnet::name`, so a failure names its
+/// backend.
 #[macro_export]
 macro_rules! per_backend {
     ($($name:ident),+ $(,)?) => {
@@ -33,6 +34,10 @@ macro_rules! per_backend {
         #[cfg(gnet_epoll)]
         mod epoll {
             $(#[test] fn $name() { super::$name(gnet::BackendKind::Epoll) })+
+        }
+        #[cfg(gnet_kqueue)]
+        mod kqueue {
+            $(#[test] fn $name() { super::$name(gnet::BackendKind::Kqueue) })+
         }
         #[cfg(gnet_stdnet)]
         mod stdnet {
@@ -48,6 +53,8 @@ pub fn instantiated_backends() -> Vec<BackendKind> {
         BackendKind::Uring,
         #[cfg(gnet_epoll)]
         BackendKind::Epoll,
+        #[cfg(gnet_kqueue)]
+        BackendKind::Kqueue,
         #[cfg(gnet_stdnet)]
         BackendKind::StdNet,
     ]

@@ -52,6 +52,8 @@ macro_rules! per_backend {
             #[cfg(gnet_uring)], $( $(#[$attr])* $file::$test ),+);
         instantiate!(epoll, crate::epoll::Epoll,
             #[cfg(gnet_epoll)], $( $(#[$attr])* $file::$test ),+);
+        instantiate!(kqueue, crate::kqueue::Kqueue,
+            #[cfg(gnet_kqueue)], $( $(#[$attr])* $file::$test ),+);
         instantiate!(stdnet, crate::stdnet::StdNet,
             #[cfg(gnet_stdnet)], $( $(#[$attr])* $file::$test ),+);
     };

@@ -1,52 +1,5 @@
-//! The readiness engine: the epoll and kqueue backends are this one type on two selectors
-//! (`crate::selector`), with the system calls done here so the loop sees the same
-//! completion-shaped events as on io_uring. The selector registers, waits and decodes events
-//! into readable / writable / closing for a token; everything below is the engine's, the same
-//! on both.
-//!
-//! # Design
-//!
-//! - **Registration.** A connection is registered once, in `add_conn`, for both directions,
-//!   edge-triggered, and the peer's FIN ([`Interest::Stream`]), and deregistered once, in
-//!   `close`: no re-registration on the hot path. Edge-triggered writability costs nothing
-//!   while nothing is pending: the kernel signals write space only after a send hit a full
-//!   buffer, and a writable event that rides along with a readable one is ignored unless a
-//!   send is in flight. The selector stores a [`Token`] with each registration: a table
-//!   index, a listener id, or the waker, so dispatch is an index into a table, not a lookup
-//!   by descriptor. Connections, datagram sockets and sockets being connected share one table
-//!   (`table.rs`), since the loop keeps their indexes unique together.
-//! - **Receiving.** One read buffer per loop ([`Config::read_buffer_size`]), lent to
-//!   [`Sink::received`] for each `recv`. An edge marks the connection readable and puts it on a
-//!   ready list; each `poll` gives every connection on the list one pass of at most
-//!   [`Config::read_chunk`] bytes, and a connection with bytes left goes to the back of the list
-//!   for the next `poll` (which then does not block): the edge is remembered, not lost. One
-//!   `poll` reads at most [`Config::poll_read_budget`] bytes in all, so what handlers write
-//!   in reply is flushed before more is read.
-//!   [`Flow::Pause`](crate::Flow::Pause) stops the pass and keeps the readable mark; `resume`
-//!   queues the connection again. A read of 0 is `eof`, after every byte before it (kqueue may
-//!   say end-of-stream while bytes are still queued: they are read first).
-//! - **Sending.** `send` writes at once (`sendmsg` that never raises `SIGPIPE`, up to
-//!   `IOV_MAX` buffers per call, until done or `EAGAIN`); a remainder waits for writability.
-//!   `sent` or `failed` produced inside `send` is queued and reported by the next `poll`.
-//! - **Datagrams** (`dgram.rs`, `mmsg.rs`). `add_datagram` registers both directions, and the
-//!   socket takes its turn on the same ready list within the same budgets, each datagram
-//!   counting at least 1 KiB so that a flood of tiny ones ends a pass too. A pass receives
-//!   until `EAGAIN`: on Linux `recvmmsg` of up to 32 datagrams per call, each into a buffer
-//!   of `read_buffer_size` (at most 1 MiB of them, so 16 at 64 KiB; allocated with the first
-//!   datagram socket), elsewhere `recvmsg` of one; one [`Sink::datagram`] each, `truncated`
-//!   from `MSG_TRUNC`. `Flow::Pause` takes effect after the batch in hand. Errors the network
-//!   reports (ICMP) are [`Sink::datagram_error`]s and receiving goes on. `send_to` calls
-//!   `sendmmsg` (one message per datagram, up to 32 per call; elsewhere `sendmsg` of one)
-//!   until done or `EAGAIN`, then on writability; a datagram the kernel refuses is tried
-//!   once more, because a send also returns the socket's pending error (from an earlier
-//!   datagram) without sending, then reported and skipped.
-//! - **Connecting** (`connect.rs`). A non-blocking `connect(2)`; in progress, the socket is
-//!   registered for writability and its event's `SO_ERROR` decides; done at once (Unix, UDP,
-//!   an immediate error), it is reported by the next `poll`. Reporting [`Sink::connected`]
-//!   forgets the id (deregistered), so the loop can add the socket again under it.
-//! - **Closing.** `close` deregisters, drops the send in flight and queues `closed`. Queued
-//!   reports for an id closed since are dropped (a pending `connected` among them).
-//! - **Waking.** The selector's signal with a coalescing flag (`selector/waker.rs`).
+//! The readiness engine: the epoll and kqueue backends are [`Readiness`] on two selectors
+//! (`crate::selector`). Its design is written on the type.
 
 mod conn;
 mod connect;
@@ -81,8 +34,57 @@ use mmsg::RecvArea;
 use report::Report;
 use table::{Entry, Table};
 
-/// A readiness backend, epoll or kqueue (whichever this target has): one per event loop. See
-/// the [module documentation](self) for its design.
+/// A readiness backend, epoll or kqueue (whichever this target has): one per event loop.
+///
+/// The readiness engine: the epoll and kqueue backends are this one type on two selectors
+/// (`crate::selector`), with the system calls done here so the loop sees the same
+/// completion-shaped events as on io_uring. The selector registers, waits and decodes events
+/// into readable / writable / closing for a token; everything below is the engine's, the same
+/// on both.
+///
+/// # Design
+///
+/// - **Registration.** A connection is registered once, in `add_conn`, for both directions,
+///   edge-triggered, and the peer's FIN (`Interest::Stream`), and deregistered once, in
+///   `close`: no re-registration on the hot path. Edge-triggered writability costs nothing
+///   while nothing is pending: the kernel signals write space only after a send hit a full
+///   buffer, and a writable event that rides along with a readable one is ignored unless a
+///   send is in flight. The selector stores a `Token` with each registration: a table
+///   index, a listener id, or the waker, so dispatch is an index into a table, not a lookup
+///   by descriptor. Connections, datagram sockets and sockets being connected share one table
+///   (`table.rs`), since the loop keeps their indexes unique together.
+/// - **Receiving.** One read buffer per loop ([`Config::read_buffer_size`]), lent to
+///   [`Sink::received`] for each `recv`. An edge marks the connection readable and puts it on a
+///   ready list; each `poll` gives every connection on the list one pass of at most
+///   [`Config::read_chunk`] bytes, and a connection with bytes left goes to the back of the list
+///   for the next `poll` (which then does not block): the edge is remembered, not lost. One
+///   `poll` reads at most [`Config::poll_read_budget`] bytes in all, so what handlers write
+///   in reply is flushed before more is read.
+///   [`Flow::Pause`](crate::Flow::Pause) stops the pass and keeps the readable mark; `resume`
+///   queues the connection again. A read of 0 is `eof`, after every byte before it (kqueue may
+///   say end-of-stream while bytes are still queued: they are read first).
+/// - **Sending.** `send` writes at once (`sendmsg` that never raises `SIGPIPE`, up to
+///   `IOV_MAX` buffers per call, until done or `EAGAIN`); a remainder waits for writability.
+///   `sent` or `failed` produced inside `send` is queued and reported by the next `poll`.
+/// - **Datagrams** (`dgram.rs`, `mmsg.rs`). `add_datagram` registers both directions, and the
+///   socket takes its turn on the same ready list within the same budgets, each datagram
+///   counting at least 1 KiB so that a flood of tiny ones ends a pass too. A pass receives
+///   until `EAGAIN`: on Linux `recvmmsg` of up to 32 datagrams per call, each into a buffer
+///   of `read_buffer_size` (at most 1 MiB of them, so 16 at 64 KiB; allocated with the first
+///   datagram socket), elsewhere `recvmsg` of one; one [`Sink::datagram`] each, `truncated`
+///   from `MSG_TRUNC`. `Flow::Pause` takes effect after the batch in hand. Errors the network
+///   reports (ICMP) are [`Sink::datagram_error`]s and receiving goes on. `send_to` calls
+///   `sendmmsg` (one message per datagram, up to 32 per call; elsewhere `sendmsg` of one)
+///   until done or `EAGAIN`, then on writability; a datagram the kernel refuses is tried
+///   once more, because a send also returns the socket's pending error (from an earlier
+///   datagram) without sending, then reported and skipped.
+/// - **Connecting** (`connect.rs`). A non-blocking `connect(2)`; in progress, the socket is
+///   registered for writability and its event's `SO_ERROR` decides; done at once (Unix, UDP,
+///   an immediate error), it is reported by the next `poll`. Reporting [`Sink::connected`]
+///   forgets the id (deregistered), so the loop can add the socket again under it.
+/// - **Closing.** `close` deregisters, drops the send in flight and queues `closed`. Queued
+///   reports for an id closed since are dropped (a pending `connected` among them).
+/// - **Waking.** The selector's signal with a coalescing flag (`selector/waker.rs`).
 pub struct Readiness {
     selector: Native,
     waker: Arc<Waker>,
