@@ -15,7 +15,7 @@
 // | `gnet_selector`       | `gnet_epoll_instance` or `gnet_kqueue`: a selector and the listener table |
 // | `gnet_kq_user_waker`  | kqueue wakes with `EVFILT_USER` (macOS, iOS, FreeBSD)           |
 // | `gnet_kq_pipe_waker`  | kqueue wakes with a pipe (NetBSD, OpenBSD, DragonFly)           |
-// | `gnet_no_msg_nosignal`| no `MSG_NOSIGNAL` to rely on: `SO_NOSIGPIPE` per socket (Apple)  |
+// | `gnet_msg_nosignal`   | sends can say `MSG_NOSIGNAL` (Linux, Android, the BSDs); Apple's systems set `SO_NOSIGPIPE` per socket instead |
 // | `gnet_no_accept4`     | no `accept4`: `accept`, then `fcntl` (Apple)                    |
 // | `gnet_no_mreqn`       | no `ip_mreqn` in socket2: an IPv4 group is joined by address, not by interface index (NetBSD, OpenBSD, illumos, Solaris, ...) |
 // | `gnet_keepalive_interval` | socket2 can set the keepalive interval (not OpenBSD, ...)   |
@@ -35,7 +35,7 @@ const ALIASES: &[&str] = &[
     "gnet_selector",
     "gnet_kq_user_waker",
     "gnet_kq_pipe_waker",
-    "gnet_no_msg_nosignal",
+    "gnet_msg_nosignal",
     "gnet_no_accept4",
     "gnet_no_mreqn",
     "gnet_keepalive_interval",
@@ -75,7 +75,17 @@ fn main() {
             "gnet_kq_pipe_waker",
             kqueue && os_is(&["netbsd", "openbsd", "dragonfly"]),
         ),
-        ("gnet_no_msg_nosignal", apple),
+        (
+            "gnet_msg_nosignal",
+            os_is(&[
+                "linux",
+                "android",
+                "freebsd",
+                "netbsd",
+                "openbsd",
+                "dragonfly",
+            ]),
+        ),
         ("gnet_no_accept4", apple),
         // socket2 0.5's own lists, where it leaves these out.
         (

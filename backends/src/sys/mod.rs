@@ -13,7 +13,7 @@
 //! | `pipe.rs`  | [`Pipe`], the wake-up of kqueue where there is no `EVFILT_USER`          |
 //!
 //! `SIGPIPE`: Linux and most BSDs have `MSG_NOSIGNAL` per call; Apple's systems do not
-//! (`gnet_no_msg_nosignal`), so the kqueue backend sets `SO_NOSIGPIPE` on each socket it is
+//! (`gnet_msg_nosignal` off), so the kqueue backend sets `SO_NOSIGPIPE` on each socket it is
 //! lent ([`set_nosigpipe`]) and sends with no flag. `accept4` (non-blocking and close-on-exec
 //! in one call) exists everywhere but on Apple's systems (`gnet_no_accept4`), where [`accept`]
 //! is `accept` followed by two `fcntl`s.
@@ -141,12 +141,12 @@ pub(crate) fn set_nonblocking_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
 }
 
 /// Asks the kernel not to raise `SIGPIPE` for sends on `fd` (`SO_NOSIGPIPE`), where sends
-/// cannot ask it per call (`gnet_no_msg_nosignal`); elsewhere nothing to do.
+/// cannot ask it per call (`gnet_msg_nosignal` off: Apple's systems); elsewhere nothing to do.
 ///
 /// # Errors
 /// Whatever `setsockopt` reports.
 pub(crate) fn set_nosigpipe(fd: BorrowedFd<'_>) -> io::Result<()> {
-    #[cfg(gnet_no_msg_nosignal)]
+    #[cfg(not(gnet_msg_nosignal))]
     {
         let on: libc::c_int = 1;
         // SAFETY: `fd` is live for the borrow; `on` is valid for reads of its size, which is
@@ -162,7 +162,7 @@ pub(crate) fn set_nosigpipe(fd: BorrowedFd<'_>) -> io::Result<()> {
         };
         cvt(r)?;
     }
-    #[cfg(not(gnet_no_msg_nosignal))]
+    #[cfg(gnet_msg_nosignal)]
     let _ = fd;
     Ok(())
 }

@@ -21,9 +21,9 @@ pub(crate) const IOV_MAX: usize = libc::IOV_MAX as usize;
 /// The flags of every stream send: `MSG_NOSIGNAL`, so that a closed peer is `EPIPE` and never
 /// a `SIGPIPE`; none where there is no such flag (the socket has `SO_NOSIGPIPE` instead, see
 /// [`super::set_nosigpipe`]).
-#[cfg(not(gnet_no_msg_nosignal))]
+#[cfg(gnet_msg_nosignal)]
 const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
-#[cfg(gnet_no_msg_nosignal)]
+#[cfg(not(gnet_msg_nosignal))]
 const SEND_FLAGS: libc::c_int = 0;
 
 /// One `sendmsg` (with [`SEND_FLAGS`]) of `iov` (at most [`IOV_MAX`] entries); returns the bytes
