@@ -50,6 +50,7 @@ const INITIAL_EVENTS: usize = 256;
 const MAX_EVENTS: usize = 16 * 1024;
 
 /// The engine's readiness of one epoll event (the second table of the module documentation).
+#[inline]
 fn decode(events: u32) -> Ready {
     let mut ready = Ready::default();
     if events & (IN | RDHUP | HUP | ERR) != 0 {
@@ -173,6 +174,7 @@ impl Poller {
     }
 
     /// The `i`-th event of the last wait.
+    #[inline]
     pub(crate) fn event(&self, i: usize) -> (Token, Ready) {
         let e = self.events[i];
         (Token::decode(e.u64 as usize), decode(e.events))
@@ -196,18 +198,22 @@ impl super::Selector for Poller {
         Ok((poller, super::waker::Waker::new(signal)))
     }
 
+    #[inline]
     fn register(&mut self, fd: BorrowedFd<'_>, interest: Interest, token: Token) -> io::Result<()> {
         self.add(fd, flags(interest), token)
     }
 
+    #[inline]
     fn deregister(&mut self, fd: BorrowedFd<'_>, _interest: Interest) -> io::Result<()> {
         self.delete(fd)
     }
 
+    #[inline]
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
         Poller::wait(self, timeout)
     }
 
+    #[inline]
     fn event(&self, i: usize) -> (Token, Ready) {
         Poller::event(self, i)
     }
