@@ -112,8 +112,7 @@ fn bind_udp(addr: &ListenAddr, a: std::net::SocketAddr, opts: &Options) -> Resul
         .map_err(|e| ctx(addr, "bind", e))?;
     match a.ip() {
         std::net::IpAddr::V4(group) if group.is_multicast() => {
-            let iface = socket2::InterfaceIndexOrAddress::Index(opts.multicast_interface);
-            s.join_multicast_v4_n(&group, &iface)
+            join_v4(&s, &group, opts.multicast_interface)
                 .map_err(|e| ctx(addr, "join the multicast group of", e))?;
         }
         std::net::IpAddr::V6(group) if group.is_multicast() => {
@@ -125,6 +124,26 @@ fn bind_udp(addr: &ListenAddr, a: std::net::SocketAddr, opts: &Options) -> Resul
     s.set_nonblocking(true)
         .map_err(|e| ctx(addr, "O_NONBLOCK on", e))?;
     Ok(Socket::Udp(s.into()))
+}
+
+/// Joins an IPv4 multicast group on the interface of index `interface` (0: the system's
+/// choice).
+#[cfg(not(gnet_no_mreqn))]
+fn join_v4(s: &socket2::Socket, group: &std::net::Ipv4Addr, interface: u32) -> std::io::Result<()> {
+    s.join_multicast_v4_n(group, &socket2::InterfaceIndexOrAddress::Index(interface))
+}
+
+/// Joins an IPv4 multicast group on the interface of index `interface`: without `ip_mreqn`
+/// only the system's choice (0) can be asked for.
+#[cfg(gnet_no_mreqn)]
+fn join_v4(s: &socket2::Socket, group: &std::net::Ipv4Addr, interface: u32) -> std::io::Result<()> {
+    if interface != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "an IPv4 multicast interface by index needs ip_mreqn, which this system lacks",
+        ));
+    }
+    s.join_multicast_v4(group, &std::net::Ipv4Addr::UNSPECIFIED)
 }
 
 /// A socket to dial `addr` with: not connected, non-blocking, close-on-exec (socket2).

@@ -15,11 +15,13 @@ pub(crate) trait Visit {
 /// Runs `v` with the implementation of `kind`; `None` when it is not compiled in.
 pub(crate) fn dispatch<V: Visit>(kind: BackendKind, v: V) -> Option<V::Out> {
     match kind {
-        #[cfg(all(target_os = "linux", feature = "uring"))]
+        #[cfg(gnet_uring)]
         BackendKind::Uring => Some(v.visit::<gnet_backends::uring::Uring>()),
-        #[cfg(all(target_os = "linux", feature = "epoll"))]
+        #[cfg(gnet_epoll)]
         BackendKind::Epoll => Some(v.visit::<gnet_backends::epoll::Epoll>()),
-        #[cfg(feature = "stdnet")]
+        #[cfg(gnet_kqueue)]
+        BackendKind::Kqueue => Some(v.visit::<gnet_backends::kqueue::Kqueue>()),
+        #[cfg(gnet_stdnet)]
         BackendKind::StdNet => Some(v.visit::<gnet_backends::stdnet::StdNet>()),
         _ => {
             let _ = v;
@@ -41,7 +43,7 @@ pub(crate) fn backend_config(opts: &Options) -> Config {
 /// told even though it works (io_uring rings reduced to fit the memlock limit).
 struct Probe<'a> {
     cfg: &'a Config,
-    #[cfg_attr(not(all(target_os = "linux", feature = "uring")), allow(dead_code))]
+    #[cfg_attr(not(gnet_uring), allow(dead_code))]
     loops: usize,
     /// The engine serves UDP addresses: a backend without datagrams will not do.
     datagrams: bool,
@@ -50,7 +52,7 @@ struct Probe<'a> {
 impl Visit for Probe<'_> {
     type Out = std::result::Result<Option<String>, OpenError>;
     fn visit<B: Backend>(self) -> Self::Out {
-        #[cfg(all(target_os = "linux", feature = "uring"))]
+        #[cfg(gnet_uring)]
         if B::KIND == BackendKind::Uring {
             return probe_uring(self.cfg, self.loops, self.datagrams);
         }
@@ -100,7 +102,7 @@ fn serves<B: Backend>(b: &B, datagrams: bool) -> std::result::Result<(), OpenErr
 /// others may come out smaller than they did; then the probe closes them all and tries again:
 /// the backend starts every ring at the smallest size that fitted (and waits for the closed
 /// rings' memory to come back), until the rings fit as one size or stop getting smaller.
-#[cfg(all(target_os = "linux", feature = "uring"))]
+#[cfg(gnet_uring)]
 fn probe_uring(
     cfg: &Config,
     loops: usize,
@@ -162,6 +164,22 @@ fn probe_uring(
     }
 }
 
+/// Why `kind` is not in this build: the target lacks its mechanism, or its Cargo feature is off.
+fn not_compiled(kind: BackendKind) -> String {
+    // Where the mechanism exists, and whether this target is one of those places.
+    let platform = match kind {
+        BackendKind::Uring | BackendKind::Epoll => Some(("Linux", cfg!(target_os = "linux"))),
+        BackendKind::Kqueue => Some(("macOS and the BSDs", cfg!(gnet_kqueue_os))),
+        _ => None,
+    };
+    match platform {
+        Some((only, false)) => {
+            format!("not available on this target: {kind} exists on {only} only")
+        }
+        _ => format!("not compiled into this build (enable the `{kind}` feature)"),
+    }
+}
+
 /// Says a fallback out loud: through `log` when a logger is installed, on stderr otherwise.
 pub(crate) fn announce(msg: &str) {
     if log::max_level() == log::LevelFilter::Off {
@@ -198,9 +216,7 @@ pub(crate) fn choose(opts: &Options, datagrams: bool) -> Result<(BackendKind, Op
         BackendChoice::Only(kind) => match probe_on_own_thread(kind, probe()) {
             None => Err(Error::BackendUnavailable {
                 backend: kind,
-                reason: format!(
-                    "not compiled into this build for this target (enable the `{kind}` feature)"
-                ),
+                reason: not_compiled(kind),
             }),
             Some(Ok(note)) => {
                 if let Some(note) = note {

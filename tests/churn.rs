@@ -90,19 +90,25 @@ fn churn(kind: BackendKind) {
     running.stop().expect("clean stop");
 }
 
-#[cfg(all(target_os = "linux", feature = "uring"))]
+#[cfg(gnet_uring)]
 #[test]
 fn churn_10k_uring() {
     churn(BackendKind::Uring);
 }
 
-#[cfg(all(target_os = "linux", feature = "epoll"))]
+#[cfg(gnet_epoll)]
 #[test]
 fn churn_10k_epoll() {
     churn(BackendKind::Epoll);
 }
 
-#[cfg(feature = "stdnet")]
+#[cfg(gnet_kqueue)]
+#[test]
+fn churn_10k_kqueue() {
+    churn(BackendKind::Kqueue);
+}
+
+#[cfg(gnet_stdnet)]
 #[test]
 fn churn_10k_stdnet() {
     churn(BackendKind::StdNet);

@@ -1,7 +1,7 @@
 //! io_uring forbidden for real: in a child process whose seccomp filter makes `io_uring_setup`
 //! fail with `EPERM`, `Auto` must serve on epoll and say why, and an explicit `uring` request
 //! must fail with an error that names the reason.
-#![cfg(all(target_os = "linux", feature = "uring", feature = "epoll"))]
+#![cfg(all(gnet_uring, gnet_epoll))]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

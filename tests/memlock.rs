@@ -7,7 +7,7 @@
 //!
 //! `Auto` must serve on a smaller ring when one fits, on epoll when none does, and say so
 //! once; an explicit `uring` must fail with the same advice.
-#![cfg(all(target_os = "linux", feature = "uring", feature = "epoll"))]
+#![cfg(all(gnet_uring, gnet_epoll))]
 
 use std::path::Path;
 use std::sync::Mutex;

@@ -119,3 +119,24 @@ per_backend!(
     bad_options_are_refused_before_anything_starts,
     values_at_the_bounds_serve,
 );
+
+/// A backend of another platform is refused at start with a reason that says where it exists,
+/// not a hint to turn on a feature that is on.
+#[test]
+fn a_backend_of_another_platform_says_where_it_exists() {
+    let (kind, only) = if cfg!(target_os = "linux") {
+        (BackendKind::Kqueue, "macOS and the BSDs")
+    } else {
+        (BackendKind::Epoll, "Linux")
+    };
+    match gnet::start(Booted(Arc::default()), &[util::TCP], opts(kind)) {
+        Err(Error::BackendUnavailable { backend, reason }) => {
+            assert_eq!(backend, kind);
+            assert!(
+                reason.contains("not available on this target") && reason.contains(only),
+                "{reason}"
+            );
+        }
+        other => panic!("{kind} started here: {:?}", other.map(|_| ())),
+    }
+}

@@ -2,7 +2,7 @@
 //! and closes io_uring rings, whose teardown runs as task work of the thread that made them
 //! and interrupted that thread's next blocking call (a `recv` with a timeout failed with
 //! `EINTR`). The probe now runs on a thread of its own.
-#![cfg(all(target_os = "linux", feature = "uring"))]
+#![cfg(gnet_uring)]
 
 mod util;
 

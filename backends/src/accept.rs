@@ -123,10 +123,7 @@ struct Episode {
 
 impl Pause {
     /// Whether the listener rests (its readiness is ignored until it is due).
-    #[cfg_attr(
-        not(all(target_os = "linux", any(feature = "epoll", feature = "uring"))),
-        allow(dead_code)
-    )] // used by listeners.rs
+    #[cfg_attr(not(gnet_selector), allow(dead_code))] // used by listeners.rs
     pub(crate) fn resting(&self) -> bool {
         self.retry_at.is_some()
     }
@@ -137,19 +134,13 @@ impl Pause {
     }
 
     /// Whether the listener rests and its time has come.
-    #[cfg_attr(
-        not(all(target_os = "linux", any(feature = "epoll", feature = "uring"))),
-        allow(dead_code)
-    )] // used by listeners.rs
+    #[cfg_attr(not(gnet_selector), allow(dead_code))] // used by listeners.rs
     pub(crate) fn due(&self, now: Instant) -> bool {
         self.retry_at.is_some_and(|at| at <= now)
     }
 
     /// A connection closed: a descriptor is free, try at once instead of after the back-off.
-    #[cfg_attr(
-        not(all(target_os = "linux", any(feature = "epoll", feature = "uring"))),
-        allow(dead_code)
-    )] // used by listeners.rs
+    #[cfg_attr(not(gnet_selector), allow(dead_code))] // used by listeners.rs
     pub(crate) fn hurry(&mut self, now: Instant) {
         if let Some(at) = self.retry_at.as_mut() {
             *at = (*at).min(now);

@@ -1,14 +1,15 @@
-//! Listeners watched by an epoll instance: the accept loop, and the pause of the accept policy
-//! (`accept.rs`) when the process runs out of resources. Shared by the epoll backend and the
-//! io_uring backend, which accepts through an epoll instance of its own so that the ring never
-//! holds a reference to a listening socket (see the io_uring module documentation).
+//! Listeners watched by a selector: the accept loop, and the pause of the accept policy
+//! (`accept.rs`) when the process runs out of resources. Shared by the readiness backends
+//! (epoll, kqueue) and the io_uring backend, which accepts through an epoll instance of its own
+//! so that the ring never holds a reference to a listening socket (see the io_uring module
+//! documentation).
 //!
-//! Listeners are registered edge-triggered, so each readiness edge is drained with `accept4`
-//! until `EAGAIN`. A paused listener ignores its edges and is retried when its back-off
-//! expires or a connection closes, with the backend's wait shortened to that moment
-//! ([`Listeners::next_retry`]). Level triggering would spin on such a listener; plain edge
-//! triggering would leave the queued connections waiting for the next SYN.
-#![allow(dead_code)] // Shared by two backends; either may be compiled without the other.
+//! Listeners are registered edge-triggered, so each readiness edge is drained with `accept`
+//! (`accept4` where the system has it) until `EAGAIN`. A paused listener ignores its edges and
+//! is retried when its back-off expires or a connection closes, with the backend's wait
+//! shortened to that moment ([`Listeners::next_retry`]). Level triggering would spin on such a
+//! listener; plain edge triggering would leave the queued connections waiting for the next SYN.
+#![allow(dead_code)] // Shared by three backends; any may be compiled without the others.
 
 use std::os::fd::{BorrowedFd, RawFd};
 use std::time::Instant;
@@ -131,7 +132,7 @@ fn accept_all<S: Sink>(entry: &mut Entry, sink: &mut S) -> bool {
     let fd = unsafe { BorrowedFd::borrow_raw(entry.fd) };
     let mut skipped = 0;
     loop {
-        match sys::accept4(fd) {
+        match sys::accept(fd) {
             Ok((socket, peer)) => {
                 skipped = 0;
                 sink.accepted(id, socket, peer);

@@ -135,9 +135,11 @@ impl Socket {
         #[cfg(unix)]
         {
             use std::os::fd::AsRawFd;
-            #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+            // Without `MSG_NOSIGNAL` (Apple's systems) the kqueue backend set `SO_NOSIGPIPE`
+            // on the socket in `add_conn`.
+            #[cfg(gnet_msg_nosignal)]
             let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
-            #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+            #[cfg(not(gnet_msg_nosignal))]
             let flags = libc::MSG_DONTWAIT;
             // SAFETY: the descriptor is owned by `self` and open for the whole call; the
             // pointer and length describe `buf`, which the kernel only reads.

@@ -1,20 +1,20 @@
 //! Test helpers shared by the crate's tests and the engine's (not part of the public API).
 
-#[cfg(all(target_os = "linux", feature = "uring"))]
+#[cfg(gnet_uring)]
 pub use self::memlock::limit_locked_memory;
 
 /// Makes every io_uring backend opened in this process from now on see a kernel without the
 /// opcodes named (`"RECVMSG"`, `"SENDMSG"`, `"CONNECT"`), as an older or restricted kernel
 /// would: the features that need them are reported unavailable. Irreversible in practice:
 /// meant for a child process of a test.
-#[cfg(all(target_os = "linux", feature = "uring"))]
+#[cfg(gnet_uring)]
 pub fn pretend_io_uring_lacks(names: &[&str]) {
     crate::uring::hide_opcodes_in_process(names);
 }
-#[cfg(all(target_os = "linux", feature = "uring"))]
+#[cfg(gnet_uring)]
 pub use self::seccomp::{deny_io_uring, deny_syscalls};
 
-#[cfg(all(target_os = "linux", feature = "uring"))]
+#[cfg(gnet_uring)]
 mod memlock {
     use std::io;
 
@@ -91,7 +91,7 @@ mod memlock {
     }
 }
 
-#[cfg(all(target_os = "linux", feature = "uring"))]
+#[cfg(gnet_uring)]
 mod seccomp {
     use std::io;
 

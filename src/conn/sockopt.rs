@@ -61,12 +61,14 @@ impl<C> Conn<'_, C> {
                         "keepalive durations must be at least one second".into(),
                     ));
                 }
-                let ka = socket2::TcpKeepalive::new()
-                    .with_time(idle)
-                    .with_interval(interval);
-                #[cfg(any(target_os = "linux", target_os = "freebsd", target_os = "macos"))]
+                let ka = socket2::TcpKeepalive::new().with_time(idle);
+                #[cfg(gnet_keepalive_interval)]
+                let ka = ka.with_interval(interval);
+                #[cfg(not(gnet_keepalive_interval))]
+                let _ = interval;
+                #[cfg(gnet_keepalive_retries)]
                 let ka = ka.with_retries(count);
-                #[cfg(not(any(target_os = "linux", target_os = "freebsd", target_os = "macos")))]
+                #[cfg(not(gnet_keepalive_retries))]
                 let _ = count;
                 Ok(self.sock().set_tcp_keepalive(&ka)?)
             }

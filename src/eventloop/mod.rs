@@ -444,11 +444,13 @@ impl<H: EventHandler> Core<H> {
         let o = &self.opts;
         let mut r = s.set_nodelay(o.tcp_nodelay);
         if let Some(idle) = o.keepalive {
-            let ka = socket2::TcpKeepalive::new().with_time(idle).with_interval(
+            let ka = socket2::TcpKeepalive::new().with_time(idle);
+            #[cfg(gnet_keepalive_interval)]
+            let ka = ka.with_interval(
                 o.keepalive_interval
                     .unwrap_or((idle / 5).max(Duration::from_secs(1))),
             );
-            #[cfg(any(target_os = "linux", target_os = "freebsd", target_os = "macos"))]
+            #[cfg(gnet_keepalive_retries)]
             let ka = ka.with_retries(o.keepalive_count.unwrap_or(5));
             r = r.and(s.set_tcp_keepalive(&ka));
         }

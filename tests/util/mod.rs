@@ -2,7 +2,7 @@
 //! guard, blocking loopback clients with generous timeouts, and deterministic random payloads.
 #![allow(dead_code)]
 
-#[cfg(target_os = "linux")]
+#[cfg(unix)]
 pub mod child;
 
 use std::io::{self, Read, Write};
@@ -22,19 +22,24 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 pub const WAIT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Instantiates each `fn name(kind: BackendKind)` once per compiled backend, as
-/// `uring::name`, `epoll::name`, `stdnet::name`, so a failure names its backend.
+/// `uring::name`, `epoll::name`, `kqueue::name`, `stdnet::name`, so a failure names its
+/// backend.
 #[macro_export]
 macro_rules! per_backend {
     ($($name:ident),+ $(,)?) => {
-        #[cfg(all(target_os = "linux", feature = "uring"))]
+        #[cfg(gnet_uring)]
         mod uring {
             $(#[test] fn $name() { super::$name(gnet::BackendKind::Uring) })+
         }
-        #[cfg(all(target_os = "linux", feature = "epoll"))]
+        #[cfg(gnet_epoll)]
         mod epoll {
             $(#[test] fn $name() { super::$name(gnet::BackendKind::Epoll) })+
         }
-        #[cfg(feature = "stdnet")]
+        #[cfg(gnet_kqueue)]
+        mod kqueue {
+            $(#[test] fn $name() { super::$name(gnet::BackendKind::Kqueue) })+
+        }
+        #[cfg(gnet_stdnet)]
         mod stdnet {
             $(#[test] fn $name() { super::$name(gnet::BackendKind::StdNet) })+
         }
@@ -44,11 +49,13 @@ macro_rules! per_backend {
 /// The backends [`per_backend!`] instantiates tests for, in this build.
 pub fn instantiated_backends() -> Vec<BackendKind> {
     [
-        #[cfg(all(target_os = "linux", feature = "uring"))]
+        #[cfg(gnet_uring)]
         BackendKind::Uring,
-        #[cfg(all(target_os = "linux", feature = "epoll"))]
+        #[cfg(gnet_epoll)]
         BackendKind::Epoll,
-        #[cfg(feature = "stdnet")]
+        #[cfg(gnet_kqueue)]
+        BackendKind::Kqueue,
+        #[cfg(gnet_stdnet)]
         BackendKind::StdNet,
     ]
     .to_vec()

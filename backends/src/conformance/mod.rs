@@ -49,11 +49,13 @@ macro_rules! instantiate {
 macro_rules! per_backend {
     ($( $(#[$attr:meta])* $file:ident::$test:ident ),+ $(,)?) => {
         instantiate!(uring, crate::uring::Uring,
-            #[cfg(all(target_os = "linux", feature = "uring"))], $( $(#[$attr])* $file::$test ),+);
+            #[cfg(gnet_uring)], $( $(#[$attr])* $file::$test ),+);
         instantiate!(epoll, crate::epoll::Epoll,
-            #[cfg(all(target_os = "linux", feature = "epoll"))], $( $(#[$attr])* $file::$test ),+);
+            #[cfg(gnet_epoll)], $( $(#[$attr])* $file::$test ),+);
+        instantiate!(kqueue, crate::kqueue::Kqueue,
+            #[cfg(gnet_kqueue)], $( $(#[$attr])* $file::$test ),+);
         instantiate!(stdnet, crate::stdnet::StdNet,
-            #[cfg(feature = "stdnet")], $( $(#[$attr])* $file::$test ),+);
+            #[cfg(gnet_stdnet)], $( $(#[$attr])* $file::$test ),+);
     };
 }
 

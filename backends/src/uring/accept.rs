@@ -24,7 +24,8 @@ use io_uring::types::Fd;
 use super::user_data::{cqe_error, Kind, Tag};
 use super::Uring;
 use crate::contract::{Id, Sink};
-use crate::poller::{Token, READ_INTEREST};
+use crate::selector::epoll::READ_INTEREST;
+use crate::selector::Token;
 use crate::socket::Listener;
 
 impl Uring {

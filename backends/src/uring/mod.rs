@@ -135,7 +135,7 @@ use crate::contract::{
     Backend, BackendKind, Capabilities, Config, Datagram, Id, OpenError, Sink, Stats, Wake,
 };
 use crate::listeners::Listeners;
-use crate::poller::Poller;
+use crate::selector::epoll::Poller;
 use crate::socket::{Addr, Listener, Socket};
 
 use bufring::{BufRing, DgramRing, Run};

@@ -16,7 +16,7 @@ use super::waker::EventFdWaker;
 use super::Uring;
 use crate::contract::{Config, OpenError};
 use crate::listeners::Listeners;
-use crate::poller::Poller;
+use crate::selector::epoll::Poller;
 
 /// The setup-flag tiers tried in order; the kernel answers `EINVAL` to flags it does not know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

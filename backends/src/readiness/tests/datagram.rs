@@ -15,8 +15,8 @@ use bytes::Bytes;
 use crate::conformance::peer::set_sndbuf;
 use crate::conformance::{Ev, Fixture, Recorder};
 use crate::contract::{Backend, Config, Datagram, Id};
-use crate::epoll::dgram::MIN_CHARGE;
-use crate::epoll::Epoll;
+use crate::readiness::dgram::MIN_CHARGE;
+use crate::readiness::Readiness as Engine;
 use crate::socket::Socket;
 
 /// The longest a single `poll` here waits for what it must deliver.
@@ -35,7 +35,7 @@ fn set_rcvbuf(s: &UdpSocket, bytes: usize) {
 }
 
 /// A bound, non-blocking UDP socket registered as `id`, with a large receive buffer.
-fn datagram_socket(fx: &mut Fixture<Epoll>, id: Id) -> SocketAddr {
+fn datagram_socket(fx: &mut Fixture<Engine>, id: Id) -> SocketAddr {
     let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
     s.set_nonblocking(true).unwrap();
     set_rcvbuf(&s, 1 << 20);
@@ -77,7 +77,7 @@ fn assert_no_error(r: &Recorder, id: Id) {
 
 #[test]
 fn a_burst_larger_than_one_recvmmsg_arrives_in_one_pass_in_order() {
-    let mut fx = Fixture::<Epoll>::new();
+    let mut fx = Fixture::<Engine>::new();
     let addr = datagram_socket(&mut fx, D);
     assert!(
         fx.backend.area.batch() < 200,
@@ -125,7 +125,7 @@ fn unix_pair() -> (Socket, UnixDatagram) {
 #[test]
 fn a_send_to_that_fills_the_socket_buffer_waits_for_room_and_completes() {
     const COUNT: usize = 64;
-    let mut fx = Fixture::<Epoll>::new();
+    let mut fx = Fixture::<Engine>::new();
     let (sock, peer) = unix_pair();
     set_sndbuf(sock.as_fd(), 4096); // a few datagrams of 1000 bytes
     fx.add_datagram(D, sock);
@@ -172,7 +172,7 @@ fn a_send_to_that_fills_the_socket_buffer_waits_for_room_and_completes() {
 
 #[test]
 fn a_pending_network_error_does_not_cost_the_datagram_that_meets_it() {
-    let mut fx = Fixture::<Epoll>::new();
+    let mut fx = Fixture::<Engine>::new();
     let dead = UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -236,7 +236,7 @@ fn datagrams_share_the_loop_fairly_with_busy_streams() {
         read_chunk: CHUNK,
         ..Config::default()
     };
-    let mut fx = Fixture::<Epoll>::open(config);
+    let mut fx = Fixture::<Engine>::open(config);
     let mut ca = fx.tcp_pair(A);
     let mut cb = fx.tcp_pair(B);
     let addr = datagram_socket(&mut fx, D);

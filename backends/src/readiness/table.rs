@@ -3,15 +3,16 @@
 //! an event's token is one index into one table, and a stale id (an older generation at the
 //! same index) is told apart by comparing the whole [`Id`].
 //!
-//! | entry        | registered with epoll for             | leaves the table                     |
-//! |--------------|---------------------------------------|--------------------------------------|
-//! | `Stream`     | `IN OUT RDHUP ET`, in `add_conn`      | `close`                              |
-//! | `Datagram`   | `IN OUT ET`, in `add_datagram`        | `close`                              |
-//! | `Connecting` | `OUT ET` while `connect(2)` is pending | `connected` reported, or `close`     |
+//! | entry        | registered with the selector for           | leaves the table                 |
+//! |--------------|--------------------------------------------|----------------------------------|
+//! | `Stream`     | `Interest::Stream`, in `add_conn`          | `close`                          |
+//! | `Datagram`   | `Interest::Datagram`, in `add_datagram`    | `close`                          |
+//! | `Connecting` | `Interest::Connect` while `connect(2)` is pending | `connected` reported, or `close` |
 
 use std::os::fd::BorrowedFd;
 
 use crate::contract::Id;
+use crate::selector::Interest;
 
 use super::conn::Conn;
 use super::connect::Connecting;
@@ -37,12 +38,12 @@ impl Entry {
         }
     }
 
-    /// The descriptor, if it is registered with the epoll instance.
-    pub(super) fn registered_fd(&self) -> Option<BorrowedFd<'_>> {
+    /// The descriptor and what it is registered for, if it is registered with the selector.
+    pub(super) fn registration(&self) -> Option<(BorrowedFd<'_>, Interest)> {
         match self {
-            Entry::Stream(c) => Some(c.fd()),
-            Entry::Datagram(d) => Some(d.fd()),
-            Entry::Connecting(c) => c.registered_fd(),
+            Entry::Stream(c) => Some((c.fd(), Interest::Stream)),
+            Entry::Datagram(d) => Some((d.fd(), Interest::Datagram)),
+            Entry::Connecting(c) => c.registered_fd().map(|fd| (fd, Interest::Connect)),
         }
     }
 }

@@ -1,7 +1,10 @@
-//! Many datagrams per system call: `recvmmsg(2)` into the loop's datagram buffers, and
-//! `sendmmsg(2)` of a slice of [`Datagram`]s, one message per datagram.
+//! Many datagrams per system call on Linux: `recvmmsg(2)` into the loop's datagram buffers,
+//! and `sendmmsg(2)` of a slice of [`Datagram`]s, one message per datagram. Elsewhere (the
+//! kqueue systems) one datagram per call, `recvmsg(2)` and `sendmsg(2)`, behind the same
+//! functions: a batch of one. (FreeBSD, NetBSD and OpenBSD have the `mmsg` calls too, with
+//! types of their own; batching there is left for when it can be measured on them.)
 //!
-//! Both calls stop at the first message that fails. `recvmmsg` keeps that error for the next
+//! Both batch calls stop at the first message that fails. `recvmmsg` keeps that error for the next
 //! call when it had received something (the kernel stores it as the socket's pending error);
 //! `sendmmsg` then returns the count and the error is lost, so the caller starts again at the
 //! first message not sent and meets the error on its own.
@@ -10,6 +13,7 @@ use std::io;
 use std::mem;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
+#[cfg(target_os = "linux")]
 use std::ptr;
 
 use socket2::SockAddr;
@@ -18,14 +22,19 @@ use crate::contract::Datagram;
 use crate::socket::Addr;
 use crate::sys::{self, cvt};
 
-/// The most datagrams one `recvmmsg` takes.
+/// The most datagrams one receive takes.
+#[cfg(target_os = "linux")]
 const RECV_BATCH: usize = 32;
+/// The most datagrams one receive takes.
+#[cfg(not(target_os = "linux"))]
+const RECV_BATCH: usize = 1;
 
 /// The receive buffers together hold at most this much, unless one buffer is larger: 16 at
 /// the default `read_buffer_size` of 64 KiB, 32 from 32 KiB down.
 const AREA_MAX: usize = 1024 * 1024;
 
 /// The most datagrams one `sendmmsg` is handed (its addresses and iovecs live on the stack).
+#[cfg(target_os = "linux")]
 const SEND_BATCH: usize = 32;
 
 /// What the kernel said about one datagram of the last receive.
@@ -87,7 +96,7 @@ impl RecvArea {
         self.batch
     }
 
-    /// One `recvmmsg(MSG_DONTWAIT)` of at most `max` datagrams (and at most
+    /// One `recvmmsg(MSG_DONTWAIT)` (elsewhere `recvmsg`) of at most `max` datagrams (and at most
     /// [`RecvArea::batch`]); returns how many arrived, each then read with
     /// [`RecvArea::datagram`].
     ///
@@ -95,6 +104,7 @@ impl RecvArea {
     /// `WouldBlock` when nothing is queued, `Interrupted`, or an error the kernel had for the
     /// socket (`ConnectionRefused` from an ICMP port unreachable, `EHOSTUNREACH`, ...), which
     /// the next call does not return again.
+    #[cfg(target_os = "linux")]
     pub(super) fn recv(&mut self, fd: BorrowedFd<'_>, max: usize) -> io::Result<usize> {
         self.reserve();
         let n = max.min(self.batch);
@@ -143,6 +153,40 @@ impl RecvArea {
         Ok(k)
     }
 
+    /// One `recvmsg(MSG_DONTWAIT)` of one datagram (`max` is at least 1 and the batch is 1).
+    ///
+    /// # Errors
+    /// As for the batch: `WouldBlock`, `Interrupted`, or the socket's pending error.
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn recv(&mut self, fd: BorrowedFd<'_>, max: usize) -> io::Result<usize> {
+        if max == 0 {
+            return Ok(0);
+        }
+        self.reserve();
+        let mut iov = libc::iovec {
+            iov_base: self.bufs.as_mut_ptr().cast(),
+            iov_len: self.size,
+        };
+        // SAFETY: `msghdr` is plain old data for which all-zero bytes are a valid value.
+        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+        msg.msg_name = self.names.as_mut_ptr().cast();
+        msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        // SAFETY: `fd` is live for the borrow. `msg` points to one iovec describing the first
+        // `size` bytes of `bufs` (allocated by `reserve` with at least that many) and to the
+        // first `sockaddr_storage` of `names` with `msg_namelen` its size; no control buffer.
+        // Nothing else reads or writes them during the call.
+        let r = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+        let len = cvt(r)? as usize;
+        self.got[0] = Received {
+            len,
+            name_len: msg.msg_namelen,
+            flags: msg.msg_flags,
+        };
+        Ok(1)
+    }
+
     /// The `i`-th datagram of the last [`RecvArea::recv`]: its source, its bytes (at most
     /// `read_buffer_size`), and whether the kernel cut it short (`MSG_TRUNC`).
     ///
@@ -171,6 +215,7 @@ impl RecvArea {
 /// The error of the first datagram, which was not sent: `WouldBlock` (the send buffer is
 /// full), `Interrupted`, or why the kernel refused it (`EMSGSIZE`, `ENETUNREACH`, a pending
 /// `ECONNREFUSED`, ...).
+#[cfg(target_os = "linux")]
 pub(super) fn send(fd: BorrowedFd<'_>, dgrams: &[Datagram]) -> io::Result<usize> {
     let n = dgrams.len().min(SEND_BATCH);
     if n == 0 {
@@ -215,4 +260,36 @@ pub(super) fn send(fd: BorrowedFd<'_>, dgrams: &[Datagram]) -> io::Result<usize>
         0 => Err(io::ErrorKind::WouldBlock.into()),
         k => Ok(k as usize),
     }
+}
+
+/// One `sendmsg(MSG_DONTWAIT)` of the first datagram (a datagram socket raises no
+/// `SIGPIPE`), to its `to` or, for `None`, the connected peer: the batch of one of the
+/// systems without `sendmmsg` here. Returns 1 when the kernel took it, whole.
+///
+/// # Errors
+/// As for the batch: why the kernel did not take the datagram.
+#[cfg(not(target_os = "linux"))]
+pub(super) fn send(fd: BorrowedFd<'_>, dgrams: &[Datagram]) -> io::Result<usize> {
+    let Some(d) = dgrams.first() else {
+        return Ok(0);
+    };
+    let name = d.to.map(SockAddr::from);
+    let mut iov = libc::iovec {
+        iov_base: d.data.as_ptr().cast_mut().cast(),
+        iov_len: d.data.len(),
+    };
+    // SAFETY: `msghdr` is plain old data for which all-zero bytes are a valid value.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    if let Some(name) = &name {
+        msg.msg_name = name.as_ptr().cast_mut().cast();
+        msg.msg_namelen = name.len();
+    }
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    // SAFETY: `fd` is live for the borrow; `msg` points to one iovec describing the bytes of a
+    // `Bytes` in `dgrams` (borrowed, so alive and unchanged for the call) and names either no
+    // address or `name` with its length; no control buffer. The kernel only reads them.
+    let r = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
+    cvt(r)?;
+    Ok(1)
 }

@@ -15,7 +15,7 @@
 //! |-----------------------------|-------------------------------------------------------------|
 //! | `k` sent                    | the next `k` are in the kernel; a doubt is resolved as the  |
 //! |                             | socket's error (`datagram_error(None)`)                     |
-//! | `EAGAIN`                    | wait for `EPOLLOUT` and go on from there                    |
+//! | `EAGAIN`                    | wait for writability and go on from there                   |
 //! | `EINTR`                     | again                                                       |
 //! | a broken socket             | `failed`, the batch dropped                                 |
 //! | another error, no doubt     | doubt: try the same datagram once more                      |
@@ -33,6 +33,7 @@ use super::conn::ReadEnd;
 use super::mmsg::{self, RecvArea};
 use super::report::Report;
 use crate::contract::{Datagram, Flow, Id, Sink};
+use crate::selector::{Native, Selector};
 use crate::sys;
 
 /// What one datagram counts for against `read_chunk` and `poll_read_budget` at the least,
@@ -92,7 +93,7 @@ impl Dgram {
         self.readable && !self.paused && !self.failed
     }
 
-    /// Records an event's readiness (`EPOLLERR` counts: the receive returns the error).
+    /// Records an event's readiness (an error counts: the receive returns it).
     pub(super) fn on_ready(&mut self, readable: bool) {
         self.readable |= readable;
     }
@@ -118,7 +119,11 @@ impl Dgram {
     /// Starts sending `batch`; what it produces (at once or later) goes to `emit`.
     pub(super) fn send(&mut self, batch: Vec<Datagram>, emit: &mut impl FnMut(Report)) {
         if self.failed {
-            log::debug!("epoll: send_to on failed socket {:?} dropped", self.id);
+            log::debug!(
+                "{}: send_to on failed socket {:?} dropped",
+                Native::KIND,
+                self.id
+            );
             return;
         }
         let total = batch.iter().map(|d| d.data.len()).sum();
@@ -126,7 +131,8 @@ impl Dgram {
             Some(out) => {
                 debug_assert!(
                     false,
-                    "epoll: send_to on {:?} while one is in flight",
+                    "{}: send_to on {:?} while one is in flight",
+                    Native::KIND,
                     self.id
                 );
                 out.total += total;

@@ -1,47 +1,5 @@
-//! The epoll backend (Linux): edge-triggered readiness, with the system calls done here so the
-//! loop sees the same completion-shaped events as on io_uring.
-//!
-//! # Design
-//!
-//! - **Registration.** A connection is registered once, in `add_conn`, for
-//!   `EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET`, and deregistered once, in `close`: no
-//!   `EPOLL_CTL_MOD` on the hot path. Edge-triggered `EPOLLOUT` costs nothing while nothing is
-//!   pending: the kernel signals write space only after a send hit a full buffer, and an `OUT`
-//!   bit that rides along with an `IN` event is ignored unless a send is in flight. The
-//!   `epoll_data` holds a `Token` (`poller.rs`): a slab index, a listener id, or the waker,
-//!   so dispatch is an index into a table, not a lookup by descriptor. Connections, datagram
-//!   sockets and sockets being connected share one table (`table.rs`), since the loop keeps
-//!   their indexes unique together.
-//! - **Receiving.** One read buffer per loop ([`Config::read_buffer_size`]), lent to
-//!   [`Sink::received`] for each `recv`. An edge marks the connection readable and puts it on a
-//!   ready list; each `poll` gives every connection on the list one pass of at most
-//!   [`Config::read_chunk`] bytes, and a connection with bytes left goes to the back of the list
-//!   for the next `poll` (which then does not block): the edge is remembered, not lost. One
-//!   `poll` reads at most [`Config::poll_read_budget`] bytes in all, so what handlers write
-//!   in reply is flushed before more is read.
-//!   [`Flow::Pause`](crate::Flow::Pause) stops the pass and keeps the readable mark; `resume`
-//!   queues the connection again. A read of 0 is `eof`, after every byte before it.
-//! - **Sending.** `send` writes at once (`sendmsg` with `MSG_NOSIGNAL`, up to `IOV_MAX`
-//!   buffers per call, until done or `EAGAIN`); a remainder waits for `EPOLLOUT`. `sent` or
-//!   `failed` produced inside `send` is queued and reported by the next `poll`.
-//! - **Datagrams** (`dgram.rs`, `mmsg.rs`). `add_datagram` registers for
-//!   `EPOLLIN | EPOLLOUT | EPOLLET`, and the socket takes its turn on the same ready list within
-//!   the same budgets, each datagram counting at least 1 KiB so that a flood of tiny ones ends
-//!   a pass too. A pass calls `recvmmsg` until `EAGAIN`: up to 32 datagrams per call, each into
-//!   a buffer of `read_buffer_size` (at most 1 MiB of them, so 16 at 64 KiB; allocated with the
-//!   first datagram socket), one [`Sink::datagram`] each, `truncated` from `MSG_TRUNC`.
-//!   `Flow::Pause` takes effect after the batch in hand. Errors the network reports (ICMP) are
-//!   [`Sink::datagram_error`]s and receiving goes on. `send_to` calls `sendmmsg` (one message
-//!   per datagram, up to 32 per call) until done or `EAGAIN`, then on `EPOLLOUT`; a datagram
-//!   the kernel refuses is tried once more, because a send also returns the socket's pending
-//!   error (from an earlier datagram) without sending, then reported and skipped.
-//! - **Connecting** (`connect.rs`). A non-blocking `connect(2)`; in progress, the socket is
-//!   registered for `EPOLLOUT` and its event's `SO_ERROR` decides; done at once (Unix, UDP, an
-//!   immediate error), it is reported by the next `poll`. Reporting [`Sink::connected`] forgets
-//!   the id (deregistered), so the loop can add the socket again under it.
-//! - **Closing.** `close` deregisters, drops the send in flight and queues `closed`. Queued
-//!   reports for an id closed since are dropped (a pending `connected` among them).
-//! - **Waking.** An eventfd with a coalescing flag (`waker.rs`).
+//! The readiness engine: the epoll and kqueue backends are [`Readiness`] on two selectors
+//! (`crate::selector`). Its design is written on the type.
 
 mod conn;
 mod connect;
@@ -49,7 +7,6 @@ mod dgram;
 mod mmsg;
 mod report;
 mod table;
-mod waker;
 
 #[cfg(test)]
 mod tests;
@@ -68,18 +25,68 @@ use crate::contract::{
 use crate::socket::{Addr, Listener, Socket};
 
 use crate::listeners::Listeners;
-use crate::poller::{self, Poller, Token, CONN_INTEREST, READ_INTEREST};
+use crate::selector::waker::Waker;
+use crate::selector::{Interest, Native, Ready, Selector, Token};
 use conn::{Conn, ReadEnd};
-use connect::{Connecting, Start, CONNECT_INTEREST};
+use connect::{Connecting, Start};
 use dgram::Dgram;
 use mmsg::RecvArea;
 use report::Report;
 use table::{Entry, Table};
-use waker::Waker;
 
-/// The epoll backend: one per event loop. See the [module documentation](self) for its design.
-pub struct Epoll {
-    poller: Poller,
+/// A readiness backend, epoll or kqueue (whichever this target has): one per event loop.
+///
+/// The readiness engine: the epoll and kqueue backends are this one type on two selectors
+/// (`crate::selector`), with the system calls done here so the loop sees the same
+/// completion-shaped events as on io_uring. The selector registers, waits and decodes events
+/// into readable / writable / closing for a token; everything below is the engine's, the same
+/// on both.
+///
+/// # Design
+///
+/// - **Registration.** A connection is registered once, in `add_conn`, for both directions,
+///   edge-triggered, and the peer's FIN (`Interest::Stream`), and deregistered once, in
+///   `close`: no re-registration on the hot path. Edge-triggered writability costs nothing
+///   while nothing is pending: the kernel signals write space only after a send hit a full
+///   buffer, and a writable event that rides along with a readable one is ignored unless a
+///   send is in flight. The selector stores a `Token` with each registration: a table
+///   index, a listener id, or the waker, so dispatch is an index into a table, not a lookup
+///   by descriptor. Connections, datagram sockets and sockets being connected share one table
+///   (`table.rs`), since the loop keeps their indexes unique together.
+/// - **Receiving.** One read buffer per loop ([`Config::read_buffer_size`]), lent to
+///   [`Sink::received`] for each `recv`. An edge marks the connection readable and puts it on a
+///   ready list; each `poll` gives every connection on the list one pass of at most
+///   [`Config::read_chunk`] bytes, and a connection with bytes left goes to the back of the list
+///   for the next `poll` (which then does not block): the edge is remembered, not lost. One
+///   `poll` reads at most [`Config::poll_read_budget`] bytes in all, so what handlers write
+///   in reply is flushed before more is read.
+///   [`Flow::Pause`](crate::Flow::Pause) stops the pass and keeps the readable mark; `resume`
+///   queues the connection again. A read of 0 is `eof`, after every byte before it (kqueue may
+///   say end-of-stream while bytes are still queued: they are read first).
+/// - **Sending.** `send` writes at once (`sendmsg` that never raises `SIGPIPE`, up to
+///   `IOV_MAX` buffers per call, until done or `EAGAIN`); a remainder waits for writability.
+///   `sent` or `failed` produced inside `send` is queued and reported by the next `poll`.
+/// - **Datagrams** (`dgram.rs`, `mmsg.rs`). `add_datagram` registers both directions, and the
+///   socket takes its turn on the same ready list within the same budgets, each datagram
+///   counting at least 1 KiB so that a flood of tiny ones ends a pass too. A pass receives
+///   until `EAGAIN`: on Linux `recvmmsg` of up to 32 datagrams per call, each into a buffer
+///   of `read_buffer_size` (at most 1 MiB of them, so 16 at 64 KiB; allocated with the first
+///   datagram socket), elsewhere `recvmsg` of one; one [`Sink::datagram`] each, `truncated`
+///   from `MSG_TRUNC`. `Flow::Pause` takes effect after the batch in hand. Errors the network
+///   reports (ICMP) are [`Sink::datagram_error`]s and receiving goes on. `send_to` calls
+///   `sendmmsg` (one message per datagram, up to 32 per call; elsewhere `sendmsg` of one)
+///   until done or `EAGAIN`, then on writability; a datagram the kernel refuses is tried
+///   once more, because a send also returns the socket's pending error (from an earlier
+///   datagram) without sending, then reported and skipped.
+/// - **Connecting** (`connect.rs`). A non-blocking `connect(2)`; in progress, the socket is
+///   registered for writability and its event's `SO_ERROR` decides; done at once (Unix, UDP,
+///   an immediate error), it is reported by the next `poll`. Reporting [`Sink::connected`]
+///   forgets the id (deregistered), so the loop can add the socket again under it.
+/// - **Closing.** `close` deregisters, drops the send in flight and queues `closed`. Queued
+///   reports for an id closed since are dropped (a pending `connected` among them).
+/// - **Waking.** The selector's signal with a coalescing flag (`selector/waker.rs`).
+pub struct Readiness {
+    selector: Native,
     waker: Arc<Waker>,
     /// Everything but listeners, by index: streams, datagram sockets, sockets connecting.
     table: Table,
@@ -100,17 +107,13 @@ pub struct Epoll {
     poll_read_budget: usize,
 }
 
-impl std::fmt::Debug for Epoll {
+impl std::fmt::Debug for Readiness {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Epoll")
+        f.debug_struct(Native::KIND.name())
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
 }
-
-/// Interest of a datagram socket, set once at registration: both directions, edge-triggered
-/// (`EPOLLERR`, always reported, brings the errors the network sends back).
-const DGRAM_INTEREST: u32 = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLET) as u32;
 
 /// Puts `id` at the back of the ready list unless it is on it.
 fn enqueue(ready: &mut VecDeque<Id>, queued: &mut bool, id: Id) {
@@ -120,17 +123,7 @@ fn enqueue(ready: &mut VecDeque<Id>, queued: &mut bool, id: Id) {
     }
 }
 
-/// Sorts a set-up error: a missing or forbidden mechanism may fall back, the rest may not.
-fn open_error(what: &str, e: io::Error) -> OpenError {
-    match e.raw_os_error() {
-        Some(libc::ENOSYS | libc::EPERM | libc::EACCES | libc::EINVAL) => {
-            OpenError::Unavailable(format!("{what}: {e}"))
-        }
-        _ => OpenError::Failed(e),
-    }
-}
-
-impl Epoll {
+impl Readiness {
     fn deliver_deferred<S: Sink>(&mut self, sink: &mut S) {
         while let Some(report) = self.deferred.pop_front() {
             let deliver = match &report {
@@ -152,12 +145,7 @@ impl Epoll {
         }
     }
 
-    fn dispatch<S: Sink>(
-        &mut self,
-        token: Token,
-        ready: poller::Ready,
-        sink: &mut S,
-    ) -> io::Result<()> {
+    fn dispatch<S: Sink>(&mut self, token: Token, ready: Ready, sink: &mut S) -> io::Result<()> {
         match token {
             Token::Waker => {
                 self.waker.reset()?;
@@ -237,14 +225,12 @@ impl Epoll {
         if !matches!(self.table.get_mut(id), Some(Entry::Connecting(_))) {
             return false;
         }
-        if let Some(fd) = self
-            .table
-            .remove(id)
-            .as_ref()
-            .and_then(Entry::registered_fd)
-        {
-            if let Err(e) = self.poller.delete(fd) {
-                log::warn!("epoll: deregistering connected socket {id:?}: {e}");
+        if let Some((fd, interest)) = self.table.remove(id).as_ref().and_then(Entry::registration) {
+            if let Err(e) = self.selector.deregister(fd, interest) {
+                log::warn!(
+                    "{}: deregistering connected socket {id:?}: {e}",
+                    Native::KIND
+                );
             }
         }
         true
@@ -265,20 +251,16 @@ impl Epoll {
     }
 }
 
-impl Backend for Epoll {
-    const KIND: BackendKind = BackendKind::Epoll;
+impl Backend for Readiness {
+    const KIND: BackendKind = Native::KIND;
     // A direct send replaces the sendmsg the queued bytes would cost later: worth it as soon
     // as the copy into the queue costs more than nothing.
     const DIRECT_SEND: Option<usize> = Some(4096);
 
     fn open(config: &Config) -> Result<Self, OpenError> {
-        let poller = Poller::new().map_err(|e| open_error("epoll_create1", e))?;
-        let waker = Waker::new().map_err(|e| open_error("eventfd", e))?;
-        poller
-            .add(waker.as_fd(), READ_INTEREST, Token::Waker)
-            .map_err(|e| open_error("epoll_ctl(eventfd)", e))?;
-        Ok(Epoll {
-            poller,
+        let (selector, waker) = Native::open()?;
+        Ok(Readiness {
+            selector,
             waker: Arc::new(waker),
             table: Table::default(),
             listeners: Listeners::default(),
@@ -303,21 +285,28 @@ impl Backend for Epoll {
                 "listener id in use",
             ));
         }
-        self.poller
-            .add(listener.as_fd(), READ_INTEREST, Token::Listener(id.index()))?;
+        self.selector.register(
+            listener.as_fd(),
+            Interest::Listener,
+            Token::Listener(id.index()),
+        )?;
         self.listeners.insert(id, listener.as_raw_fd());
         Ok(())
     }
 
     fn remove_listener(&mut self, id: Id) {
         let Some(fd) = self.listeners.remove(id) else {
-            log::warn!("epoll: remove_listener({}) for an unknown listener", id.0);
+            log::warn!(
+                "{}: remove_listener({}) for an unknown listener",
+                Self::KIND,
+                id.0
+            );
             return;
         };
         // SAFETY: the loop keeps the listener open until this call returns.
         let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        if let Err(e) = self.poller.delete(fd) {
-            log::warn!("epoll: deregistering listener {}: {e}", id.0);
+        if let Err(e) = self.selector.deregister(fd, Interest::Listener) {
+            log::warn!("{}: deregistering listener {}: {e}", Self::KIND, id.0);
         }
     }
 
@@ -329,9 +318,10 @@ impl Backend for Epoll {
             ));
         }
         // Readiness that already holds (bytes that arrived before this call) is reported by
-        // the next wait: `EPOLL_CTL_ADD` checks it, also for edge-triggered interest.
-        self.poller
-            .add(socket.as_fd(), CONN_INTEREST, Token::Conn(id.index()))?;
+        // the next wait: registration checks it, also for edge-triggered interest.
+        crate::sys::set_nosigpipe(socket.as_fd())?;
+        self.selector
+            .register(socket.as_fd(), Interest::Stream, Token::Conn(id.index()))?;
         self.table
             .insert(Entry::Stream(Conn::new(id, socket.as_raw_fd())));
         Ok(())
@@ -339,7 +329,7 @@ impl Backend for Epoll {
 
     fn send(&mut self, conn: Id, bufs: Vec<Bytes>) {
         let Some(c) = self.table.stream_mut(conn) else {
-            log::warn!("epoll: send on unknown stream connection {conn:?}");
+            log::warn!("{}: send on unknown stream connection {conn:?}", Self::KIND);
             return;
         };
         if let Some(report) = c.send(bufs) {
@@ -360,12 +350,12 @@ impl Backend for Epoll {
 
     fn close(&mut self, conn: Id) {
         let Some(entry) = self.table.remove(conn) else {
-            log::warn!("epoll: close of unknown connection {conn:?}");
+            log::warn!("{}: close of unknown connection {conn:?}", Self::KIND);
             return;
         };
-        if let Some(fd) = entry.registered_fd() {
-            if let Err(e) = self.poller.delete(fd) {
-                log::warn!("epoll: deregistering {conn:?}: {e}");
+        if let Some((fd, interest)) = entry.registration() {
+            if let Err(e) = self.selector.deregister(fd, interest) {
+                log::warn!("{}: deregistering {conn:?}: {e}", Self::KIND);
             }
         }
         // Dropping the entry drops the send in flight; the loop still owns the descriptor.
@@ -393,8 +383,8 @@ impl Backend for Epoll {
         }
         // Before registering: once added, the socket needs nothing more.
         self.area.reserve();
-        self.poller
-            .add(socket.as_fd(), DGRAM_INTEREST, Token::Conn(id.index()))?;
+        self.selector
+            .register(socket.as_fd(), Interest::Datagram, Token::Conn(id.index()))?;
         self.table
             .insert(Entry::Datagram(Dgram::new(id, socket.as_raw_fd())));
         Ok(())
@@ -402,7 +392,7 @@ impl Backend for Epoll {
 
     fn send_to(&mut self, id: Id, batch: Vec<Datagram>) {
         let Some(d) = self.table.dgram_mut(id) else {
-            log::warn!("epoll: send_to on unknown datagram socket {id:?}");
+            log::warn!("{}: send_to on unknown datagram socket {id:?}", Self::KIND);
             return;
         };
         let deferred = &mut self.deferred;
@@ -411,14 +401,17 @@ impl Backend for Epoll {
 
     fn connect(&mut self, id: Id, socket: &Socket, to: &Addr) {
         if !self.table.is_free(id.index()) {
-            debug_assert!(false, "epoll: connect on {id:?}, an index in use");
-            log::error!("epoll: connect on {id:?}, an index in use: ignored");
+            debug_assert!(false, "{}: connect on {id:?}, an index in use", Self::KIND);
+            log::error!(
+                "{}: connect on {id:?}, an index in use: ignored",
+                Self::KIND
+            );
             return;
         }
         let done = match connect::start(socket, to) {
             Start::Pending => self
-                .poller
-                .add(socket.as_fd(), CONNECT_INTEREST, Token::Conn(id.index()))
+                .selector
+                .register(socket.as_fd(), Interest::Connect, Token::Conn(id.index()))
                 .err()
                 .map(Err),
             Start::Done(result) => Some(result),
@@ -445,10 +438,10 @@ impl Backend for Epoll {
     }
 
     fn poll<S: Sink>(&mut self, timeout: Option<Duration>, sink: &mut S) -> io::Result<()> {
-        let n = self.poller.wait(self.wait_time(timeout))?;
+        let n = self.selector.wait(self.wait_time(timeout))?;
         self.deliver_deferred(sink);
         for i in 0..n {
-            let (token, ready) = self.poller.event(i);
+            let (token, ready) = self.selector.event(i);
             self.dispatch(token, ready, sink)?;
         }
         self.listeners.retry_due(sink);

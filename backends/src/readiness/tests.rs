@@ -1,4 +1,4 @@
-//! Tests of the epoll backend's own machinery, over loopback sockets: the fairness of its
+//! Tests of the readiness engine's own machinery (on this target's selector), over loopback sockets: the fairness of its
 //! read passes (`read_chunk`, `poll_read_budget`), a pause that ends the pass at once, the
 //! buffers of finished sends handed back, and a send after `failed` dropped; its datagram
 //! machinery in `tests/datagram.rs`. The contract itself is tested by the conformance suite
@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 mod datagram;
 
-use super::Epoll;
+use super::Readiness as Engine;
 use crate::conformance::{Ev, Fixture};
 use crate::contract::{Backend, Config, Flow, Id};
 
@@ -23,7 +23,7 @@ const B: Id = Id(2);
 /// a ready list and that no poll delivered more than `per_poll(a, b)` allows; returns the
 /// number of polls.
 fn read_both(
-    fx: &mut Fixture<Epoll>,
+    fx: &mut Fixture<Engine>,
     each: usize,
     per_poll: impl Fn(usize, usize) -> bool,
 ) -> usize {
@@ -52,7 +52,7 @@ fn read_chunk_bounds_each_connection_per_poll() {
         read_chunk: 32,
         ..Config::default()
     };
-    let mut fx = Fixture::<Epoll>::open(config);
+    let mut fx = Fixture::<Engine>::open(config);
     let mut ca = fx.tcp_pair(A);
     let mut cb = fx.tcp_pair(B);
     ca.write_all(&[1; 200]).unwrap();
@@ -73,7 +73,7 @@ fn poll_read_budget_bounds_each_poll_over_all_connections() {
         poll_read_budget: 48,
         ..Config::default()
     };
-    let mut fx = Fixture::<Epoll>::open(config);
+    let mut fx = Fixture::<Engine>::open(config);
     let mut ca = fx.tcp_pair(A);
     let mut cb = fx.tcp_pair(B);
     ca.write_all(&[1; 100]).unwrap();
@@ -96,7 +96,7 @@ fn pause_ends_the_read_pass_at_once() {
         read_buffer_size: 16,
         ..Config::default()
     };
-    let mut fx = Fixture::<Epoll>::open(config);
+    let mut fx = Fixture::<Engine>::open(config);
     fx.rec.answer = Flow::Pause;
     let mut client = fx.tcp_pair(A);
     let data: Vec<u8> = (0..100).collect();
@@ -117,7 +117,7 @@ fn pause_ends_the_read_pass_at_once() {
 /// The buffers of a finished send come back through `reclaim`, all of them, after `sent`.
 #[test]
 fn sent_buffers_come_back_through_reclaim() {
-    let mut fx = Fixture::<Epoll>::new();
+    let mut fx = Fixture::<Engine>::new();
     let _client = fx.tcp_pair(A);
     fx.send(
         A,
@@ -134,7 +134,7 @@ fn sent_buffers_come_back_through_reclaim() {
 #[test]
 fn a_send_after_failed_is_dropped() {
     use std::os::fd::AsFd;
-    let mut fx = Fixture::<Epoll>::new();
+    let mut fx = Fixture::<Engine>::new();
     let client = fx.tcp_pair(A);
     crate::conformance::peer::reset_on_close(client.as_fd());
     drop(client);
@@ -151,5 +151,5 @@ fn a_send_after_failed_is_dropped() {
 /// The backend may be opened on one thread and moved to its loop's thread.
 const _: () = {
     const fn assert_send<T: Send>() {}
-    assert_send::<Epoll>();
+    assert_send::<Engine>();
 };

@@ -4,7 +4,7 @@
 //! | `connect(2)` returns        | then                                                     |
 //! |-----------------------------|----------------------------------------------------------|
 //! | 0, `EISCONN`                | connected (Unix sockets, UDP): reported by the next poll |
-//! | `EINPROGRESS`, `EINTR`      | registered for `EPOLLOUT`; the event's `SO_ERROR` decides |
+//! | `EINPROGRESS`, `EINTR`      | registered for writability; the event's `SO_ERROR` decides |
 //! | `EALREADY`                  | as `EINPROGRESS` (a connect already under way)           |
 //! | anything else               | that error, reported by the next poll                    |
 
@@ -14,12 +14,8 @@ use std::os::fd::{BorrowedFd, RawFd};
 use socket2::{SockAddr, SockRef};
 
 use crate::contract::Id;
-use crate::poller::Ready;
+use crate::selector::Ready;
 use crate::socket::{Addr, Socket};
-
-/// Interest of a socket being connected: writability, edge-triggered (`EPOLLERR` and
-/// `EPOLLHUP` are always reported).
-pub(super) const CONNECT_INTEREST: u32 = (libc::EPOLLOUT | libc::EPOLLET) as u32;
 
 /// How `connect(2)` answered.
 #[derive(Debug)]
@@ -60,7 +56,7 @@ fn sockaddr(to: &Addr) -> io::Result<SockAddr> {
 }
 
 /// A socket `connect` is connecting, lent by the loop until `connected` or `closed` is
-/// reported. Registered with the epoll instance only while `connect(2)` is in progress.
+/// reported. Registered with the selector only while `connect(2)` is in progress.
 #[derive(Debug)]
 pub(super) struct Connecting {
     pub(super) id: Id,
@@ -80,7 +76,7 @@ impl Connecting {
         unsafe { BorrowedFd::borrow_raw(self.fd) }
     }
 
-    /// The descriptor, if it is registered with the epoll instance.
+    /// The descriptor, if it is registered with the selector.
     pub(super) fn registered_fd(&self) -> Option<BorrowedFd<'_>> {
         self.registered.then(|| self.fd())
     }

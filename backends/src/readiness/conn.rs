@@ -18,6 +18,7 @@ use bytes::Bytes;
 
 use super::report::Report;
 use crate::contract::{Flow, Id, Sink};
+use crate::selector::{Native, Selector};
 use crate::sys::{self, SendQueue};
 
 /// How a read pass ended.
@@ -111,9 +112,10 @@ impl Conn {
                     sink.eof(self.id);
                 }
                 Ok(n) => {
-                    // With edge triggering a short read proves the queue was empty: anything
-                    // arriving later raises a new edge. A pending FIN is the exception.
-                    if n < buf.len() && !self.closing {
+                    // Where the selector says so, a short read proves the queue was empty:
+                    // anything arriving later raises a new edge. A pending FIN is the
+                    // exception.
+                    if Native::SHORT_READ_DRAINS && n < buf.len() && !self.closing {
                         self.readable = false;
                     }
                     if sink.received(self.id, &buf[..n]) == Flow::Pause {
@@ -135,14 +137,19 @@ impl Conn {
     /// Starts a send; `Some` when it finished (or failed) at once.
     pub(super) fn send(&mut self, bufs: Vec<Bytes>) -> Option<Report> {
         if self.failed {
-            log::debug!("epoll: send on failed connection {:?} dropped", self.id);
+            log::debug!(
+                "{}: send on failed connection {:?} dropped",
+                Native::KIND,
+                self.id
+            );
             return None;
         }
         match &mut self.out {
             Some(out) => {
                 debug_assert!(
                     false,
-                    "epoll: send on {:?} while a send is in flight",
+                    "{}: send on {:?} while a send is in flight",
+                    Native::KIND,
                     self.id
                 );
                 out.extend(bufs);

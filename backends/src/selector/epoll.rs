@@ -1,20 +1,44 @@
-//! An epoll instance: registration, waiting, and the tokens stored in `epoll_data`. The epoll
-//! backend watches everything with it; the io_uring backend only its listeners.
-#![allow(dead_code)] // Shared by two backends; either may be compiled without the other.
+//! The epoll selector: an epoll instance, its registrations (the [`Interest`]s as epoll flags,
+//! the [`Token`] in `epoll_data`), its wait, and its events decoded into [`Ready`] bits. The
+//! epoll backend (the readiness engine on this selector) watches everything with it; the
+//! io_uring backend only its listeners, through the inherent methods.
+//!
+//! | interest   | epoll flags                        |
+//! |------------|------------------------------------|
+//! | `Stream`   | `IN OUT RDHUP ET`                  |
+//! | `Datagram` | `IN OUT ET`                        |
+//! | `Connect`  | `OUT ET` (`ERR`, `HUP` always)     |
+//! | `Listener` | `IN ET` (also the waker's eventfd) |
+//!
+//! | epoll bits   | readable | writable | closing |
+//! |--------------|----------|----------|---------|
+//! | `IN`         | yes      |          |         |
+//! | `OUT`        |          | yes      |         |
+//! | `RDHUP`      | yes      |          | yes     |
+//! | `HUP`, `ERR` | yes      | yes      | yes     |
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
+use super::{Interest, Ready, Token};
 use crate::sys::{cvt, is_interrupted};
 
 /// Interest of a connection, set once at registration: both directions, edge-triggered, with
 /// `EPOLLRDHUP` so a peer's FIN is seen even when it arrives together with data.
-pub(crate) const CONN_INTEREST: u32 =
+const CONN_INTEREST: u32 =
     (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
 
 /// Interest of a listener and of the waker's eventfd.
 pub(crate) const READ_INTEREST: u32 = (libc::EPOLLIN | libc::EPOLLET) as u32;
+
+/// Interest of a datagram socket, set once at registration: both directions, edge-triggered
+/// (`EPOLLERR`, always reported, brings the errors the network sends back).
+const DGRAM_INTEREST: u32 = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLET) as u32;
+
+/// Interest of a socket being connected: writability, edge-triggered (`EPOLLERR` and
+/// `EPOLLHUP` are always reported).
+const CONNECT_INTEREST: u32 = (libc::EPOLLOUT | libc::EPOLLET) as u32;
 
 const IN: u32 = libc::EPOLLIN as u32;
 const OUT: u32 = libc::EPOLLOUT as u32;
@@ -25,60 +49,29 @@ const ERR: u32 = libc::EPOLLERR as u32;
 const INITIAL_EVENTS: usize = 256;
 const MAX_EVENTS: usize = 16 * 1024;
 
-/// What an event is about, decoded from its `epoll_data`.
-///
-/// Connections store their [`Id::index`](crate::Id::index) (below 2³²), listeners
-/// their id with the top bit set, the waker `u64::MAX`: dispatch is a table index, never a
-/// lookup by descriptor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Token {
-    Conn(usize),
-    /// A listener, by its [`Id::index`](crate::Id::index).
-    Listener(usize),
-    Waker,
+/// The engine's readiness of one epoll event (the second table of the module documentation).
+#[inline]
+fn decode(events: u32) -> Ready {
+    let mut ready = Ready::default();
+    if events & (IN | RDHUP | HUP | ERR) != 0 {
+        ready = ready.with(Ready::READABLE);
+    }
+    if events & (OUT | HUP | ERR) != 0 {
+        ready = ready.with(Ready::WRITABLE);
+    }
+    if events & (RDHUP | HUP | ERR) != 0 {
+        ready = ready.with(Ready::CLOSING);
+    }
+    ready
 }
 
-const LISTENER_BIT: u64 = 1 << 63;
-const WAKER: u64 = u64::MAX;
-
-impl Token {
-    pub(crate) fn encode(self) -> u64 {
-        match self {
-            Token::Conn(index) => index as u64,
-            Token::Listener(index) => LISTENER_BIT | index as u64,
-            Token::Waker => WAKER,
-        }
-    }
-
-    pub(crate) fn decode(data: u64) -> Token {
-        if data == WAKER {
-            Token::Waker
-        } else if data & LISTENER_BIT != 0 {
-            Token::Listener((data & !LISTENER_BIT) as usize)
-        } else {
-            Token::Conn(data as usize)
-        }
-    }
-}
-
-/// The readiness bits of one event, as the backend uses them.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Ready(u32);
-
-impl Ready {
-    /// Something to read: bytes, a FIN, or an error that `recv` will return.
-    pub(crate) fn readable(self) -> bool {
-        self.0 & (IN | RDHUP | HUP | ERR) != 0
-    }
-
-    /// Room to write, or an error that `sendmsg` will return.
-    pub(crate) fn writable(self) -> bool {
-        self.0 & (OUT | HUP | ERR) != 0
-    }
-
-    /// The peer is gone or closed its side: a short read no longer proves the socket drained.
-    pub(crate) fn closing(self) -> bool {
-        self.0 & (RDHUP | HUP | ERR) != 0
+/// The epoll flags of an interest (the first table of the module documentation).
+fn flags(interest: Interest) -> u32 {
+    match interest {
+        Interest::Stream => CONN_INTEREST,
+        Interest::Datagram => DGRAM_INTEREST,
+        Interest::Connect => CONNECT_INTEREST,
+        Interest::Listener => READ_INTEREST,
     }
 }
 
@@ -116,7 +109,7 @@ impl Poller {
     pub(crate) fn add(&self, fd: BorrowedFd<'_>, interest: u32, token: Token) -> io::Result<()> {
         let mut event = libc::epoll_event {
             events: interest,
-            u64: token.encode(),
+            u64: token.encode() as u64,
         };
         // SAFETY: both descriptors are live for the call; `event` is valid for reads and the
         // kernel copies it before returning.
@@ -181,9 +174,48 @@ impl Poller {
     }
 
     /// The `i`-th event of the last wait.
+    #[inline]
     pub(crate) fn event(&self, i: usize) -> (Token, Ready) {
         let e = self.events[i];
-        (Token::decode(e.u64), Ready(e.events))
+        (Token::decode(e.u64 as usize), decode(e.events))
+    }
+}
+
+#[cfg(gnet_epoll)]
+impl super::Selector for Poller {
+    const KIND: crate::BackendKind = crate::BackendKind::Epoll;
+    // With edge triggering a short read proves the queue was empty: anything arriving later
+    // raises a new edge (a pending FIN is the exception, which `CLOSING` covers).
+    const SHORT_READ_DRAINS: bool = true;
+
+    fn open() -> Result<(Self, super::waker::Waker), crate::OpenError> {
+        use super::open_error;
+        let poller = Poller::new().map_err(|e| open_error("epoll_create1", e))?;
+        let signal = crate::sys::EventFd::new().map_err(|e| open_error("eventfd", e))?;
+        poller
+            .add(signal.as_fd(), READ_INTEREST, Token::Waker)
+            .map_err(|e| open_error("epoll_ctl(eventfd)", e))?;
+        Ok((poller, super::waker::Waker::new(signal)))
+    }
+
+    #[inline]
+    fn register(&mut self, fd: BorrowedFd<'_>, interest: Interest, token: Token) -> io::Result<()> {
+        self.add(fd, flags(interest), token)
+    }
+
+    #[inline]
+    fn deregister(&mut self, fd: BorrowedFd<'_>, _interest: Interest) -> io::Result<()> {
+        self.delete(fd)
+    }
+
+    #[inline]
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
+        Poller::wait(self, timeout)
+    }
+
+    #[inline]
+    fn event(&self, i: usize) -> (Token, Ready) {
+        Poller::event(self, i)
     }
 }
 
@@ -210,15 +242,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_round_trip() {
-        for t in [
-            Token::Conn(0),
-            Token::Conn(u32::MAX as usize),
-            Token::Listener(7),
-            Token::Waker,
-        ] {
-            assert_eq!(Token::decode(t.encode()), t);
-        }
+    fn events_decode() {
+        assert_eq!(decode(IN), Ready::READABLE);
+        assert_eq!(decode(OUT), Ready::WRITABLE);
+        assert_eq!(decode(IN | RDHUP), Ready::READABLE.with(Ready::CLOSING));
+        let all = Ready::READABLE.with(Ready::WRITABLE).with(Ready::CLOSING);
+        assert_eq!(decode(HUP), all);
+        assert_eq!(decode(ERR), all);
     }
 
     #[test]
