@@ -51,6 +51,7 @@
 
 mod addr;
 mod balance;
+pub mod codec;
 mod conn;
 mod datagram;
 mod engine;
