@@ -1,6 +1,7 @@
 //! `Conn`: a connection as a callback sees it (`mod.rs`), the state the loop keeps for it
 //! (`state.rs`), and its socket options (`sockopt.rs`).
 
+mod framed;
 #[cfg(unix)]
 mod sockopt;
 mod state;

@@ -32,7 +32,11 @@ impl<H: EventHandler> Core<H> {
         }
         match r {
             Ok(Action::None) => {}
-            Ok(Action::Close) => self.begin_close(id, CloseCause::Local),
+            Ok(Action::Close) => {
+                // A codec error the callback met is the better reason.
+                let cause = self.state(id).and_then(|s| s.close_cause.take());
+                self.begin_close(id, cause.unwrap_or(CloseCause::Local));
+            }
             Ok(Action::Shutdown) => {
                 let _ = self.engine.stop();
             }
@@ -56,6 +60,7 @@ impl<H: EventHandler> Core<H> {
     fn after_datagram(&mut self, id: Id, r: std::thread::Result<Action>) {
         if let Some(st) = self.state(id) {
             st.close_requested = false; // `Conn::close` too: nothing to close
+            st.close_cause = None;
         }
         match r {
             Ok(Action::Shutdown) => {
