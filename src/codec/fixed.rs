@@ -44,6 +44,10 @@ impl Decoder for FixedLengthCodec {
             None => Decoded::NeedMore,
         })
     }
+
+    fn pending_frame_length(&self, _src: &[u8]) -> Option<usize> {
+        Some(self.length)
+    }
 }
 
 impl Encoder<[u8]> for FixedLengthCodec {

@@ -145,6 +145,9 @@ pub struct LengthFieldCodec {
     width: FieldWidth,
     adjustment: i64,
     strip: usize,
+    /// The length of the frame the input starts with, once its header was read and the
+    /// frame found incomplete: the next calls (the same stream, longer) do not read it again.
+    pending: Option<usize>,
 }
 
 /// Builds a [`LengthFieldCodec`]; every parameter but the width and the maximum has netty's
@@ -164,6 +167,7 @@ impl LengthFieldCodec {
             width,
             adjustment: 0,
             strip: 0,
+            pending: None,
         })
     }
 
@@ -177,18 +181,20 @@ impl LengthFieldCodec {
         self.offset + self.width.bytes()
     }
 
-    fn read_field(&self, field: &[u8]) -> u64 {
-        let mut b = [0u8; 8];
-        let n = field.len();
-        match self.order {
-            ByteOrder::BigEndian => {
-                b[8 - n..].copy_from_slice(field);
-                u64::from_be_bytes(b)
-            }
-            ByteOrder::LittleEndian => {
-                b[..n].copy_from_slice(field);
-                u64::from_le_bytes(b)
-            }
+    /// The field's value; `f` holds the field (`width` bytes).
+    fn read_field(&self, f: &[u8]) -> u64 {
+        use ByteOrder::{BigEndian as Be, LittleEndian as Le};
+        let b = |i: usize| u64::from(f[i]);
+        match (self.width, self.order) {
+            (FieldWidth::One, _) => b(0),
+            (FieldWidth::Two, Be) => b(0) << 8 | b(1),
+            (FieldWidth::Two, Le) => b(1) << 8 | b(0),
+            (FieldWidth::Three, Be) => b(0) << 16 | b(1) << 8 | b(2),
+            (FieldWidth::Three, Le) => b(2) << 16 | b(1) << 8 | b(0),
+            (FieldWidth::Four, Be) => u64::from(u32::from_be_bytes([f[0], f[1], f[2], f[3]])),
+            (FieldWidth::Four, Le) => u64::from(u32::from_le_bytes([f[0], f[1], f[2], f[3]])),
+            (FieldWidth::Eight, Be) => u64::from_be_bytes(f[..8].try_into().unwrap_or([0; 8])),
+            (FieldWidth::Eight, Le) => u64::from_le_bytes(f[..8].try_into().unwrap_or([0; 8])),
         }
     }
 
@@ -277,17 +283,34 @@ impl LengthFieldBuilder {
 
 impl Decoder for LengthFieldCodec {
     fn decode<'a>(&mut self, src: &'a [u8]) -> Result<Decoded<'a>, CodecError> {
-        if src.len() < self.header() {
-            return Ok(Decoded::NeedMore);
+        let length = match self.pending {
+            // The common case of a frame split across receives: one comparison per receive.
+            Some(length) if src.len() < length => return Ok(Decoded::NeedMore),
+            Some(length) => length,
+            None if src.len() < self.header() => return Ok(Decoded::NeedMore),
+            None => self.frame_length(src)?,
+        };
+        match src.get(self.strip..length) {
+            Some(frame) => {
+                self.pending = None;
+                Ok(Decoded::Frame {
+                    frame,
+                    consumed: length,
+                })
+            }
+            None => {
+                self.pending = Some(length);
+                Ok(Decoded::NeedMore)
+            }
         }
-        let length = self.frame_length(src)?;
-        Ok(match src.get(self.strip..length) {
-            Some(frame) => Decoded::Frame {
-                frame,
-                consumed: length,
-            },
-            None => Decoded::NeedMore,
-        })
+    }
+
+    fn pending_frame_length(&self, _src: &[u8]) -> Option<usize> {
+        self.pending
+    }
+
+    fn reset(&mut self) {
+        self.pending = None;
     }
 }
 

@@ -118,6 +118,17 @@ pub trait Decoder {
     /// A [`CodecError`] saying what is wrong with the input.
     fn decode<'a>(&mut self, src: &'a [u8]) -> Result<Decoded<'a>, CodecError>;
 
+    /// After [`Decoded::NeedMore`] for `src`: the length of the frame `src` begins with, when
+    /// the decoder knows it already (a length field was read), counting every byte from the
+    /// start of `src`; `None` (the default) when it does not. The connection then makes room
+    /// for the whole frame at once when it buffers the start of it, instead of growing its
+    /// buffer (and copying what it holds) as the rest arrives. A hint only: it is bounded by
+    /// [`Options::max_inbound_buffer`](crate::Options::max_inbound_buffer).
+    fn pending_frame_length(&self, src: &[u8]) -> Option<usize> {
+        let _ = src;
+        None
+    }
+
     /// Forgets what the decoder remembers of the current stream (how far it searched), to
     /// start on a new stream or after an error. The built-in decoders keep nothing else.
     fn reset(&mut self) {}

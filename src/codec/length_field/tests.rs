@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::codec::testing::{decode_all, decode_split};
+use crate::codec::FixedLengthCodec;
 use bytes::BytesMut;
 
 fn lf(width: FieldWidth, max: usize) -> LengthFieldBuilder {
@@ -229,4 +230,31 @@ fn encoding_refuses_lengths_the_field_or_maximum_cannot_hold() {
         c.encode(&b"x"[..], &mut w),
         Err(CodecError::Unsupported(_))
     ));
+}
+
+#[test]
+fn remembers_the_length_of_the_frame_it_waits_for() {
+    let mut d = lf(FieldWidth::Two, 64).strip(2).build().unwrap();
+    assert!(matches!(d.decode(b"\x00"), Ok(Decoded::NeedMore)));
+    assert_eq!(
+        d.pending_frame_length(b"\x00"),
+        None,
+        "the header is not in yet"
+    );
+    assert!(matches!(d.decode(b"\x00\x05HE"), Ok(Decoded::NeedMore)));
+    assert_eq!(d.pending_frame_length(b"\x00\x05HE"), Some(7));
+    // The next call continues the stream: the header is not read again.
+    assert!(matches!(
+        d.decode(b"\x00\x05HELLO\x00"),
+        Ok(Decoded::Frame {
+            frame: b"HELLO",
+            consumed: 7
+        })
+    ));
+    assert_eq!(d.pending_frame_length(b"\x00"), None);
+    assert!(matches!(d.decode(b"\x00\x05HE"), Ok(Decoded::NeedMore)));
+    d.reset();
+    assert_eq!(d.pending_frame_length(b""), None);
+    let f = FixedLengthCodec::new(3).unwrap();
+    assert_eq!(f.pending_frame_length(b"a"), Some(3));
 }
