@@ -59,23 +59,76 @@ fn inputs(frame: impl Fn(&[u8]) -> Vec<u8> + Copy) -> [Input; 3] {
     ]
 }
 
-/// Feeds `receives` to `d` as a gnet connection does; returns the frames decoded.
+/// Feeds `receives` to `d` as a gnet connection does (the event loop's `traffic` with
+/// `Conn::decode_each`, modelled here): a receive is decoded where it lies when nothing is
+/// buffered, and what is left is copied into the inbound buffer, with room for the whole
+/// unfinished frame when the decoder knows its length; when it does, a receive that
+/// completes a buffered frame is copied only up to that frame's end, the rest is decoded
+/// where it lies, and one that does not complete it is only buffered. Returns the frames
+/// decoded.
 fn gnet_feed<D: Decoder>(d: &mut D, inbound: &mut BytesMut, receives: &[Vec<u8>]) -> usize {
     let mut frames = 0;
+    let mut hint: usize = 0;
     for r in receives {
-        if inbound.is_empty() {
-            let pos = decode_all(d, r, &mut frames);
-            inbound.extend_from_slice(&r[pos..]);
-        } else {
+        let need = hint.saturating_sub(inbound.len());
+        hint = if inbound.is_empty() {
+            in_place(d, inbound, r, &mut frames)
+        } else if need > 0 && r.len() < need {
             inbound.extend_from_slice(r);
-            let pos = decode_all(d, inbound, &mut frames);
-            inbound.advance(pos);
-        }
+            hint
+        } else if need > 0 && r.len() > need {
+            let (head, tail) = r.split_at(need);
+            buffered(d, inbound, head, true, &mut frames);
+            if inbound.is_empty() {
+                in_place(d, inbound, tail, &mut frames)
+            } else {
+                buffered(d, inbound, tail, false, &mut frames)
+            }
+        } else {
+            buffered(d, inbound, r, false, &mut frames)
+        };
     }
     frames
 }
 
-fn decode_all<D: Decoder>(d: &mut D, data: &[u8], frames: &mut usize) -> usize {
+/// The zero-copy path; returns the length hint of what it left buffered.
+fn in_place<D: Decoder>(d: &mut D, inbound: &mut BytesMut, r: &[u8], frames: &mut usize) -> usize {
+    let (pos, hint) = decode_all(d, r, frames);
+    if pos < r.len() {
+        inbound.reserve(hint.max(r.len() - pos));
+        inbound.extend_from_slice(&r[pos..]);
+    } else {
+        *inbound = BytesMut::new();
+    }
+    hint
+}
+
+/// The buffered path; returns the length hint of what it left buffered.
+fn buffered<D: Decoder>(
+    d: &mut D,
+    inbound: &mut BytesMut,
+    r: &[u8],
+    keep: bool,
+    frames: &mut usize,
+) -> usize {
+    inbound.extend_from_slice(r);
+    let mut buf = std::mem::take(inbound);
+    let (pos, hint) = decode_all(d, &buf, frames);
+    buf.advance(pos);
+    if buf.is_empty() {
+        if !keep {
+            buf = BytesMut::new();
+        }
+    } else if hint > buf.len() {
+        buf.reserve(hint - buf.len());
+    }
+    *inbound = buf;
+    hint
+}
+
+/// Decodes the frames of `data`; returns the bytes consumed and the length hint of the
+/// unfinished frame (0: none).
+fn decode_all<D: Decoder>(d: &mut D, data: &[u8], frames: &mut usize) -> (usize, usize) {
     let mut pos = 0;
     while pos < data.len() {
         match d.decode(&data[pos..]) {
@@ -84,11 +137,13 @@ fn decode_all<D: Decoder>(d: &mut D, data: &[u8], frames: &mut usize) -> usize {
                 *frames += 1;
                 pos += consumed;
             }
-            Ok(Decoded::NeedMore) => break,
+            Ok(Decoded::NeedMore) => {
+                return (pos, d.pending_frame_length(&data[pos..]).unwrap_or(0));
+            }
             Err(e) => panic!("{e}"),
         }
     }
-    pos
+    (pos, 0)
 }
 
 /// Feeds `receives` to a tokio-util decoder as `FramedRead` does; returns the frames.

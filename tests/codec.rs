@@ -25,6 +25,8 @@ struct Log {
     /// Per `on_traffic`: frames decoded, reply bytes written, and how many of them were still
     /// queued when the callback ended (all of them, if nothing was flushed early).
     receives: Mutex<Vec<(usize, usize, usize)>>,
+    /// Per `on_traffic`: the bytes it was given, and the frames decoded from them.
+    calls: Mutex<Vec<(usize, usize)>>,
     failures: Failures,
 }
 
@@ -44,6 +46,7 @@ impl<D: Decoder + Clone + Send + Sync + 'static> EventHandler for Echo<D> {
     type Context = D;
 
     fn on_traffic(&self, c: &mut Conn<'_, D>) -> Action {
+        let given = c.inbound_buffered();
         let before = c.outbound_buffered();
         let (mut frames, mut written) = (0, 0);
         let action = c.decode_each(
@@ -72,6 +75,7 @@ impl<D: Decoder + Clone + Send + Sync + 'static> EventHandler for Echo<D> {
             .lock()
             .unwrap()
             .push((frames, written, queued));
+        self.log.calls.lock().unwrap().push((given, frames));
         action
     }
 
@@ -370,7 +374,46 @@ fn replies_of_one_receive_go_out_in_one_flush(kind: BackendKind) {
     }
 }
 
+/// A decoder that knows the length of the frame it waits for (a length field) makes the loop
+/// buffer a receive that cannot complete it without a call, and copy only the end of the
+/// frame from the receive that completes it: the frames after it are decoded where they lie,
+/// in a second call.
+fn known_frame_lengths_spare_calls_and_copies(kind: BackendKind) {
+    let codec = LengthFieldCodec::builder(FieldWidth::Four, 4096)
+        .strip(4)
+        .build()
+        .unwrap();
+    let a = encode_all(&codec, &[vec![1; 996]]);
+    let bc = encode_all(&codec, &[vec![2; 46], vec![3; 96]]);
+    let (s, log) = start(kind, codec, codec, None, false);
+    let mut c = client(&s);
+    // 10 bytes (header known), 100 more (still short), then the rest of A with B and C.
+    let mut stream = a.clone();
+    stream.extend_from_slice(&bc);
+    send_in_pieces(&mut c, &stream, &[10, 110]);
+    c.expect(&stream);
+    let calls = log.calls.lock().unwrap().clone();
+    assert_eq!(
+        calls,
+        [(10, 0), (a.len(), 1), (bc.len(), 2)],
+        "{kind}: (bytes given, frames) per on_traffic"
+    );
+    // Without a length to wait for (lines), every receive is a call over all it buffered.
+    let lines = LineCodec::new(2000);
+    let (s2, log) = start(kind, lines.clone(), lines.clone(), None, false);
+    let mut c = client(&s2);
+    let stream = encode_all(&lines, &[vec![b'x'; 996], b"b".to_vec(), b"c".to_vec()]);
+    send_in_pieces(&mut c, &stream, &[10, 110]);
+    c.expect(&stream);
+    let calls = log.calls.lock().unwrap().clone();
+    assert_eq!(calls, [(10, 0), (110, 0), (stream.len(), 3)], "{kind}");
+    drop(c);
+    s.stop().unwrap();
+    s2.stop().unwrap();
+}
+
 per_backend!(
+    known_frame_lengths_spare_calls_and_copies,
     lines_round_trip,
     delimited_round_trip,
     fixed_round_trip,

@@ -17,7 +17,13 @@ impl<'a, C> Conn<'a, C> {
     ///   ([`Options::direct_write_min`](crate::Options::direct_write_min)), so a reply is
     ///   never sent on its own while later frames are still being answered.
     /// - Bytes of an unfinished frame stay buffered, as unconsumed input always does, and
-    ///   come back with the next receive; the decoder then does not search them again.
+    ///   come back with the next receive; the decoder then does not search them again. When
+    ///   the decoder knows the unfinished frame's length
+    ///   ([`Decoder::pending_frame_length`]: a length field, a fixed length), the loop gives
+    ///   the buffer room for it at once, buffers a receive that cannot complete it without
+    ///   calling `on_traffic`, and copies from the receive that does only up to the frame's
+    ///   end: that frame comes in one `on_traffic`, the frames after it, where they lie, in a
+    ///   second one for the same receive (their replies still leave in the same flush).
     /// - A frame `on_frame` answers with anything but [`Action::None`] is the last one
     ///   handled; that action is returned, to be returned from `on_traffic`. So is a
     ///   [`Conn::close`] made in `on_frame`.
@@ -83,7 +89,8 @@ impl<'a, C> Conn<'a, C> {
             if rest.is_empty() {
                 break;
             }
-            match decoder(&mut self.st.ctx).decode(rest) {
+            let d = decoder(&mut self.st.ctx);
+            match d.decode(rest) {
                 Ok(Decoded::Frame { frame, consumed }) => {
                     assert!(
                         (1..=rest.len()).contains(&consumed),
@@ -96,7 +103,10 @@ impl<'a, C> Conn<'a, C> {
                         break;
                     }
                 }
-                Ok(Decoded::NeedMore) => break,
+                Ok(Decoded::NeedMore) => {
+                    self.st.inbound_hint = d.pending_frame_length(rest).unwrap_or(0);
+                    break;
+                }
                 Err(e) => {
                     self.close_with_error(e);
                     break;

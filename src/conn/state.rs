@@ -35,6 +35,10 @@ pub(crate) struct ConnState<C> {
     pub(crate) peer: Addr,
     pub(crate) ctx: Option<C>,
     pub(crate) inbound: BytesMut,
+    /// The length of the unfinished frame the handler's decoder is waiting for, when it knows
+    /// it (`Decoder::pending_frame_length`; 0: unknown): room the inbound buffer is given at
+    /// once. Reset by every receive.
+    pub(crate) inbound_hint: usize,
     pub(crate) out: Outbound,
     pub(crate) sending: usize,
     pub(crate) written_total: u64,
@@ -68,6 +72,7 @@ impl<C> ConnState<C> {
             peer,
             ctx: None,
             inbound: BytesMut::new(),
+            inbound_hint: 0,
             out: Outbound::default(),
             sending: 0,
             written_total: 0,
