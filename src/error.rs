@@ -72,8 +72,8 @@ pub enum Error {
     },
     /// The operation does not apply to this kind of connection or engine.
     Unsupported(&'static str),
-    /// A framing codec rejected its input.
-    Codec(String),
+    /// A framing codec rejected its input or an item to encode.
+    Codec(crate::codec::CodecError),
     /// An operating-system error.
     Io(io::Error),
 }
@@ -125,8 +125,15 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io(e) => Some(e),
+            Error::Codec(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+impl From<crate::codec::CodecError> for Error {
+    fn from(e: crate::codec::CodecError) -> Self {
+        Error::Codec(e)
     }
 }
 

@@ -33,6 +33,10 @@ pub enum CloseCause {
     Local,
     /// The engine is shutting down.
     Shutdown,
+    /// The input could not be decoded ([`Conn::decode_each`], [`Conn::close_with_error`]):
+    /// a frame too long, an impossible length. What was written before is delivered, then
+    /// the connection is closed; the engine's other connections are not affected.
+    Codec(crate::codec::CodecError),
     /// An error: I/O, a handler panic, an inbound overflow, a close timeout.
     Error(Error),
 }
@@ -44,6 +48,7 @@ impl std::fmt::Display for CloseCause {
             CloseCause::Reset => f.write_str("reset by peer"),
             CloseCause::Local => f.write_str("closed locally"),
             CloseCause::Shutdown => f.write_str("engine shutdown"),
+            CloseCause::Codec(e) => write!(f, "codec error: {e}"),
             CloseCause::Error(e) => write!(f, "error: {e}"),
         }
     }

@@ -52,6 +52,7 @@
 mod addr;
 mod balance;
 mod broadcast;
+pub mod codec;
 mod conn;
 mod datagram;
 mod engine;

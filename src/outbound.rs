@@ -6,6 +6,8 @@ use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::codec::WriteBuf;
+
 /// Bytes written by the handler and not yet handed to the backend.
 ///
 /// Writes of borrowed slices are appended to `tail`, which is sealed into a segment once it
@@ -125,6 +127,40 @@ impl Outbound {
             self.tail.extend_from_slice(&data[..n]);
             data = &data[n..];
         }
+    }
+
+    /// Lets `f` append to the queue in place (an encoder writing a frame): no buffer of its
+    /// own to copy afterwards. What `f` appended is taken back if it fails. Returns how many
+    /// bytes it appended.
+    ///
+    /// What one call appends is contiguous: a frame larger than [`CHUNK`] makes a larger
+    /// buffer (which is not pooled afterwards).
+    ///
+    /// # Errors
+    /// What `f` returns.
+    pub fn append_with<E>(
+        &mut self,
+        pool: &mut BufPool,
+        f: impl FnOnce(&mut WriteBuf<'_>) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        if self.tail.len() >= CHUNK {
+            self.seal();
+        }
+        if self.tail.capacity() == 0 {
+            self.tail = pool.buffer(BufPool::MIN_CAPACITY);
+        }
+        let start = self.tail.len();
+        let r = f(&mut WriteBuf::new(&mut self.tail));
+        let n = self.tail.len() - start;
+        if let Err(e) = r {
+            self.tail.truncate(start);
+            return Err(e);
+        }
+        self.len += n;
+        if self.tail.len() >= CHUNK {
+            self.seal();
+        }
+        Ok(n)
     }
 
     /// Queues `data` as its own segment (small buffers are copied instead).
@@ -264,6 +300,38 @@ mod tests {
         assert!(pool.is_empty());
         pool.put((0..100).map(|_| Bytes::from(vec![0u8; 4096])).collect());
         assert_eq!(pool.len(), BufPool::MAX_BUFS);
+    }
+
+    #[test]
+    fn append_with_writes_in_place_after_queued_bytes_and_takes_back_a_failure() {
+        let mut pool = BufPool::default();
+        let mut o = Outbound::default();
+        o.write(b"ab");
+        let n = o
+            .append_with(&mut pool, |w| {
+                w.extend_from_slice(b"cd");
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+        assert_eq!(n, 2);
+        let r = o.append_with(&mut pool, |w| {
+            w.extend_from_slice(b"half a frame");
+            Err("bad")
+        });
+        assert_eq!(r, Err("bad"));
+        assert_eq!(o.len(), 4);
+        let (batch, n) = o.take();
+        assert_eq!((batch.len(), n, &batch[0][..]), (1, 4, &b"abcd"[..]));
+        // A frame past a chunk is sealed after it, whole.
+        o.append_with(&mut pool, |w| {
+            w.extend_from_slice(&[1; CHUNK + 10]);
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        o.write(b"z");
+        let (batch, n) = o.take();
+        assert_eq!(n, CHUNK + 11);
+        assert_eq!(batch.len(), 2);
     }
 
     #[test]

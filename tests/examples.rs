@@ -1,7 +1,8 @@
 //! The examples against each other, on every backend, as a user runs them: `client` checks
 //! every reply of many messages over many connections, through `proxy` to `echo` (TCP), to
 //! `udp_echo` (UDP datagrams) and to `unix_echo` (a Unix socket), and exits 0; clients of
-//! `push` get its ticks on every loop, and `blocking` answers from its pool.
+//! `push` get its ticks on every loop, `blocking` answers from its pool, and `codec
+//! --client` checks every reply of the `codec` server (a length-field protocol).
 #![cfg(target_os = "linux")]
 
 mod util;
@@ -241,7 +242,46 @@ fn blocking_answers_from_its_pool(kind: BackendKind) {
     blocking.stop_on_sigterm("blocking");
 }
 
+fn codec_client_to_codec_server(kind: BackendKind) {
+    let (_server, addr) = start(
+        "codec",
+        kind,
+        &["--addr", "tcp://127.0.0.1:0", "--loops", "2"],
+    );
+    let out = Command::new(example_binary("codec"))
+        .args(["--client", "--backend", kind.name(), "--addr", &addr])
+        .args([
+            "--conns",
+            "6",
+            "--frames",
+            "300",
+            "--loops",
+            "2",
+            "--timeout",
+            "30",
+        ])
+        .env_remove("GNET_BACKEND")
+        .output()
+        .expect("run the codec client");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{kind}: codec --client failed:\n{text}"
+    );
+    let want = format!("gnet codec client: backend={kind} addr={addr}");
+    assert!(text.starts_with(&want), "{kind}: first line of {text}");
+    assert!(
+        text.contains("1800 replies on 6 connections checked"),
+        "{kind}: {text}"
+    );
+}
+
 per_backend!(
+    codec_client_to_codec_server,
     client_through_proxy_to_echo,
     client_to_udp_echo,
     client_to_unix_echo,

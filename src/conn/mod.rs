@@ -2,6 +2,7 @@
 //! (`state.rs`), its socket options (`sockopt.rs`), and the other connections of its loop as
 //! it reaches them (`peer.rs`).
 
+mod framed;
 mod peer;
 #[cfg(unix)]
 mod sockopt;

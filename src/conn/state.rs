@@ -35,6 +35,10 @@ pub(crate) struct ConnState<C> {
     pub(crate) peer: Addr,
     pub(crate) ctx: Option<C>,
     pub(crate) inbound: BytesMut,
+    /// The length of the unfinished frame the handler's decoder is waiting for, when it knows
+    /// it (`Decoder::pending_frame_length`; 0: unknown): room the inbound buffer is given at
+    /// once. Reset by every receive.
+    pub(crate) inbound_hint: usize,
     pub(crate) out: Outbound,
     pub(crate) sending: usize,
     pub(crate) written_total: u64,
@@ -46,6 +50,8 @@ pub(crate) struct ConnState<C> {
     pub(crate) paused: bool,
     pub(crate) eof: bool,
     pub(crate) close_requested: bool,
+    /// Why, when the close requested is not a plain local one (a codec error).
+    pub(crate) close_cause: Option<CloseCause>,
     pub(crate) dirty: bool,
     /// Writes of at least this many bytes may go straight to the socket (`usize::MAX`: never).
     pub(crate) direct_min: usize,
@@ -66,6 +72,7 @@ impl<C> ConnState<C> {
             peer,
             ctx: None,
             inbound: BytesMut::new(),
+            inbound_hint: 0,
             out: Outbound::default(),
             sending: 0,
             written_total: 0,
@@ -76,6 +83,7 @@ impl<C> ConnState<C> {
             paused: false,
             eof: false,
             close_requested: false,
+            close_cause: None,
             dirty: false,
             direct_min: usize::MAX,
             handle: std::cell::OnceCell::new(),
@@ -132,6 +140,31 @@ impl<C> ConnState<C> {
             self.written_total += data.len() as u64;
             self.dirty = true;
         }
+    }
+
+    /// Lets `f` append to the outbound queue in place (one datagram on a datagram socket).
+    /// Nothing is called on a connection that no longer accepts writes.
+    pub(crate) fn queue_with<E>(
+        &mut self,
+        pool: &mut BufPool,
+        f: impl FnOnce(&mut crate::codec::WriteBuf<'_>) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        if !self.accepts_writes() {
+            return Ok(0);
+        }
+        if self.dgram.is_some() {
+            let mut datagram = BytesMut::new();
+            f(&mut crate::codec::WriteBuf::new(&mut datagram))?;
+            let n = datagram.len();
+            self.queue_datagram(self.reply_to(), datagram.freeze());
+            return Ok(n);
+        }
+        let n = self.out.append_with(pool, f)?;
+        if n > 0 {
+            self.written_total += n as u64;
+            self.dirty = true;
+        }
+        Ok(n)
     }
 
     /// Queues one datagram (a datagram socket only).

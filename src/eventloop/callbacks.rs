@@ -32,7 +32,11 @@ impl<H: EventHandler> Core<H> {
         }
         match r {
             Ok(Action::None) => {}
-            Ok(Action::Close) => self.begin_close(id, CloseCause::Local),
+            Ok(Action::Close) => {
+                // A codec error the callback met is the better reason.
+                let cause = self.state(id).and_then(|s| s.close_cause.take());
+                self.begin_close(id, cause.unwrap_or(CloseCause::Local));
+            }
             Ok(Action::Shutdown) => {
                 let _ = self.engine.stop();
             }
@@ -56,6 +60,7 @@ impl<H: EventHandler> Core<H> {
     fn after_datagram(&mut self, id: Id, r: std::thread::Result<Action>) {
         if let Some(st) = self.state(id) {
             st.close_requested = false; // `Conn::close` too: nothing to close
+            st.close_cause = None;
         }
         match r {
             Ok(Action::Shutdown) => {
@@ -120,34 +125,60 @@ impl<H: EventHandler> Core<H> {
 
     /// `on_traffic` with `fresh` bytes from the backend (or none, for a wake). Returns whether
     /// the backend should keep receiving.
+    ///
+    /// When the handler's decoder said how long the unfinished frame it is waiting for is
+    /// ([`crate::codec::Decoder::pending_frame_length`]): bytes that do not complete it are
+    /// only buffered, without a call (nothing could be decoded); when `fresh` holds more
+    /// than its end, only the bytes that complete it are copied: the handler gets that frame
+    /// from the inbound buffer, then the rest of `fresh` where it lies, in a second call (the
+    /// replies of both still go out in one flush).
     pub(super) fn traffic(&mut self, id: Id, fresh: Option<&[u8]>) -> Flow {
         let max_in = self.opts.max_inbound;
         let max_out = self.opts.max_outbound;
         let Some(st) = self.conns.conn_mut(id) else {
             return Flow::Continue;
         };
-        let handler = &self.handler;
-        let r;
-        if st.inbound.is_empty() {
-            // Zero-copy path: the handler reads the backend's buffer; only a remainder is copied.
-            let data = fresh.unwrap_or(&[]);
-            let mut c = Conn::new(data, st, &mut self.local, &self.shared, &self.engine);
-            r = catch_unwind(AssertUnwindSafe(|| handler.on_traffic(&mut c)));
-            let pos = c.consumed();
-            if pos < data.len() {
-                st.inbound.extend_from_slice(&data[pos..]);
+        let need = st.inbound_hint.saturating_sub(st.inbound.len());
+        let woken = fresh.is_none();
+        let fresh = fresh.unwrap_or(&[]);
+        let r = if st.inbound.is_empty() {
+            self.in_place(id, fresh)
+        } else if need > 0 && fresh.len() < need && !woken {
+            // Still short of the frame the decoder waits for.
+            st.inbound.extend_from_slice(fresh);
+            Ok(Action::None)
+        } else if need > 0 && fresh.len() > need {
+            let (head, tail) = fresh.split_at(need);
+            let r = self.buffered(id, head, true);
+            match self.state(id) {
+                Some(st)
+                    if matches!(r, Ok(Action::None | Action::Shutdown))
+                        && st.is_open()
+                        && !st.close_requested =>
+                {
+                    // A wrong hint leaves bytes buffered: the rest is appended, never held back.
+                    let r2 = if st.inbound.is_empty() {
+                        self.in_place(id, tail)
+                    } else {
+                        self.buffered(id, tail, false)
+                    };
+                    match (r, r2) {
+                        (Ok(Action::Shutdown), Ok(Action::None)) => Ok(Action::Shutdown),
+                        (_, r2) => r2,
+                    }
+                }
+                Some(st) => {
+                    st.inbound.extend_from_slice(tail);
+                    r
+                }
+                None => r,
             }
         } else {
-            if let Some(d) = fresh {
-                st.inbound.extend_from_slice(d);
-            }
-            let mut buf = std::mem::take(&mut st.inbound);
-            let mut c = Conn::new(&buf, st, &mut self.local, &self.shared, &self.engine);
-            r = catch_unwind(AssertUnwindSafe(|| handler.on_traffic(&mut c)));
-            let pos = c.consumed();
-            buf.advance(pos);
-            st.inbound = if buf.is_empty() { BytesMut::new() } else { buf };
-        }
+            self.buffered(id, fresh, false)
+        };
+        let Some(st) = self.state(id) else {
+            return Flow::Continue;
+        };
         let overflow = st.inbound.len() > max_in;
         let flow = if st.pending() > max_out {
             st.paused = true;
@@ -170,6 +201,56 @@ impl<H: EventHandler> Core<H> {
             return Flow::Continue;
         }
         flow
+    }
+
+    /// `on_traffic` over `data` where it lies (nothing is buffered): the zero-copy path. Only
+    /// what the handler did not consume is copied into the inbound buffer, given room for the
+    /// whole unfinished frame when its decoder knows its length.
+    fn in_place(&mut self, id: Id, data: &[u8]) -> std::thread::Result<Action> {
+        let max_in = self.opts.max_inbound;
+        let Some(st) = self.conns.conn_mut(id) else {
+            return Ok(Action::None);
+        };
+        st.inbound_hint = 0;
+        let handler = &self.handler;
+        let mut c = Conn::new(data, st, &mut self.local, &self.shared, &self.engine);
+        let r = catch_unwind(AssertUnwindSafe(|| handler.on_traffic(&mut c)));
+        let pos = c.consumed();
+        if pos < data.len() {
+            let rest = data.len() - pos;
+            st.inbound.reserve(st.inbound_hint.min(max_in).max(rest));
+            st.inbound.extend_from_slice(&data[pos..]);
+        } else {
+            // No leftover: no memory kept (a buffer `buffered` kept for this call is freed).
+            st.inbound = BytesMut::new();
+        }
+        r
+    }
+
+    /// `on_traffic` over the inbound buffer with `fresh` appended. An emptied buffer is freed,
+    /// unless `keep` (the rest of the receive follows, and may leave a frame to buffer).
+    fn buffered(&mut self, id: Id, fresh: &[u8], keep: bool) -> std::thread::Result<Action> {
+        let max_in = self.opts.max_inbound;
+        let Some(st) = self.conns.conn_mut(id) else {
+            return Ok(Action::None);
+        };
+        st.inbound.extend_from_slice(fresh);
+        st.inbound_hint = 0;
+        let handler = &self.handler;
+        let mut buf = std::mem::take(&mut st.inbound);
+        let mut c = Conn::new(&buf, st, &mut self.local, &self.shared, &self.engine);
+        let r = catch_unwind(AssertUnwindSafe(|| handler.on_traffic(&mut c)));
+        let pos = c.consumed();
+        buf.advance(pos);
+        if buf.is_empty() {
+            if !keep {
+                buf = BytesMut::new();
+            }
+        } else if st.inbound_hint > buf.len() {
+            buf.reserve(st.inbound_hint.min(max_in).saturating_sub(buf.len()));
+        }
+        st.inbound = buf;
+        r
     }
 
     /// The backend released `id`: `on_close`, then the socket is dropped (closing the fd).

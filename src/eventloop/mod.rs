@@ -527,7 +527,8 @@ impl<H: EventHandler> Core<H> {
         }
         if st.close_requested && st.is_open() {
             st.close_requested = false;
-            self.begin_close(id, CloseCause::Local);
+            let cause = st.close_cause.take().unwrap_or(CloseCause::Local);
+            self.begin_close(id, cause);
             return self.flush(backend, id);
         }
         if matches!(st.phase, Phase::Closing { .. }) {
@@ -558,7 +559,10 @@ impl<H: EventHandler> Core<H> {
                 };
                 if matches!(
                     cause,
-                    CloseCause::Local | CloseCause::PeerClosed | CloseCause::Shutdown
+                    CloseCause::Local
+                        | CloseCause::PeerClosed
+                        | CloseCause::Shutdown
+                        | CloseCause::Codec(_)
                 ) {
                     let _ = st.socket.shutdown(std::net::Shutdown::Write);
                 }
