@@ -109,4 +109,7 @@ if ! rustup run "$msrv" rustc --version >/dev/null 2>&1; then
 fi
 cargo "+$msrv" check -p gnet -p gnet-backends --all-targets
 
+step "the codec fuzz targets: built, and each run for ${FUZZ_SECONDS:=10} s (ci/fuzz.sh; nightly, cargo-fuzz)"
+FUZZ_SECONDS="$FUZZ_SECONDS" bash ci/fuzz.sh
+
 step "done"
