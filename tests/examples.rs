@@ -1,8 +1,9 @@
 //! The examples against each other, on every backend, as a user runs them: `client` checks
 //! every reply of many messages over many connections, through `proxy` to `echo` (TCP), to
 //! `udp_echo` (UDP datagrams) and to `unix_echo` (a Unix socket), and exits 0; clients of
-//! `push` get its ticks on every loop, `blocking` answers from its pool, and `codec
-//! --client` checks every reply of the `codec` server (a length-field protocol).
+//! `push` get its ticks on every loop, `blocking` answers from its pool, `codec --client`
+//! checks every reply of the `codec` server (a length-field protocol), and `chat` relays
+//! lines between clients on several loops.
 #![cfg(target_os = "linux")]
 
 mod util;
@@ -242,6 +243,68 @@ fn blocking_answers_from_its_pool(kind: BackendKind) {
     blocking.stop_on_sigterm("blocking");
 }
 
+/// `chat` on two loops: nicknames, a message reaching every other client (on both loops) and
+/// not its sender, `/who`, a line over the maximum closing only its sender (and telling the
+/// others it left), `/quit`, then a graceful stop.
+fn chat_broadcasts_to_the_others(kind: BackendKind) {
+    let (chat, addr) = start(
+        "chat",
+        kind,
+        &["--addr", "tcp://127.0.0.1:0", "--loops", "2"],
+    );
+    let names = ["ann", "bob", "cy", "dee"];
+    let mut clients: Vec<_> = names.iter().map(|_| line_client(&addr)).collect();
+    for i in 0..clients.len() {
+        let (earlier, rest) = clients.split_at_mut(i);
+        let (s, r) = &mut rest[0];
+        assert_eq!(read_line(r), "* welcome; your nickname?\n");
+        writeln!(s, "{}", names[i]).unwrap();
+        let hello = read_line(r);
+        assert!(
+            hello.starts_with(&format!("* hello {},", names[i])),
+            "{kind}: {hello:?}"
+        );
+        // Everyone already there hears of the newcomer.
+        for (_, r) in earlier.iter_mut() {
+            assert_eq!(read_line(r), format!("* {} joined\n", names[i]));
+        }
+    }
+    // Split across writes, with \r\n: one line all the same.
+    clients[0].0.write_all(b"hello, ").unwrap();
+    clients[0].0.write_all(b"all\r\n").unwrap();
+    for (_, r) in &mut clients[1..] {
+        assert_eq!(read_line(r), "ann: hello, all\n", "{kind}");
+    }
+    writeln!(clients[1].0, "/who").unwrap();
+    assert_eq!(read_line(&mut clients[1].1), "* 4 online\n", "{kind}");
+    // Ann's next line is what she gets first: she did not get her own message.
+    writeln!(clients[0].0, "/who").unwrap();
+    assert_eq!(read_line(&mut clients[0].1), "* 4 online\n", "{kind}");
+    // A line over 1 KiB closes only its sender.
+    clients[3].0.write_all(&[b'x'; 2000]).unwrap();
+    assert_eq!(
+        read_line_or_eof(&mut clients[3].1),
+        None,
+        "{kind}: dee not closed"
+    );
+    for (_, r) in &mut clients[..3] {
+        assert_eq!(read_line(r), "* dee left\n", "{kind}");
+    }
+    writeln!(clients[2].0, "/quit").unwrap();
+    assert_eq!(read_line(&mut clients[2].1), "* bye\n");
+    assert_eq!(
+        read_line_or_eof(&mut clients[2].1),
+        None,
+        "{kind}: /quit did not close"
+    );
+    for (_, r) in &mut clients[..2] {
+        assert_eq!(read_line(r), "* cy left\n", "{kind}");
+    }
+    writeln!(clients[1].0, "still here").unwrap();
+    assert_eq!(read_line(&mut clients[0].1), "bob: still here\n", "{kind}");
+    chat.stop_on_sigterm("chat");
+}
+
 fn codec_client_to_codec_server(kind: BackendKind) {
     let (_server, addr) = start(
         "codec",
@@ -281,6 +344,7 @@ fn codec_client_to_codec_server(kind: BackendKind) {
 }
 
 per_backend!(
+    chat_broadcasts_to_the_others,
     codec_client_to_codec_server,
     client_through_proxy_to_echo,
     client_to_udp_echo,
