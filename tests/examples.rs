@@ -254,19 +254,19 @@ fn chat_broadcasts_to_the_others(kind: BackendKind) {
     );
     let names = ["ann", "bob", "cy", "dee"];
     let mut clients: Vec<_> = names.iter().map(|_| line_client(&addr)).collect();
-    for i in 0..clients.len() {
+    for (i, name) in names.iter().enumerate() {
         let (earlier, rest) = clients.split_at_mut(i);
         let (s, r) = &mut rest[0];
         assert_eq!(read_line(r), "* welcome; your nickname?\n");
-        writeln!(s, "{}", names[i]).unwrap();
+        writeln!(s, "{name}").unwrap();
         let hello = read_line(r);
         assert!(
-            hello.starts_with(&format!("* hello {},", names[i])),
+            hello.starts_with(&format!("* hello {name},")),
             "{kind}: {hello:?}"
         );
         // Everyone already there hears of the newcomer.
         for (_, r) in earlier.iter_mut() {
-            assert_eq!(read_line(r), format!("* {} joined\n", names[i]));
+            assert_eq!(read_line(r), format!("* {name} joined\n"));
         }
     }
     // Split across writes, with \r\n: one line all the same.
