@@ -14,6 +14,9 @@
 //! number of clients online and `/quit` says goodbye and closes. Every `--interval`
 //! milliseconds (10 s by default) the ticker logs how many clients are connected. SIGINT or
 //! SIGTERM stops it gracefully.
+//!
+//! Broadcasts reach each loop's clients at that loop's next iteration, so a client that
+//! joins at the same moment as another may hear `* other joined` although it came second.
 
 mod common;
 
