@@ -131,10 +131,12 @@ impl Engine {
     ///
     /// # Errors
     /// [`Error::InvalidAddress`] or [`Error::UnsupportedProtocol`] for an address that cannot
-    /// be dialed; [`Error::EngineShutdown`] once the engine stops.
+    /// be dialed; [`Error::WrongContext`] for a `ctx` that is not the handler's `Context`
+    /// (a `None` of another type carries nothing and is accepted);
+    /// [`Error::EngineShutdown`] once the engine stops.
     pub fn dial<C: Send + 'static>(&self, addr: &str, ctx: Option<C>) -> Result<()> {
         let addr = ListenAddr::parse(addr)?;
-        let ctx = ctx.map(|c| Box::new(c) as Box<dyn std::any::Any + Send>);
+        let ctx = self.erase(ctx)?;
         self.to_a_loop(crate::handle::Task::Dial { addr, ctx })
     }
 
@@ -144,14 +146,26 @@ impl Engine {
     /// When it cannot be registered, [`EventHandler::on_dial_error`] says why.
     ///
     /// # Errors
-    /// [`Error::EngineShutdown`] once the engine stops.
+    /// [`Error::WrongContext`] for a `ctx` that is not the handler's `Context` (as
+    /// [`Engine::dial`]); [`Error::EngineShutdown`] once the engine stops.
     pub fn enroll<C: Send + 'static>(
         &self,
         socket: gnet_backends::Socket,
         ctx: Option<C>,
     ) -> Result<()> {
-        let ctx = ctx.map(|c| Box::new(c) as Box<dyn std::any::Any + Send>);
+        let ctx = self.erase(ctx)?;
         self.to_a_loop(crate::handle::Task::Enroll { socket, ctx })
+    }
+
+    /// A context on its way to a loop, type-erased once it is known to be the handler's
+    /// `Context`.
+    fn erase<C: Send + 'static>(
+        &self,
+        ctx: Option<C>,
+    ) -> Result<Option<Box<dyn std::any::Any + Send>>> {
+        let Some(c) = ctx else { return Ok(None) };
+        self.inner.context.check::<C>()?;
+        Ok(Some(Box::new(c)))
     }
 
     /// Queues `task` on the loop with the fewest connections.

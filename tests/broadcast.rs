@@ -273,6 +273,18 @@ fn the_wrong_context_type_is_refused(kind: BackendKind) {
         s.engine.broadcast_if::<u64>("wrong\n", |_| true),
         Err(Error::WrongContext { .. })
     ));
+    // Dialing and enrolling check the context the same way, at the call.
+    assert!(matches!(
+        s.engine
+            .dial("tcp://127.0.0.1:1", Some(String::from("wrong"))),
+        Err(Error::WrongContext { .. })
+    ));
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stream = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    assert!(matches!(
+        s.engine.enroll(gnet::Socket::Tcp(stream), Some(7u64)),
+        Err(Error::WrongContext { .. })
+    ));
     s.engine.broadcast("right\n").expect("broadcast");
     for m in &mut members {
         m.expect("right\n");
