@@ -12,6 +12,7 @@ use bytes::Bytes;
 use crate::conn::Peer;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::handle::ConnId;
 use crate::handle::Task;
 
 /// What [`Engine::for_each_conn`] hands each loop, inside a `Box<dyn Any + Send>` (the engine
@@ -45,6 +46,14 @@ impl ContextType {
             })
         }
     }
+}
+
+/// What [`Engine::with_conn`] hands the connection's loop, type-erased in the same way.
+pub(crate) type SendVisitOne<C> = Box<dyn FnOnce(&mut Peer<'_, C>) + Send>;
+
+/// Takes the visit back out of a [`Task::With`] on a loop whose context is `C`.
+pub(crate) fn downcast_one<C: 'static>(f: Box<dyn Any + Send>) -> Option<SendVisitOne<C>> {
+    f.downcast::<SendVisitOne<C>>().ok().map(|f| *f)
 }
 
 /// Takes the visit back out of a [`Task::ForEach`] on a loop whose context is `C`.
@@ -133,6 +142,38 @@ impl Engine {
                 p.write_bytes(data.clone());
             }
         })
+    }
+
+    /// Runs `f` on the connection `id`, from any thread: the lookup by [`ConnId`] across
+    /// loops. The connection's loop runs it on its own thread at its next iteration, if the
+    /// connection is open then (see [`Peer`]); otherwise `f` is dropped uncalled. The call
+    /// does not wait. From a callback of the same loop,
+    /// [`Conn::with_conn`](crate::Conn::with_conn) does it within the iteration.
+    ///
+    /// # Errors
+    /// [`Error::WrongContext`] if `C` is not the handler's `Context`;
+    /// [`Error::ConnClosed`] for an id of no loop of this engine, or of a loop that has
+    /// exited; [`Error::EngineShutdown`] once the engine is stopping.
+    pub fn with_conn<C: 'static>(
+        &self,
+        id: ConnId,
+        f: impl FnOnce(&mut Peer<'_, C>) + Send + 'static,
+    ) -> Result<()> {
+        self.inner.context.check::<C>()?;
+        if self.is_stopping() {
+            return Err(Error::EngineShutdown);
+        }
+        let l = self
+            .inner
+            .loops
+            .get(id.loop_index())
+            .ok_or(Error::ConnClosed)?;
+        let f: SendVisitOne<C> = Box::new(f);
+        l.push(Task::With {
+            id: id.id(),
+            f: Box::new(f),
+        })
+        .map_err(|_| Error::ConnClosed)
     }
 
     /// Queues the task `make` makes on every loop; a loop that has exited is skipped.

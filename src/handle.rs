@@ -52,6 +52,13 @@ pub(crate) enum Task {
     Broadcast {
         data: Bytes,
     },
+    /// [`Engine::with_conn`](crate::Engine::with_conn): a
+    /// [`SendVisitOne`](crate::broadcast::SendVisitOne) of the handler's `Context`,
+    /// type-erased.
+    With {
+        id: Id,
+        f: Box<dyn std::any::Any + Send>,
+    },
 }
 
 /// What a queued asynchronous write is charged against the budgets, besides its bytes: the

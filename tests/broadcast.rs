@@ -1,8 +1,8 @@
 //! Reaching other connections, on every backend: an engine-wide broadcast over several loops
 //! (every client gets it exactly once), a broadcast filtered on the context, a visit from a
 //! callback that reaches the other connections of its own loop and no others, a lookup by
-//! id, a visit from `on_tick`, a visit that closes, one that panics, and the wrong context
-//! type refused at the call.
+//! id (from a callback, and from any thread over loops), a visit from `on_tick`, a visit that
+//! closes, one that panics, and the wrong context type refused at the call.
 
 mod util;
 
@@ -199,6 +199,48 @@ fn with_conn_reaches_one_connection_by_id(kind: BackendKind) {
     s.stop().unwrap();
 }
 
+/// `Engine::with_conn` from the test's thread reaches one connection on whichever loop it
+/// is, and only it; an id of no loop is refused.
+fn engine_with_conn_reaches_one_connection_on_any_loop(kind: BackendKind) {
+    let (s, shared, mut members) = hub(kind, 3, 6);
+    let ids = shared.ids.lock().unwrap().clone();
+    for m in &members {
+        let id = ids[&m.n];
+        let n = m.n;
+        s.engine
+            .with_conn::<u32>(id, move |p| {
+                let ctx = *p.context().expect("numbered in on_open");
+                p.write(format!("only {n} {ctx}\n").as_bytes());
+            })
+            .expect("with_conn");
+    }
+    for m in &mut members {
+        let want = format!("only {} {}\n", m.n, m.n);
+        m.expect(&want);
+    }
+    // An id from an engine with more loops names no loop of this one.
+    let (s4, shared4, members4) = hub(kind, 4, 8);
+    let on_loop_3 = members4
+        .iter()
+        .find(|m| m.loop_index == 3)
+        .expect("a client on loop 3");
+    let far = shared4.ids.lock().unwrap()[&on_loop_3.n];
+    assert!(matches!(
+        s.engine.with_conn::<u32>(far, |_| {}),
+        Err(Error::ConnClosed)
+    ));
+    s4.stop().unwrap();
+    assert!(matches!(
+        s.engine.with_conn::<u64>(ids[&0], |_| {}),
+        Err(Error::WrongContext { .. })
+    ));
+    s.engine.broadcast("end\n").expect("broadcast");
+    for m in &mut members {
+        m.expect("end\n");
+    }
+    s.stop().unwrap();
+}
+
 fn for_each_from_on_tick(kind: BackendKind) {
     let (s, shared, mut members) = hub(kind, 3, 9);
     shared.tick_visit.store(true, Ordering::SeqCst);
@@ -303,6 +345,7 @@ per_backend!(
     for_each_from_a_callback_reaches_its_own_loop,
     with_conn_reaches_one_connection_by_id,
     for_each_from_on_tick,
+    engine_with_conn_reaches_one_connection_on_any_loop,
     a_visit_can_close,
     a_panicking_visit_resets_the_connection_it_visited,
     the_wrong_context_type_is_refused,

@@ -334,6 +334,7 @@ impl<H: EventHandler> Core<H> {
                 }
                 Task::ForEach { f } => self.for_each_task(f),
                 Task::Broadcast { data } => self.broadcast_task(data),
+                Task::With { id, f } => self.with_task(id, f),
             }
         }
         self.tasks = tasks;

@@ -72,6 +72,18 @@ impl<H: EventHandler> Core<H> {
         self.visit_all(&mut |p| f(p));
     }
 
+    /// An [`Engine::with_conn`](crate::Engine::with_conn) task.
+    pub(super) fn with_task(&mut self, id: Id, f: Box<dyn Any + Send>) {
+        // Checked at the call, as for `for_each_task`.
+        let Some(f) = crate::broadcast::downcast_one::<H::Context>(f) else {
+            return log::error!(
+                "gnet: loop {}: a visit for another context type",
+                self.index
+            );
+        };
+        self.visit_one(id, f);
+    }
+
     /// An [`Engine::broadcast`](crate::Engine::broadcast) task.
     pub(super) fn broadcast_task(&mut self, data: Bytes) {
         self.visit_all(&mut |p| p.write_bytes(data.clone()));
