@@ -99,22 +99,14 @@ fn main() {
     );
     let (mut threads, mut delay) = (4, Duration::from_millis(100));
     for (flag, value) in std::mem::take(&mut args.rest) {
-        let number = |what: &str| -> u64 {
-            value
-                .as_deref()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| {
-                    eprintln!("blocking: {flag} takes {what}");
-                    std::process::exit(2)
-                })
-        };
+        let value = value.as_deref();
         match flag.as_str() {
-            "--threads" => threads = number("a count") as usize,
-            "--delay" => delay = Duration::from_millis(number("milliseconds")),
-            _ => {
-                eprintln!("blocking: unknown argument {flag}");
-                std::process::exit(2);
+            "--threads" => threads = common::number("blocking", &flag, value, "a count"),
+            "--delay" => {
+                let ms = common::number("blocking", &flag, value, "milliseconds");
+                delay = Duration::from_millis(ms);
             }
+            _ => common::bad_arg("blocking", &format!("unknown argument {flag}")),
         }
     }
     let pool = rayon::ThreadPoolBuilder::new()

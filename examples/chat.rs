@@ -144,18 +144,12 @@ fn main() {
     );
     let mut interval = Duration::from_secs(10);
     for (flag, value) in std::mem::take(&mut args.rest) {
-        match (flag.as_str(), value) {
-            ("--interval", Some(v)) => {
-                let ms = v.parse().unwrap_or_else(|_| {
-                    eprintln!("chat: --interval takes milliseconds");
-                    std::process::exit(2)
-                });
+        match flag.as_str() {
+            "--interval" => {
+                let ms = common::number("chat", &flag, value.as_deref(), "milliseconds");
                 interval = Duration::from_millis(ms);
             }
-            _ => {
-                eprintln!("chat: unknown argument {flag}");
-                std::process::exit(2);
-            }
+            _ => common::bad_arg("chat", &format!("unknown argument {flag}")),
         }
     }
     args.opts = args.opts.ticker(true);

@@ -56,18 +56,12 @@ fn main() {
     );
     let mut interval = Duration::from_secs(1);
     for (flag, value) in std::mem::take(&mut args.rest) {
-        match (flag.as_str(), value) {
-            ("--interval", Some(v)) => {
-                let ms = v.parse().unwrap_or_else(|_| {
-                    eprintln!("push: --interval takes milliseconds");
-                    std::process::exit(2)
-                });
+        match flag.as_str() {
+            "--interval" => {
+                let ms = common::number("push", &flag, value.as_deref(), "milliseconds");
                 interval = Duration::from_millis(ms);
             }
-            _ => {
-                eprintln!("push: unknown argument {flag}");
-                std::process::exit(2);
-            }
+            _ => common::bad_arg("push", &format!("unknown argument {flag}")),
         }
     }
     args.opts = args.opts.ticker(true);

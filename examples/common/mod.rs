@@ -19,6 +19,20 @@ pub struct Args {
     pub rest: Vec<(String, Option<String>)>,
 }
 
+/// Ends the example with `name: msg` and exit status 2 (a bad command line).
+pub fn bad_arg(name: &str, msg: &str) -> ! {
+    eprintln!("{name}: {msg}");
+    std::process::exit(2)
+}
+
+/// The number `value` of `flag` (one of [`Args::rest`]), or the end of the example saying
+/// that `flag` takes `what`.
+pub fn number<T: std::str::FromStr>(name: &str, flag: &str, value: Option<&str>, what: &str) -> T {
+    value
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| bad_arg(name, &format!("{flag} takes {what}")))
+}
+
 /// Parses `--addr URL` (repeatable; `default_addr` when none), `--loops N`,
 /// `--backend auto|uring|epoll|stdnet`; `takes_value` says which other flags take a value.
 /// Exits with a usage message on an error.
